@@ -1,0 +1,300 @@
+"""``Agent``: the one handle every part of the lab uses on a checkpoint.
+
+All preprocessing (HWC->CHW transposition, observation normalisation, image
+scaling) happens inside the differentiable forward pass, so gradients are taken
+with respect to the raw observations the environment emits.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.dqn.policies import DQNPolicy
+from torch import nn
+from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
+
+from rllab.checkpoint import WEIGHTS_FILE, lineage_entry, read_spec, write_checkpoint
+from rllab.environment import make_env
+from rllab.errors import RllabError
+from rllab.policies import build_policy, transposed_image_space
+from rllab.spaces import describe, space_from_json, space_to_json, spaces_match
+
+
+class Agent(nn.Module):
+    """A trained policy plus everything needed to feed it raw observations.
+
+    ``spec`` is the content of ``agent.json``; ``policy`` a Stable-Baselines3
+    policy (``ActorCriticPolicy`` or ``DQNPolicy``).
+    """
+
+    def __init__(self, spec: dict[str, Any], policy: BasePolicy) -> None:
+        super().__init__()
+        self.spec = spec
+        self.policy = policy
+        self.observation_space = space_from_json(spec["observation_space"])
+        self.action_space = space_from_json(spec["action_space"])
+        pre = spec.get("preprocessing", {})
+        self.transpose_image = bool(pre.get("transpose_image", False))
+        norm = pre.get("obs_normalization")
+        self.normalize_obs = norm is not None
+        if self.normalize_obs:
+            shape = self.observation_space.shape
+            self.register_buffer("obs_mean", th.as_tensor(np.asarray(norm["mean"], dtype=np.float32).reshape(shape)))
+            self.register_buffer("obs_var", th.as_tensor(np.asarray(norm["var"], dtype=np.float32).reshape(shape)))
+            self.obs_clip = float(norm.get("clip", 10.0))
+            self.obs_eps = float(norm.get("epsilon", 1e-8))
+
+    # ------------------------------------------------------------ properties
+    @property
+    def algo(self) -> str:
+        return self.spec["algo"]
+
+    @property
+    def env_id(self) -> str:
+        return self.spec["env"]["id"]
+
+    @property
+    def device(self) -> th.device:
+        return next(self.policy.parameters()).device
+
+    @property
+    def is_discrete(self) -> bool:
+        return isinstance(self.action_space, gym.spaces.Discrete)
+
+    @property
+    def is_image(self) -> bool:
+        space = self.observation_space
+        return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
+
+    @property
+    def has_critic(self) -> bool:
+        """A state-value critic (actor-critic agents with a trained value head)."""
+        return bool(self.spec["policy"].get("has_critic", False))
+
+    @property
+    def has_q(self) -> bool:
+        return isinstance(self.policy, DQNPolicy)
+
+    @property
+    def obs_std(self) -> np.ndarray | None:
+        """Per-feature standard deviation of observations in the agent's own rollouts."""
+        stats = self.spec.get("obs_stats")
+        if not stats:
+            return None
+        return np.asarray(stats["std"], dtype=np.float32).reshape(self.observation_space.shape)
+
+    @property
+    def obs_mean(self) -> np.ndarray | None:
+        stats = self.spec.get("obs_stats")
+        if not stats:
+            return None
+        return np.asarray(stats["mean"], dtype=np.float32).reshape(self.observation_space.shape)
+
+    # ------------------------------------------------------------- forward
+    def as_tensor(self, obs: Any) -> th.Tensor:
+        """A batch of raw observations as a float tensor on the agent's device (grad kept)."""
+        x = obs if isinstance(obs, th.Tensor) else th.as_tensor(np.asarray(obs))
+        x = x.to(self.device)
+        if not x.is_floating_point():
+            x = x.float()
+        if x.shape == self.observation_space.shape:
+            x = x.unsqueeze(0)
+        return x
+
+    def preprocess(self, obs: Any) -> th.Tensor:
+        """Raw observations -> what the SB3 policy's own preprocessing expects."""
+        x = self.as_tensor(obs)
+        if self.transpose_image:
+            x = x.permute(0, 3, 1, 2)
+        if self.normalize_obs:
+            x = th.clamp((x - self.obs_mean) / th.sqrt(self.obs_var + self.obs_eps), -self.obs_clip, self.obs_clip)
+        return x
+
+    def _latent_pi(self, obs: Any) -> th.Tensor:
+        policy = self.policy
+        assert isinstance(policy, ActorCriticPolicy)
+        features = policy.extract_features(self.preprocess(obs))
+        pi_features = features[0] if isinstance(features, tuple) else features
+        return policy.mlp_extractor.forward_actor(pi_features)
+
+    def features(self, obs: Any) -> th.Tensor:
+        """The representation the action head reads (feature extractor + hidden layers)."""
+        if isinstance(self.policy, DQNPolicy):
+            q_net = self.policy.q_net
+            feats = q_net.extract_features(self.preprocess(obs), q_net.features_extractor)
+            return q_net.q_net[:-1](feats)
+        return self._latent_pi(obs)
+
+    def logits(self, obs: Any) -> th.Tensor:
+        """Differentiable action scores: logits (discrete), Q-values (DQN) or Gaussian means (continuous)."""
+        if isinstance(self.policy, DQNPolicy):
+            return self.policy.q_net(self.preprocess(obs))
+        return self.policy.action_net(self._latent_pi(obs))
+
+    def action_dist(self, obs: Any) -> Distribution:
+        """The action distribution (DQN: a softmax over Q-values, so KL-based attacks apply)."""
+        if isinstance(self.policy, DQNPolicy):
+            return Categorical(logits=self.logits(obs))
+        latent = self._latent_pi(obs)
+        dist = self.policy._get_action_dist_from_latent(latent).distribution
+        if isinstance(dist, Normal):
+            return Independent(dist, 1)
+        if isinstance(dist, Bernoulli):
+            return Independent(dist, 1)
+        return dist
+
+    def value(self, obs: Any) -> th.Tensor:
+        """The critic's state value V(s), shape (batch,)."""
+        if not self.has_critic:
+            raise RllabError(f"this {self.algo} agent has no state-value critic")
+        return self.policy.predict_values(self.preprocess(obs)).squeeze(-1)
+
+    def q_values(self, obs: Any) -> th.Tensor:
+        if not self.has_q:
+            raise RllabError(f"this {self.algo} agent has no Q-function")
+        return self.policy.q_net(self.preprocess(obs))
+
+    @th.no_grad()
+    def act(self, obs: Any, deterministic: bool = True) -> np.ndarray:
+        """Actions for a batch of raw observations (or one observation), as numpy."""
+        single = np.asarray(obs).shape == self.observation_space.shape if not isinstance(obs, th.Tensor) else (
+            tuple(obs.shape) == self.observation_space.shape
+        )
+        if isinstance(self.policy, DQNPolicy) or (self.is_discrete and deterministic):
+            actions = self.logits(obs).argmax(dim=-1)
+        else:
+            dist = self.action_dist(obs)
+            actions = dist.mode if deterministic else dist.sample()
+        out = actions.cpu().numpy()
+        if isinstance(self.action_space, gym.spaces.Box):
+            out = np.clip(out, self.action_space.low, self.action_space.high)
+        return out[0] if single else out
+
+    def forward(self, obs: Any) -> th.Tensor:
+        return self.logits(obs)
+
+    # ----------------------------------------------------------- environment
+    def make_env(self, render_mode: str | None = None, **kwargs: Any) -> gym.Env:
+        """The checkpoint's environment (id, kwargs and wrappers); ``kwargs`` override."""
+        env_spec = self.spec["env"]
+        env = make_env(env_spec["id"], {**env_spec.get("kwargs", {}), **kwargs}, env_spec.get("wrappers"), render_mode)
+        check_spaces(env, self.observation_space, self.action_space, env_spec["id"])
+        return env
+
+    # ------------------------------------------------------------------ save
+    def save(self, path: str | Path, lineage: dict[str, Any] | None = None) -> Path:
+        """Write this agent as a checkpoint folder; ``lineage`` appends one ancestry step."""
+        spec = copy.deepcopy(self.spec)
+        if lineage is not None:
+            spec["lineage"] = [*spec.get("lineage", []), lineage]
+        if self.normalize_obs:
+            spec["preprocessing"]["obs_normalization"]["mean"] = self.obs_mean.reshape(-1).tolist()
+            spec["preprocessing"]["obs_normalization"]["var"] = self.obs_var.reshape(-1).tolist()
+        out = write_checkpoint(path, spec, lambda p: save_model(self, str(p)))
+        self.spec = spec
+        return out
+
+    def derive(self, policy: BasePolicy, transform: str, params: dict[str, Any], parent_path: str | Path,
+               policy_kwargs: dict[str, Any] | None = None) -> Agent:
+        """A new agent with another policy and a lineage step recording how it was made."""
+        spec = copy.deepcopy(self.spec)
+        if policy_kwargs is not None:
+            spec["policy"]["kwargs"] = policy_kwargs
+        spec["lineage"] = [*spec.get("lineage", []), lineage_entry(parent_path, self.spec, transform, params)]
+        agent = Agent(spec, policy)
+        if self.normalize_obs:
+            agent.obs_mean.copy_(self.obs_mean)
+            agent.obs_var.copy_(self.obs_var)
+        return agent
+
+
+def check_spaces(env: gym.Env, obs_space: gym.spaces.Space, act_space: gym.spaces.Space, env_id: str) -> None:
+    if not spaces_match(env.observation_space, obs_space) or not spaces_match(env.action_space, act_space):
+        raise RllabError(
+            f"checkpoint spaces ({describe(obs_space)}, {describe(act_space)}) do not match environment {env_id!r} "
+            f"({describe(env.observation_space)}, {describe(env.action_space)})"
+        )
+
+
+def policy_observation_space(spec: dict[str, Any]) -> gym.spaces.Space:
+    space = space_from_json(spec["observation_space"])
+    if spec.get("preprocessing", {}).get("transpose_image"):
+        return transposed_image_space(space)
+    return space
+
+
+def agent_from_spec(spec: dict[str, Any], device: th.device | str = "cpu") -> Agent:
+    policy = build_policy(
+        spec["policy"]["class"],
+        policy_observation_space(spec),
+        space_from_json(spec["action_space"]),
+        spec["policy"].get("kwargs", {}),
+        device,
+    )
+    return Agent(spec, policy).to(device)
+
+
+def load(path: str | Path, device: str = "cpu", env_id: str | None = None) -> Agent:
+    """Load a checkpoint folder. Reads JSON and safetensors only: never unpickles.
+
+    ``env_id``, when given, must be the checkpoint's environment (a clear error otherwise).
+    """
+    spec = read_spec(path)
+    if env_id is not None and env_id != spec["env"]["id"]:
+        raise RllabError(f"checkpoint {path} is for {spec['env']['id']!r}, not {env_id!r}")
+    agent = agent_from_spec(spec, resolve_device(device))
+    try:
+        missing, unexpected = load_model(agent, str(Path(path) / WEIGHTS_FILE), strict=False, device=str(agent.device))
+    except (SafetensorError, RuntimeError, OSError) as exc:
+        raise RllabError(f"cannot read weights of {path}: {str(exc).splitlines()[0]}") from None
+    if missing or unexpected:
+        raise RllabError(
+            f"weights of {path} do not fit the architecture in agent.json "
+            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
+        )
+    agent.eval()
+    return agent
+
+
+def resolve_device(device: str) -> th.device:
+    if device == "auto":
+        return th.device("cuda" if th.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not th.cuda.is_available():
+        raise RllabError("--device cuda was asked for, but no CUDA device is available")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise RllabError(f"unknown device {device!r}; use cpu, cuda or auto")
+    return th.device(device)
+
+
+def spec_skeleton(
+    algo: str,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    wrappers: list[dict[str, Any]],
+    observation_space: gym.spaces.Space,
+    action_space: gym.spaces.Space,
+    policy_class: str,
+    policy_kwargs: dict[str, Any],
+    has_critic: bool,
+    transpose_image: bool = False,
+    obs_normalization: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "algo": algo,
+        "env": {"id": env_id, "kwargs": env_kwargs, "wrappers": wrappers},
+        "observation_space": space_to_json(observation_space),
+        "action_space": space_to_json(action_space),
+        "policy": {"class": policy_class, "kwargs": policy_kwargs, "has_critic": has_critic},
+        "preprocessing": {"transpose_image": transpose_image, "obs_normalization": obs_normalization},
+        "obs_stats": None,
+        "training": {},
+        "lineage": [],
+    }

@@ -1,0 +1,117 @@
+"""The agent checkpoint: a folder with ``agent.json`` and ``weights.safetensors``.
+
+Loading reads JSON and safetensors only, so a checkpoint from a stranger cannot
+run code. ``agent.json`` records the SHA-256 of the weights file; a truncated or
+tampered file is refused. Writes go to temporary files in the same folder that
+are fsynced and renamed into place, weights first and ``agent.json`` last, so an
+interrupted save leaves the previous checkpoint loadable (or, in the instant
+between the two renames, detectably inconsistent, never silently mixed).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rllab.errors import RllabError
+
+SCHEMA = "rllab.agent/1"
+SPEC_FILE = "agent.json"
+WEIGHTS_FILE = "weights.safetensors"
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_checkpoint(path: str | Path, spec: dict[str, Any], write_weights) -> Path:
+    """Atomically write ``spec`` and the weights produced by ``write_weights(tmp_path)``."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=".saving-", dir=path))
+    try:
+        tmp_weights = tmp_dir / WEIGHTS_FILE
+        write_weights(tmp_weights)
+        _fsync(tmp_weights)
+        spec = dict(spec)
+        spec["schema"] = SCHEMA
+        spec["weights"] = {
+            "file": WEIGHTS_FILE,
+            "sha256": sha256_file(tmp_weights),
+            "bytes": tmp_weights.stat().st_size,
+        }
+        tmp_spec = tmp_dir / SPEC_FILE
+        tmp_spec.write_text(json.dumps(spec, indent=2, sort_keys=False) + "\n")
+        _fsync(tmp_spec)
+        os.replace(tmp_weights, path / WEIGHTS_FILE)
+        os.replace(tmp_spec, path / SPEC_FILE)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return path
+
+
+def read_spec(path: str | Path) -> dict[str, Any]:
+    """Read and validate ``agent.json`` and check the weights' hash."""
+    path = Path(path)
+    if not path.exists():
+        raise RllabError(f"no checkpoint at {path}")
+    if path.is_file():
+        if path.name == SPEC_FILE:
+            path = path.parent
+        else:
+            raise RllabError(f"{path} is a file; a checkpoint is a folder holding {SPEC_FILE} and {WEIGHTS_FILE}")
+    spec_path = path / SPEC_FILE
+    if not spec_path.exists():
+        raise RllabError(f"{path} is not an rllab checkpoint (no {SPEC_FILE})")
+    try:
+        spec = json.loads(spec_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RllabError(f"corrupt {spec_path}: {exc}") from None
+    if not isinstance(spec, dict) or spec.get("schema") != SCHEMA:
+        found = spec.get("schema") if isinstance(spec, dict) else None
+        raise RllabError(f"{spec_path} has schema {found!r}; this rllab reads {SCHEMA!r}")
+    for key in ("algo", "env", "observation_space", "action_space", "policy", "weights"):
+        if key not in spec:
+            raise RllabError(f"corrupt {spec_path}: missing field {key!r}")
+    weights = path / WEIGHTS_FILE
+    if not weights.exists():
+        raise RllabError(f"checkpoint {path} has no {WEIGHTS_FILE}")
+    expected = spec["weights"].get("sha256")
+    if expected != sha256_file(weights):
+        raise RllabError(
+            f"{weights} does not match the hash recorded in {SPEC_FILE} (truncated, tampered or half-written)"
+        )
+    return spec
+
+
+def lineage_entry(parent_path: str | Path, parent_spec: dict[str, Any], transform: str, params: dict[str, Any]):
+    """One step of a checkpoint's ancestry: which checkpoint, which transform, which settings."""
+    return {
+        "parent": str(parent_path),
+        "parent_sha256": parent_spec.get("weights", {}).get("sha256"),
+        "transform": transform,
+        "params": params,
+        "time": now(),
+    }

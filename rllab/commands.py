@@ -1,0 +1,183 @@
+"""``rllab train | eval | import-sb3 | lab``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rllab.errors import RllabError
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train an agent into a checkpoint folder")
+    p.add_argument("--algo", required=True, choices=["reinforce", "a2c", "ppo", "dqn"])
+    p.add_argument("--env", required=True, help="any registered Gymnasium id, e.g. CartPole-v1 or Catch-v0")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=positive_int, help="environment steps (default: the hyperparameter file's n_timesteps)")
+    p.add_argument("--n-envs", type=positive_int)
+    p.add_argument("--hyperparams", help="YAML file overriding the shipped defaults")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one hyperparameter")
+    p.add_argument("--env-kwargs", default=None, help="YAML/JSON mapping passed to gymnasium.make")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--out", help="run folder (default runs/ALGO-ENV-sSEED)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--eval-freq", type=positive_int)
+    p.add_argument("--save-freq", type=positive_int)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint")
+    p.add_argument("run", help="checkpoint folder")
+    p.add_argument("--episodes", type=positive_int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-envs", type=positive_int, default=8)
+    p.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
+    p.add_argument("--json", help="write the results as JSON here")
+    p.add_argument("--video", help="record one episode as an animated GIF here")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("import-sb3", help="import a Stable-Baselines3 .zip without unpickling it")
+    p.add_argument("model", help="PPO, A2C or DQN .zip saved by Stable-Baselines3")
+    p.add_argument("--env", required=True, help="the Gymnasium id the model was trained on")
+    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--algo", choices=["ppo", "a2c", "dqn"], help="override the detected algorithm")
+    p.add_argument("--seed", type=int, default=0, help="seed of the rollouts that gather observation statistics")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("lab", help="the lab's main job: train PPO on CartPole-v1 and Catch-v0, evaluate both")
+    p.add_argument("--out", default="runs/lab")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--episodes", type=positive_int, default=20)
+    p.add_argument("--fresh", action="store_true", help="retrain even if the runs exist")
+    p.set_defaults(func=cmd_lab)
+
+
+def _parse_mapping(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RllabError(f"--env-kwargs is not a YAML/JSON mapping: {exc}".splitlines()[0]) from None
+    if not isinstance(value, dict):
+        raise RllabError("--env-kwargs must be a mapping, e.g. '{rows: 12}'")
+    return value
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rllab.training import default_run_dir, train
+
+    out = Path(args.out) if args.out else default_run_dir(args.algo, args.env, args.seed)
+    print(f"training {args.algo} on {args.env} (seed {args.seed}) -> {out}")
+    agent = train(
+        algo=args.algo, env=args.env, seed=args.seed, steps=args.steps, n_envs=args.n_envs,
+        hyperparams=args.hyperparams, overrides=args.set, device=args.device, out=out, resume=args.resume,
+        env_kwargs=_parse_mapping(args.env_kwargs), eval_freq=args.eval_freq, save_freq=args.save_freq,
+        progress=False if args.no_progress else None, verbose=args.verbose,
+    )
+    fe = agent.spec["training"]["final_eval"]
+    print(f"done: {agent.spec['training']['timesteps']} steps in {agent.spec['training']['wall_time_s']:.1f}s; "
+          f"mean return {fe['mean_return']:.2f} +/- {fe['std_return']:.2f} over {fe['episodes']} episodes")
+    print(f"checkpoint: {out}   tensorboard: tensorboard --logdir {out / 'tb'}")
+    return 0
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lo, hi = s["ci95_return"]
+    return (
+        f"return  mean {s['mean_return']:.3f}  std {s['std_return']:.3f}  min {s['min_return']:.3f}  "
+        f"max {s['max_return']:.3f}  95% CI [{lo:.3f}, {hi:.3f}]\n"
+        f"length  mean {s['mean_length']:.1f}  std {s['std_length']:.1f}  min {s['min_length']}  max {s['max_length']}\n"
+        f"episodes {s['episodes']} (seeds {s['seed']}..{s['seed'] + s['episodes'] - 1})"
+    )
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rllab.agent import load
+    from rllab.evaluation import record_video, run_episodes
+
+    agent = load(args.run, device=args.device)
+    result = run_episodes(agent, args.episodes, seed=args.seed, n_envs=args.n_envs, deterministic=not args.stochastic)
+    summary = {"run": str(args.run), "env": agent.env_id, "algo": agent.algo, **result.summary()}
+    print(f"{args.run}: {agent.algo} on {agent.env_id}")
+    print(format_summary(summary))
+    if args.json:
+        _write_json(Path(args.json), summary)
+        print(f"results: {args.json}")
+    if args.video:
+        path = record_video(agent, args.video, seed=args.seed, deterministic=not args.stochastic)
+        print(f"video: {path}")
+    return 0
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from rllab.sb3_import import import_sb3
+
+    agent = import_sb3(args.model, args.env, args.out, algo=args.algo, seed=args.seed)
+    print(f"imported {agent.algo} for {agent.env_id} from {args.model} -> {args.out} (nothing was unpickled)")
+    return 0
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from rllab.agent import load
+    from rllab.checkpoint import read_spec
+    from rllab.evaluation import evaluate
+    from rllab.training import train
+
+    out = Path(args.out)
+    rows = []
+    for env_id in ("CartPole-v1", "Catch-v0"):
+        run = out / f"ppo-{env_id}"
+        done = (run / "agent.json").exists() and not args.fresh
+        if done:
+            try:
+                done = bool(read_spec(run)["training"].get("complete"))
+            except RllabError:
+                done = False
+        if not done:
+            if run.exists():
+                import shutil
+
+                shutil.rmtree(run)
+            print(f"[lab] training PPO on {env_id} -> {run}")
+            train("ppo", env_id, seed=args.seed, out=run)
+        else:
+            print(f"[lab] reusing the finished run {run} (--fresh retrains)")
+        agent = load(run)
+        summary = evaluate(agent, episodes=args.episodes, seed=args.seed).summary()
+        _write_json(run / "eval.json", {"run": str(run), "env": env_id, "algo": "ppo", **summary})
+        print(f"[lab] {env_id}:")
+        print("  " + format_summary(summary).replace("\n", "\n  "))
+        rows.append((env_id, run, summary))
+    lines = ["| env | run | mean return | std | 95% CI | episodes |", "|---|---|---|---|---|---|"]
+    for env_id, run, s in rows:
+        lines.append(f"| {env_id} | {run} | {s['mean_return']:.3f} | {s['std_return']:.3f} | "
+                     f"[{s['ci95_return'][0]:.3f}, {s['ci95_return'][1]:.3f}] | {s['episodes']} |")
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"[lab] results: {out}/summary.md, {out}/*/eval.json; checkpoints: {', '.join(str(r[1]) for r in rows)}")
+    print(f"[lab] tensorboard --logdir {out}")
+    return 0

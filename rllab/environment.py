@@ -1,0 +1,44 @@
+"""Build environments from a checkpoint's plain-JSON env description."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+import envs  # noqa: F401  (registers the lab's environments)
+from envs.wrappers import apply_wrappers
+from rllab.errors import RllabError
+
+
+def check_env_id(env_id: str) -> None:
+    try:
+        gym.spec(env_id)
+    except gym.error.Error as exc:
+        raise RllabError(f"unknown environment id {env_id!r}: {exc}") from None
+
+
+def make_env(
+    env_id: str,
+    kwargs: dict[str, Any] | None = None,
+    wrappers: list[dict[str, Any]] | None = None,
+    render_mode: str | None = None,
+) -> gym.Env:
+    check_env_id(env_id)
+    kwargs = dict(kwargs or {})
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    try:
+        env = gym.make(env_id, **kwargs)
+        return apply_wrappers(env, wrappers or [])
+    except (TypeError, ValueError, gym.error.Error) as exc:
+        raise RllabError(f"cannot make {env_id!r} with kwargs {kwargs} and wrappers {wrappers}: {exc}") from None
+
+
+def env_factory(env_id: str, kwargs: dict[str, Any] | None = None, wrappers: list[dict[str, Any]] | None = None):
+    """A zero-argument callable, as SB3's vector envs want."""
+
+    def _make() -> gym.Env:
+        return make_env(env_id, kwargs, wrappers)
+
+    return _make

@@ -1,0 +1,104 @@
+"""Per-algorithm, per-environment default hyperparameters (YAML shipped in this folder).
+
+Read with ``yaml.safe_load`` only; values are data, never evaluated as code.
+Precedence: shipped defaults < ``--hyperparams FILE.yml`` < ``--set key=value``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from stable_baselines3.common.utils import LinearSchedule
+
+from rllab.errors import RllabError
+
+LAB_KEYS = {"n_envs", "n_timesteps", "normalize", "policy_kwargs"}
+
+
+def _read_yaml(text: str, origin: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RllabError(f"cannot parse {origin}: {exc}".splitlines()[0]) from None
+
+
+def shipped_defaults(algo: str, env_id: str) -> dict[str, Any]:
+    """The shipped block for ``env_id`` (or ``default``) of ``algo``'s YAML file."""
+    try:
+        text = resources.files(__package__).joinpath(f"{algo}.yml").read_text()
+    except FileNotFoundError:
+        raise RllabError(f"no hyperparameters shipped for algorithm {algo!r}") from None
+    table = _read_yaml(text, f"{algo}.yml") or {}
+    return dict(table.get(env_id) or table["default"])
+
+
+def read_file(path: str | Path, env_id: str) -> dict[str, Any]:
+    """A user's YAML: either a flat mapping, or one keyed by env id (like the shipped files)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RllabError(f"hyperparameter file {path} not found")
+    data = _read_yaml(path.read_text(), str(path)) or {}
+    if not isinstance(data, dict):
+        raise RllabError(f"{path} must hold a mapping of hyperparameters")
+    if env_id in data and isinstance(data[env_id], dict):
+        return dict(data[env_id])
+    if "default" in data and isinstance(data["default"], dict):
+        return dict(data["default"])
+    return data
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["gamma=0.9", "policy_kwargs={net_arch: [32]}"]`` -> dict, values parsed as YAML scalars/flow."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise RllabError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = _read_yaml(value, f"--set {key}")
+    return out
+
+
+def resolve(
+    algo: str,
+    env_id: str,
+    file: str | Path | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+) -> dict[str, Any]:
+    hp = shipped_defaults(algo, env_id)
+    if file is not None:
+        hp.update(read_file(file, env_id))
+    if overrides:
+        hp.update(parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+    for key in ("n_timesteps", "buffer_size", "learning_starts", "n_steps", "batch_size", "n_envs"):
+        if key in hp and isinstance(hp[key], float):
+            hp[key] = int(hp[key])
+    return hp
+
+
+def to_schedule(value: Any) -> Any:
+    """``"lin_0.001"`` -> a linear schedule from 0.001 to 0; numbers pass through."""
+    if isinstance(value, str) and value.startswith("lin_"):
+        try:
+            start = float(value[4:])
+        except ValueError:
+            raise RllabError(f"bad schedule {value!r}; expected lin_<number>") from None
+        return LinearSchedule(start, 0.0, 1.0)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise RllabError(f"bad number {value!r}") from None
+    return value
+
+
+def split(hp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(lab keys, SB3 algorithm kwargs with schedules resolved)."""
+    lab = {k: hp[k] for k in LAB_KEYS if k in hp}
+    algo_kwargs = {k: v for k, v in hp.items() if k not in LAB_KEYS}
+    for key in ("learning_rate", "clip_range", "clip_range_vf"):
+        if key in algo_kwargs:
+            algo_kwargs[key] = to_schedule(algo_kwargs[key])
+    return lab, algo_kwargs

@@ -1,0 +1,90 @@
+"""Gymnasium spaces <-> plain JSON, so a checkpoint never needs pickle to describe them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+
+from rllab.errors import RllabError
+
+
+def _bound_to_json(arr: np.ndarray) -> Any:
+    flat = arr.reshape(-1)
+    if flat.size and np.all(flat == flat[0]):
+        return _scalar(flat[0])
+    return [_scalar(v) for v in flat]
+
+
+def _scalar(v: Any) -> Any:
+    v = v.item() if hasattr(v, "item") else v
+    if isinstance(v, float) and not np.isfinite(v):
+        return "inf" if v > 0 else "-inf"
+    return v
+
+
+def _bound_from_json(value: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    if isinstance(value, list):
+        arr = np.array([float(v) for v in value], dtype=np.float64).reshape(shape)
+    else:
+        arr = np.full(shape, float(value), dtype=np.float64)
+    return arr.astype(dtype)
+
+
+def space_to_json(space: spaces.Space) -> dict[str, Any]:
+    if isinstance(space, spaces.Box):
+        return {
+            "type": "Box",
+            "shape": list(space.shape),
+            "dtype": str(space.dtype),
+            "low": _bound_to_json(space.low),
+            "high": _bound_to_json(space.high),
+        }
+    if isinstance(space, spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": [int(v) for v in space.nvec.reshape(-1)]}
+    if isinstance(space, spaces.MultiBinary):
+        return {"type": "MultiBinary", "n": int(np.prod(space.shape))}
+    raise RllabError(f"unsupported space {space!r}: rllab handles Box, Discrete, MultiDiscrete and MultiBinary")
+
+
+def space_from_json(data: dict[str, Any]) -> spaces.Space:
+    try:
+        kind = data["type"]
+        if kind == "Box":
+            shape = tuple(int(s) for s in data["shape"])
+            dtype = np.dtype(data["dtype"])
+            low = _bound_from_json(data["low"], shape, dtype)
+            high = _bound_from_json(data["high"], shape, dtype)
+            return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)
+        if kind == "Discrete":
+            return spaces.Discrete(int(data["n"]), start=int(data.get("start", 0)))
+        if kind == "MultiDiscrete":
+            return spaces.MultiDiscrete([int(v) for v in data["nvec"]])
+        if kind == "MultiBinary":
+            return spaces.MultiBinary(int(data["n"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RllabError(f"malformed space description {data!r}: {exc}") from None
+    raise RllabError(f"unknown space type {data.get('type')!r}")
+
+
+def spaces_match(a: spaces.Space, b: spaces.Space) -> bool:
+    """Same kind, shape, dtype and bounds (what a policy's weights depend on)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, spaces.Box):
+        return (
+            a.shape == b.shape
+            and a.dtype == b.dtype
+            and np.allclose(a.low, b.low, equal_nan=True)
+            and np.allclose(a.high, b.high, equal_nan=True)
+        )
+    return a == b
+
+
+def describe(space: spaces.Space) -> str:
+    if isinstance(space, spaces.Box):
+        return f"Box{tuple(space.shape)} {space.dtype}"
+    return repr(space)

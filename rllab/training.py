@@ -1,0 +1,323 @@
+"""``rllab.train``: Stable-Baselines3 training that ends in an rllab checkpoint.
+
+The run folder ``runs/NAME`` *is* the checkpoint (``agent.json``,
+``weights.safetensors``) plus ``tb/`` (TensorBoard), ``eval.json`` and
+``resume/`` (optimizer state and step counter for ``--resume``).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from safetensors.torch import load_file, save_file
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, VecTransposeImage
+
+from rllab import hyperparams as hp_lib
+from rllab.agent import Agent, agent_from_spec, resolve_device, spec_skeleton
+from rllab.algos import ALGOS, ON_POLICY
+from rllab.checkpoint import SPEC_FILE, now, read_spec
+from rllab.environment import check_env_id, env_factory, make_env
+from rllab.errors import RllabError
+from rllab.evaluation import evaluate, observation_stats
+from rllab.policies import POLICY_CLASSES, default_extractor, policy_kwargs_to_sb3
+
+RESUME_DIR = "resume"
+
+
+def default_run_dir(algo: str, env_id: str, seed: int) -> Path:
+    return Path("runs") / f"{algo}-{env_id.replace('/', '_')}-s{seed}"
+
+
+# ---------------------------------------------------------------- environments
+def make_vec_env(env_id: str, n_envs: int, seed: int, env_kwargs: dict[str, Any], wrappers: list[dict[str, Any]]):
+    from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
+
+    return sb3_make_vec_env(env_factory(env_id, env_kwargs, wrappers), n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv)
+
+
+def _needs_transpose(space: spaces.Space) -> bool:
+    return is_image_space(space, check_channels=True) and not is_image_space_channels_first(space)
+
+
+# ---------------------------------------------------------------- checkpointing
+def _optimizer_to_files(optimizer: th.optim.Optimizer) -> tuple[dict[str, th.Tensor], dict[str, Any]]:
+    state = optimizer.state_dict()
+    tensors: dict[str, th.Tensor] = {}
+    meta: dict[str, Any] = {"param_groups": state["param_groups"], "scalars": {}}
+    for idx, entry in state["state"].items():
+        for key, value in entry.items():
+            name = f"{idx}.{key}"
+            if isinstance(value, th.Tensor):
+                tensors[name] = value.detach().cpu().contiguous()
+            else:
+                meta["scalars"][name] = value
+    return tensors, meta
+
+
+def _optimizer_from_files(optimizer: th.optim.Optimizer, tensors: dict[str, th.Tensor], meta: dict[str, Any]) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def agent_from_model(model: BaseAlgorithm, spec: dict[str, Any]) -> Agent:
+    """An ``Agent`` sharing nothing with ``model`` (weights copied, CPU-independent)."""
+    spec = copy.deepcopy(spec)
+    env = model.get_env()
+    if isinstance(env, VecNormalize):
+        rms = env.obs_rms
+        spec["preprocessing"]["obs_normalization"] = {
+            "mean": np.asarray(rms.mean).reshape(-1).tolist(),
+            "var": np.asarray(rms.var).reshape(-1).tolist(),
+            "clip": float(env.clip_obs),
+            "epsilon": float(env.epsilon),
+        }
+    # Rebuilt from the spec (not copied) so every saved run proves its spec describes it.
+    agent = agent_from_spec(spec, model.device)
+    agent.policy.load_state_dict(model.policy.state_dict())
+    return agent.eval()
+
+
+def save_run(model: BaseAlgorithm, spec: dict[str, Any], run_dir: Path, complete: bool) -> Agent:
+    agent = agent_from_model(model, spec)
+    agent.spec["training"] = {**agent.spec["training"], "timesteps": int(model.num_timesteps), "complete": complete,
+                              "updated": now()}
+    resume = run_dir / RESUME_DIR
+    resume.mkdir(parents=True, exist_ok=True)
+    tensors, meta = _optimizer_to_files(model.policy.optimizer)
+    meta["num_timesteps"] = int(model.num_timesteps)
+    meta["n_updates"] = int(getattr(model, "_n_updates", 0))
+    if isinstance(model.get_env(), VecNormalize):
+        meta["ret_rms"] = {"mean": float(np.asarray(model.get_env().ret_rms.mean)),
+                           "var": float(np.asarray(model.get_env().ret_rms.var)),
+                           "count": float(model.get_env().ret_rms.count),
+                           "obs_count": float(model.get_env().obs_rms.count)}
+    # The optimizer state is written before the checkpoint so that a checkpoint's
+    # step counter never runs ahead of the state it would resume from.
+    tmp = resume / "optimizer.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(resume / "optimizer.safetensors")
+    (resume / "state.json.tmp").write_text(json.dumps(meta, indent=2))
+    (resume / "state.json.tmp").replace(resume / "state.json")
+    agent.save(run_dir)
+    return agent
+
+
+class PeriodicCheckpoint(BaseCallback):
+    """Saves the run folder as a (resumable) checkpoint every ``save_freq`` steps."""
+
+    def __init__(self, spec: dict[str, Any], run_dir: Path, save_freq: int) -> None:
+        super().__init__()
+        self.spec, self.run_dir, self.save_freq = spec, run_dir, save_freq
+        self._last = 0
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps - self._last >= self.save_freq:
+            self._last = self.num_timesteps
+            save_run(self.model, self.spec, self.run_dir, complete=False)
+        return True
+
+
+# ---------------------------------------------------------------- training
+def train(
+    algo: str,
+    env: str,
+    seed: int = 0,
+    steps: int | None = None,
+    n_envs: int | None = None,
+    hyperparams: str | Path | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+    device: str = "cpu",
+    out: str | Path | None = None,
+    resume: bool = False,
+    env_kwargs: dict[str, Any] | None = None,
+    wrappers: list[dict[str, Any]] | None = None,
+    eval_freq: int | None = None,
+    eval_episodes: int = 10,
+    final_eval_episodes: int = 20,
+    save_freq: int | None = None,
+    progress: bool | None = None,
+    verbose: int = 0,
+) -> Agent:
+    """Train ``algo`` on ``env`` and return the agent; the run folder is its checkpoint.
+
+    ``steps`` defaults to the hyperparameter file's ``n_timesteps``. ``resume=True``
+    continues the run in ``out`` from its last checkpoint, with its stored settings.
+    """
+    started = time.time()
+    run_dir = Path(out) if out is not None else default_run_dir(algo, env, seed)
+    resumed_from = 0
+    if resume:
+        spec0 = read_spec(run_dir)
+        config = spec0["training"]["config"]
+        if config["algo"] != algo or config["env"] != env:
+            raise RllabError(f"{run_dir} is a {config['algo']} run on {config['env']}; cannot resume it as {algo} on {env}")
+        if spec0["training"].get("complete"):
+            raise RllabError(f"{run_dir} finished training already ({spec0['training']['timesteps']} steps)")
+        seed, n_envs, env_kwargs, wrappers = config["seed"], config["n_envs"], config["env_kwargs"], config["wrappers"]
+        steps = config["steps"] if steps is None else steps
+        hp = config["hyperparams"]
+    else:
+        if algo not in ALGOS:
+            raise RllabError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")
+        check_env_id(env)
+        if (run_dir / SPEC_FILE).exists():
+            raise RllabError(f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --out")
+        hp = hp_lib.resolve(algo, env, hyperparams, overrides)
+    env_kwargs = dict(env_kwargs or {})
+    wrappers = list(wrappers or [])
+    lab, algo_kwargs = hp_lib.split(hp)
+    steps = int(lab.get("n_timesteps", 100_000) if steps is None else steps)
+    if steps <= 0:
+        raise RllabError(f"--steps must be positive, got {steps}")
+    n_envs = int(n_envs or lab.get("n_envs", 1))
+    if n_envs <= 0:
+        raise RllabError(f"--n-envs must be positive, got {n_envs}")
+    th_device = resolve_device(device)
+
+    probe = make_env(env, env_kwargs, wrappers)
+    obs_space, act_space = probe.observation_space, probe.action_space
+    probe.close()
+    if algo == "dqn" and not isinstance(act_space, spaces.Discrete):
+        raise RllabError(f"dqn needs a discrete action space; {env} has {act_space}")
+    if algo in ON_POLICY and not isinstance(act_space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
+        raise RllabError(f"{algo} cannot handle the action space {act_space}")
+
+    transpose = _needs_transpose(obs_space)
+    policy_kwargs = dict(lab.get("policy_kwargs") or {})
+    if is_image_space(obs_space, check_channels=False):
+        policy_kwargs.setdefault("features_extractor", default_extractor(obs_space))
+    policy_class = "DQNPolicy" if algo == "dqn" else "ActorCriticPolicy"
+    has_critic = algo != "dqn" and bool(algo_kwargs.get("use_baseline", True))
+    normalize = bool(lab.get("normalize", False))
+    if normalize and is_image_space(obs_space, check_channels=False):
+        raise RllabError("normalize: true is for vector observations; image observations are scaled by 1/255 already")
+
+    venv: VecEnv = make_vec_env(env, n_envs, seed, env_kwargs, wrappers)
+    if transpose:
+        venv = VecTransposeImage(venv)
+    if normalize:
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=False, gamma=float(algo_kwargs.get("gamma", 0.99)))
+
+    spec = spec_skeleton(algo, env, env_kwargs, wrappers, obs_space, act_space, policy_class, policy_kwargs,
+                         has_critic, transpose_image=transpose)
+    spec["training"] = {
+        "config": {"algo": algo, "env": env, "seed": seed, "steps": steps, "n_envs": n_envs,
+                   "env_kwargs": env_kwargs, "wrappers": wrappers, "hyperparams": hp, "device": str(th_device)},
+        "started": now(),
+    }
+
+    model = ALGOS[algo](
+        POLICY_CLASSES[policy_class],
+        venv,
+        seed=seed,
+        device=th_device,
+        verbose=verbose,
+        policy_kwargs=policy_kwargs_to_sb3(policy_kwargs),
+        **algo_kwargs,
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tb_dir = run_dir / "tb"
+    model.set_logger(configure(str(tb_dir / "train"), ["stdout", "tensorboard"] if verbose else ["tensorboard"]))
+
+    if resume:
+        resumed_from = _restore(model, run_dir, spec0)
+
+    eval_freq = eval_freq if eval_freq is not None else max(steps // 10, 1000)
+    save_freq = save_freq if save_freq is not None else max(steps // 10, 1000)
+    eval_env = make_vec_env(env, 1, seed + 1_000_000, env_kwargs, wrappers)
+    if transpose:
+        eval_env = VecTransposeImage(eval_env)
+    if normalize:
+        eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
+    callbacks = CallbackList([
+        EvalCallback(eval_env, n_eval_episodes=eval_episodes, eval_freq=max(eval_freq // n_envs, 1),
+                     deterministic=True, verbose=0, warn=False),
+        PeriodicCheckpoint(spec, run_dir, save_freq),
+    ])
+    if progress is None:
+        progress = sys.stderr.isatty()
+    remaining = steps - resumed_from
+    try:
+        if remaining > 0:
+            model.learn(total_timesteps=remaining, callback=callbacks, progress_bar=progress,
+                        reset_num_timesteps=not resume)
+    except KeyboardInterrupt:
+        save_run(model, spec, run_dir, complete=False)
+        raise RllabError(
+            f"interrupted at step {model.num_timesteps}; checkpoint saved in {run_dir}; continue with --resume"
+        ) from None
+    finally:
+        venv.close()
+        eval_env.close()
+
+    agent = agent_from_model(model, spec)
+    agent.spec["obs_stats"] = observation_stats(agent, episodes=10, seed=seed + 10_000)
+    result = evaluate(agent, episodes=final_eval_episodes, seed=seed + 20_000)
+    summary = result.summary()
+    agent.spec["training"] = {
+        **spec["training"],
+        "timesteps": int(model.num_timesteps),
+        "complete": True,
+        "resumed_from": resumed_from or None,
+        "finished": now(),
+        "wall_time_s": round(time.time() - started, 2),
+        "final_eval": {k: summary[k] for k in ("episodes", "seed", "mean_return", "std_return", "ci95_return",
+                                                "min_return", "max_return", "mean_length")},
+    }
+    # Keep the resume state consistent with the final weights, then write the checkpoint.
+    save_run(model, agent.spec, run_dir, complete=True)
+    agent = agent_from_model(model, agent.spec)
+    agent.save(run_dir)
+    (run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _log_summary(tb_dir, agent.spec)
+    return agent
+
+
+def _restore(model: BaseAlgorithm, run_dir: Path, spec: dict[str, Any]) -> int:
+    from rllab.agent import load
+
+    saved = load(run_dir)
+    model.policy.load_state_dict(saved.policy.state_dict())
+    resume = run_dir / RESUME_DIR
+    try:
+        meta = json.loads((resume / "state.json").read_text())
+        tensors = load_file(str(resume / "optimizer.safetensors"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RllabError(f"cannot resume {run_dir}: resume state unreadable ({exc})") from None
+    _optimizer_from_files(model.policy.optimizer, tensors, meta)
+    norm = spec["preprocessing"].get("obs_normalization")
+    env = model.get_env()
+    if norm and isinstance(env, VecNormalize):
+        env.obs_rms.mean = np.asarray(norm["mean"]).reshape(env.obs_rms.mean.shape)
+        env.obs_rms.var = np.asarray(norm["var"]).reshape(env.obs_rms.var.shape)
+        if "ret_rms" in meta:
+            env.obs_rms.count = meta["ret_rms"]["obs_count"]
+    model.num_timesteps = int(meta["num_timesteps"])
+    if hasattr(model, "_n_updates"):
+        model._n_updates = int(meta.get("n_updates", 0))
+    return model.num_timesteps
+
+
+def _log_summary(tb_dir: Path, spec: dict[str, Any]) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tb_dir / "train")) as writer:
+        text = "```\n" + json.dumps({k: spec[k] for k in ("algo", "env", "training")}, indent=2) + "\n```"
+        writer.add_text("rllab/run", text, int(spec["training"]["timesteps"]))
+        fe = spec["training"]["final_eval"]
+        writer.add_scalar("rllab/final_mean_return", fe["mean_return"], int(spec["training"]["timesteps"]))
