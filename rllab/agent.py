@@ -47,8 +47,8 @@ class Agent(nn.Module):
         self.normalize_obs = norm is not None
         if self.normalize_obs:
             shape = self.observation_space.shape
-            self.register_buffer("obs_mean", th.as_tensor(np.asarray(norm["mean"], dtype=np.float32).reshape(shape)))
-            self.register_buffer("obs_var", th.as_tensor(np.asarray(norm["var"], dtype=np.float32).reshape(shape)))
+            self.register_buffer("norm_mean", th.as_tensor(np.asarray(norm["mean"], dtype=np.float32).reshape(shape)))
+            self.register_buffer("norm_var", th.as_tensor(np.asarray(norm["var"], dtype=np.float32).reshape(shape)))
             self.obs_clip = float(norm.get("clip", 10.0))
             self.obs_eps = float(norm.get("epsilon", 1e-8))
 
@@ -115,7 +115,7 @@ class Agent(nn.Module):
         if self.transpose_image:
             x = x.permute(0, 3, 1, 2)
         if self.normalize_obs:
-            x = th.clamp((x - self.obs_mean) / th.sqrt(self.obs_var + self.obs_eps), -self.obs_clip, self.obs_clip)
+            x = th.clamp((x - self.norm_mean) / th.sqrt(self.norm_var + self.obs_eps), -self.obs_clip, self.obs_clip)
         return x
 
     def _latent_pi(self, obs: Any) -> th.Tensor:
@@ -196,8 +196,8 @@ class Agent(nn.Module):
         if lineage is not None:
             spec["lineage"] = [*spec.get("lineage", []), lineage]
         if self.normalize_obs:
-            spec["preprocessing"]["obs_normalization"]["mean"] = self.obs_mean.reshape(-1).tolist()
-            spec["preprocessing"]["obs_normalization"]["var"] = self.obs_var.reshape(-1).tolist()
+            spec["preprocessing"]["obs_normalization"]["mean"] = self.norm_mean.reshape(-1).tolist()
+            spec["preprocessing"]["obs_normalization"]["var"] = self.norm_var.reshape(-1).tolist()
         out = write_checkpoint(path, spec, lambda p: save_model(self, str(p)))
         self.spec = spec
         return out
@@ -211,8 +211,8 @@ class Agent(nn.Module):
         spec["lineage"] = [*spec.get("lineage", []), lineage_entry(parent_path, self.spec, transform, params)]
         agent = Agent(spec, policy)
         if self.normalize_obs:
-            agent.obs_mean.copy_(self.obs_mean)
-            agent.obs_var.copy_(self.obs_var)
+            agent.norm_mean.copy_(self.norm_mean)
+            agent.norm_var.copy_(self.norm_var)
         return agent
 
 
@@ -253,7 +253,10 @@ def load(path: str | Path, device: str = "cpu", env_id: str | None = None) -> Ag
     agent = agent_from_spec(spec, resolve_device(device))
     try:
         missing, unexpected = load_model(agent, str(Path(path) / WEIGHTS_FILE), strict=False, device=str(agent.device))
-    except (SafetensorError, RuntimeError, OSError) as exc:
+    except RuntimeError as exc:
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
+        raise RllabError(f"weights of {path} do not fit the architecture in agent.json ({detail})") from None
+    except (SafetensorError, OSError) as exc:
         raise RllabError(f"cannot read weights of {path}: {str(exc).splitlines()[0]}") from None
     if missing or unexpected:
         raise RllabError(

@@ -27,7 +27,7 @@ WEIGHTS_FILE = "weights.safetensors"
 
 
 def now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def sha256_file(path: Path) -> str:

@@ -213,7 +213,8 @@ def train(
     if normalize:
         venv = VecNormalize(venv, norm_obs=True, norm_reward=False, gamma=float(algo_kwargs.get("gamma", 0.99)))
 
-    spec = spec_skeleton(algo, env, env_kwargs, wrappers, obs_space, act_space, policy_class, policy_kwargs,
+    spec_policy_kwargs = {**policy_kwargs, "use_sde": True} if algo_kwargs.get("use_sde") else policy_kwargs
+    spec = spec_skeleton(algo, env, env_kwargs, wrappers, obs_space, act_space, policy_class, spec_policy_kwargs,
                          has_critic, transpose_image=transpose)
     spec["training"] = {
         "config": {"algo": algo, "env": env, "seed": seed, "steps": steps, "n_envs": n_envs,

@@ -146,7 +146,7 @@ class REINFORCE(OnPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         buf = self.rollout_buffer
-        valid = th.as_tensor(buf.swap_and_flatten(buf.valid), device=self.device)
+        valid = th.as_tensor(buf.swap_and_flatten(buf.valid), device=self.device).flatten()
         obs = buf.to_torch(buf.swap_and_flatten(buf.observations))[valid]
         actions = buf.to_torch(buf.swap_and_flatten(buf.actions))[valid]
         returns = buf.to_torch(buf.swap_and_flatten(buf.returns)).flatten()[valid]

@@ -1,0 +1,56 @@
+"""Shared fixtures: small agents trained once per test session.
+
+Set RLLAB_TEST_CACHE=/some/dir to keep these agents between runs while developing
+(CI never sets it, so CI always trains them afresh).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import rllab
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def _trained(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs) -> Path:
+    cache = os.environ.get("RLLAB_TEST_CACHE")
+    root = Path(cache) if cache else tmp_path_factory.getbasetemp() / "agents"
+    run = root / name
+    if (run / "agent.json").exists():
+        try:
+            if rllab.load(run).spec["training"].get("complete"):
+                return run
+        except rllab.RllabError:
+            pass
+        import shutil
+
+        shutil.rmtree(run)
+    rllab.train(out=run, progress=False, **kwargs)
+    return run
+
+
+@pytest.fixture(scope="session")
+def cartpole_ppo_path(tmp_path_factory) -> Path:
+    """PPO on CartPole-v1 with the shipped defaults, seed 0 (mean return 500)."""
+    return _trained(tmp_path_factory, "cartpole-ppo", algo="ppo", env="CartPole-v1", seed=0, steps=100_000)
+
+
+@pytest.fixture(scope="session")
+def catch_ppo_path(tmp_path_factory) -> Path:
+    """PPO (small CNN) on Catch-v0 with the shipped defaults, seed 0."""
+    return _trained(tmp_path_factory, "catch-ppo", algo="ppo", env="Catch-v0", seed=0, steps=60_000)
+
+
+@pytest.fixture(scope="session")
+def cartpole_ppo(cartpole_ppo_path) -> rllab.Agent:
+    return rllab.load(cartpole_ppo_path)
+
+
+@pytest.fixture(scope="session")
+def catch_ppo(catch_ppo_path) -> rllab.Agent:
+    return rllab.load(catch_ppo_path)

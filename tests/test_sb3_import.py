@@ -1,0 +1,117 @@
+import base64
+import json
+import os
+import zipfile
+
+import cloudpickle
+import numpy as np
+import pytest
+from stable_baselines3 import A2C, DQN, PPO
+
+import rllab
+from rllab.cli import main
+from rllab.errors import RllabError
+from rllab.sb3_import import import_sb3
+
+
+class _Payload:
+    """Unpickling this object creates a file: proof that code ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _poison(zip_path, out_path, marker):
+    """Copy an SB3 zip, replacing the pickled policy_class in `data` with a payload that runs code."""
+    with zipfile.ZipFile(zip_path) as src, zipfile.ZipFile(out_path, "w") as dst:
+        for item in src.infolist():
+            content = src.read(item.filename)
+            if item.filename == "data":
+                data = json.loads(content)
+                data["policy_class"][":serialized:"] = base64.b64encode(cloudpickle.dumps(_Payload(marker))).decode()
+                content = json.dumps(data).encode()
+            dst.writestr(item, content)
+    return out_path
+
+
+@pytest.mark.parametrize("cls,env_id,kwargs", [
+    (PPO, "CartPole-v1", {"n_steps": 64, "batch_size": 64, "policy_kwargs": {"net_arch": [32, 32]}}),
+    (A2C, "Pendulum-v1", {"policy_kwargs": {"net_arch": {"pi": [16], "vf": [24]}, "activation_fn": __import__("torch").nn.ReLU}}),
+    (DQN, "CartPole-v1", {"learning_starts": 10, "policy_kwargs": {"net_arch": [48]}}),
+    (PPO, "Catch-v0", {"n_steps": 32, "batch_size": 32}),
+])
+def test_imported_agent_acts_exactly_like_the_original(tmp_path, cls, env_id, kwargs):
+    import envs  # noqa: F401
+
+    policy = "CnnPolicy" if env_id == "Catch-v0" else "MlpPolicy"
+    if env_id == "Catch-v0":
+        from rllab.policies import SmallCNN
+
+        kwargs["policy_kwargs"] = {"features_extractor_class": SmallCNN}
+    model = cls(policy, env_id, seed=0, **kwargs)
+    model.learn(200)
+    model.save(tmp_path / "model.zip")
+    agent = import_sb3(tmp_path / "model.zip", env_id, tmp_path / "imported")
+    agent = rllab.load(tmp_path / "imported")
+    space = agent.observation_space
+    space.seed(1)
+    obs = np.stack([space.sample() for _ in range(64)])
+    expected, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(agent.act(obs), expected)
+    assert agent.spec["lineage"][0]["transform"] == "import-sb3"
+    assert agent.spec["obs_stats"]["steps"] > 0
+
+
+def test_pickled_payload_in_data_is_never_executed(tmp_path):
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, seed=0)
+    model.save(tmp_path / "clean.zip")
+    marker = tmp_path / "pwned"
+    poisoned = _poison(tmp_path / "clean.zip", tmp_path / "poisoned.zip", marker)
+    # The payload is real: SB3's own loader runs it.
+    try:
+        PPO.load(poisoned)
+    except Exception:  # noqa: BLE001  (the payload is not a class, so SB3 fails after running it)
+        pass
+    assert marker.exists(), "the test payload must be live for this test to prove anything"
+    marker.unlink()
+    agent = import_sb3(poisoned, "CartPole-v1", tmp_path / "safe")
+    assert not marker.exists()
+    expected, _ = model.predict(np.zeros((3, 4), dtype=np.float32), deterministic=True)
+    np.testing.assert_array_equal(agent.act(np.zeros((3, 4), dtype=np.float32)), expected)
+
+
+def test_pickle_in_weights_is_refused(tmp_path):
+    import torch
+
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, seed=0)
+    model.save(tmp_path / "clean.zip")
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(tmp_path / "clean.zip") as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            content = src.read(item.filename)
+            if item.filename == "policy.pth":
+                import io
+
+                buf = io.BytesIO()
+                torch.save({"x": _Payload(str(marker))}, buf)
+                content = buf.getvalue()
+            dst.writestr(item, content)
+    with pytest.raises(RllabError, match="not plain tensors"):
+        import_sb3(bad, "CartPole-v1", tmp_path / "out")
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_import_errors_are_one_line(tmp_path, capsys):
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, seed=0)
+    model.save(tmp_path / "m.zip")
+    assert main(["import-sb3", str(tmp_path / "m.zip"), "--env", "Acrobot-v1", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "does not match 'Acrobot-v1'" in err and err.count("\n") == 1
+    (tmp_path / "junk.zip").write_bytes(b"not a zip")
+    assert main(["import-sb3", str(tmp_path / "junk.zip"), "--env", "CartPole-v1", "--out", str(tmp_path / "o")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
