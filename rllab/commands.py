@@ -33,8 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--out", help="run folder (default runs/ALGO-ENV-sSEED)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
-    p.add_argument("--eval-freq", type=positive_int)
-    p.add_argument("--save-freq", type=positive_int)
+    p.add_argument("--eval-freq", type=int, help="evaluate every N steps (default steps/10; 0: never)")
+    p.add_argument("--eval-episodes", type=positive_int, default=10)
+    p.add_argument("--save-freq", type=int, help="checkpoint every N steps (default steps/10; 0: only at the end)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=cmd_train)
@@ -88,7 +89,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     agent = train(
         algo=args.algo, env=args.env, seed=args.seed, steps=args.steps, n_envs=args.n_envs,
         hyperparams=args.hyperparams, overrides=args.set, device=args.device, out=out, resume=args.resume,
-        env_kwargs=_parse_mapping(args.env_kwargs), eval_freq=args.eval_freq, save_freq=args.save_freq,
+        env_kwargs=_parse_mapping(args.env_kwargs), eval_freq=args.eval_freq, eval_episodes=args.eval_episodes,
+        save_freq=args.save_freq,
         progress=False if args.no_progress else None, verbose=args.verbose,
     )
     fe = agent.spec["training"]["final_eval"]

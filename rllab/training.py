@@ -238,6 +238,8 @@ def train(
     if resume:
         resumed_from = _restore(model, run_dir, spec0)
 
+    if (eval_freq is not None and eval_freq < 0) or (save_freq is not None and save_freq < 0):
+        raise RllabError("--eval-freq and --save-freq must be >= 0 (0 turns them off)")
     eval_freq = eval_freq if eval_freq is not None else max(steps // 10, 1000)
     save_freq = save_freq if save_freq is not None else max(steps // 10, 1000)
     eval_env = make_vec_env(env, 1, seed + 1_000_000, env_kwargs, wrappers)
@@ -245,11 +247,13 @@ def train(
         eval_env = VecTransposeImage(eval_env)
     if normalize:
         eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
-    callbacks = CallbackList([
-        EvalCallback(eval_env, n_eval_episodes=eval_episodes, eval_freq=max(eval_freq // n_envs, 1),
-                     deterministic=True, verbose=0, warn=False),
-        PeriodicCheckpoint(spec, run_dir, save_freq),
-    ])
+    callback_list: list[BaseCallback] = []
+    if eval_freq > 0:  # 0 turns periodic evaluation off
+        callback_list.append(EvalCallback(eval_env, n_eval_episodes=eval_episodes, eval_freq=max(eval_freq // n_envs, 1),
+                                          deterministic=True, verbose=0, warn=False))
+    if save_freq > 0:  # 0 turns periodic checkpoints off
+        callback_list.append(PeriodicCheckpoint(spec, run_dir, save_freq))
+    callbacks = CallbackList(callback_list)
     if progress is None:
         progress = sys.stderr.isatty()
     remaining = steps - resumed_from

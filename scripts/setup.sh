@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Creates .venv and installs rllab with everything it needs (idempotent).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+# CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
+.venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[dev]"
+# torchattacks 3.5.1 declares requests~=2.25.1 and torchvision, neither of which it
+# imports; torchvision does not even import beside the CPU torch. So: no deps.
+.venv/bin/python -m pip install -q --no-deps "torchattacks==3.5.1"
+.venv/bin/python -c "import torch, stable_baselines3, gymnasium, torchattacks, captum; print('rllab environment ready: torch', torch.__version__)"
