@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="run folder (default runs/ALGO-ENV-sSEED)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--eval-freq", type=int, help="evaluate every N steps (default steps/10; 0: never)")
-    p.add_argument("--eval-episodes", type=positive_int, default=10)
+    p.add_argument("--eval-episodes", type=positive_int, default=5, help="episodes per periodic evaluation")
     p.add_argument("--save-freq", type=int, help="checkpoint every N steps (default steps/10; 0: only at the end)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)

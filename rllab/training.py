@@ -147,7 +147,7 @@ def train(
     env_kwargs: dict[str, Any] | None = None,
     wrappers: list[dict[str, Any]] | None = None,
     eval_freq: int | None = None,
-    eval_episodes: int = 10,
+    eval_episodes: int = 5,
     final_eval_episodes: int = 20,
     save_freq: int | None = None,
     progress: bool | None = None,
@@ -242,7 +242,8 @@ def train(
         raise RllabError("--eval-freq and --save-freq must be >= 0 (0 turns them off)")
     eval_freq = eval_freq if eval_freq is not None else max(steps // 10, 1000)
     save_freq = save_freq if save_freq is not None else max(steps // 10, 1000)
-    eval_env = make_vec_env(env, 1, seed + 1_000_000, env_kwargs, wrappers)
+    # One env per evaluation episode, so the periodic evaluation's forward passes are batched.
+    eval_env = make_vec_env(env, eval_episodes, seed + 1_000_000, env_kwargs, wrappers)
     if transpose:
         eval_env = VecTransposeImage(eval_env)
     if normalize:

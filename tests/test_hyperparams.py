@@ -1,0 +1,69 @@
+import shutil
+
+import pytest
+import yaml
+from importlib import resources
+
+from rllab import hyperparams as hp_lib
+from rllab.algos import ALGOS
+from rllab.cli import main
+from rllab.errors import RllabError
+from rllab.policies import POLICY_CLASSES, policy_kwargs_to_sb3
+from rllab.training import make_vec_env
+
+
+def _shipped():
+    for algo in ALGOS:
+        table = yaml.safe_load(resources.files("rllab.hyperparams").joinpath(f"{algo}.yml").read_text())
+        for env_id in table:
+            yield algo, env_id
+
+
+@pytest.mark.parametrize("algo,env_id", list(_shipped()))
+def test_every_shipped_block_builds_its_algorithm(algo, env_id):
+    hp = hp_lib.resolve(algo, env_id)
+    lab, kwargs = hp_lib.split(hp)
+    assert lab["n_timesteps"] > 0 and lab["n_envs"] > 0
+    env = "CartPole-v1" if env_id == "default" else env_id
+    venv = make_vec_env(env, 1, 0, {}, [])
+    policy = POLICY_CLASSES["DQNPolicy" if algo == "dqn" else "ActorCriticPolicy"]
+    pk = dict(lab.get("policy_kwargs") or {})
+    if env.startswith("Catch"):
+        pk.setdefault("features_extractor", "small_cnn")
+    ALGOS[algo](policy, venv, policy_kwargs=policy_kwargs_to_sb3(pk), device="cpu", **kwargs)
+
+
+def test_linear_schedule_and_precedence(tmp_path):
+    f = tmp_path / "h.yml"
+    f.write_text("learning_rate: lin_0.5\nn_steps: 7\n")
+    hp = hp_lib.resolve("ppo", "CartPole-v1", f, ["n_steps=9"])
+    assert hp["n_steps"] == 9 and hp["n_epochs"] == 20  # --set > file > shipped
+    _, kwargs = hp_lib.split(hp)
+    assert kwargs["learning_rate"](1.0) == pytest.approx(0.5) and kwargs["learning_rate"](0.0) == 0.0
+
+
+def test_bad_values_are_user_errors(tmp_path):
+    f = tmp_path / "h.yml"
+    f.write_text("learning_rate: [unclosed\n")
+    with pytest.raises(RllabError, match="cannot parse"):
+        hp_lib.resolve("ppo", "CartPole-v1", f)
+    with pytest.raises(RllabError, match="bad schedule"):
+        hp_lib.split({"learning_rate": "lin_x"})
+
+
+def test_lab_reuses_finished_runs_and_writes_a_summary(tmp_path, cartpole_ppo_path, catch_ppo_path, capsys):
+    shutil.copytree(cartpole_ppo_path, tmp_path / "ppo-CartPole-v1")
+    shutil.copytree(catch_ppo_path, tmp_path / "ppo-Catch-v0")
+    assert main(["lab", "--out", str(tmp_path), "--episodes", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("reusing the finished run") == 2
+    summary = (tmp_path / "summary.md").read_text()
+    assert "CartPole-v1" in summary and "Catch-v0" in summary
+    assert f"{tmp_path}/summary.md" in out
+
+
+@pytest.mark.slow
+def test_lab_from_scratch(tmp_path, capsys):
+    assert main(["lab", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "[lab] results:" in out
