@@ -41,13 +41,32 @@ def rllab(*args: str) -> None:
 def train_and_eval(work: Path, algo: str, env: str, steps: int, seed: int, tag: str = "") -> dict:
     run = work / f"{algo}-{env}-s{seed}{tag}"
     t = time.perf_counter()
-    rllab("train", "--algo", algo, "--env", env, "--seed", str(seed), "--steps", str(steps), "--out", str(run),
-          "--no-progress")
+    rllab(
+        "train",
+        "--algo",
+        algo,
+        "--env",
+        env,
+        "--seed",
+        str(seed),
+        "--steps",
+        str(steps),
+        "--out",
+        str(run),
+        "--no-progress",
+    )
     wall = time.perf_counter() - t
     rllab("eval", str(run), "--episodes", "20", "--seed", "0", "--json", str(run / "acceptance-eval.json"))
     res = json.loads((run / "acceptance-eval.json").read_text())
-    return {"seed": seed, "steps": steps, "train_wall_s": round(wall, 1), "mean_return": res["mean_return"],
-            "std_return": res["std_return"], "ci95_return": res["ci95_return"], "returns": res["returns"]}
+    return {
+        "seed": seed,
+        "steps": steps,
+        "train_wall_s": round(wall, 1),
+        "mean_return": res["mean_return"],
+        "std_return": res["std_return"],
+        "ci95_return": res["ci95_return"],
+        "returns": res["returns"],
+    }
 
 
 def main() -> None:
@@ -62,15 +81,25 @@ def main() -> None:
         if name == "determinism":
             a = train_and_eval(work, "ppo", "CartPole-v1", 20_000, 0, tag="-det-a")
             b = train_and_eval(work, "ppo", "CartPole-v1", 20_000, 0, tag="-det-b")
-            results[name] = {"runs": [a, b], "passed": a["returns"] == b["returns"],
-                             "goal": "same command + seed on CPU -> identical evaluation returns"}
+            results[name] = {
+                "runs": [a, b],
+                "passed": a["returns"] == b["returns"],
+                "goal": "same command + seed on CPU -> identical evaluation returns",
+            }
         else:
             algo, env, steps, seeds, threshold = CHECKS[name]
             runs = [train_and_eval(work, algo, env, steps, s) for s in seeds]
             hits = sum(r["mean_return"] >= threshold for r in runs)
             needed = 2 if name == "reinforce-cartpole" else len(seeds)
-            results[name] = {"algo": algo, "env": env, "threshold": threshold, "runs": runs,
-                             "seeds_reaching": hits, "seeds_needed": needed, "passed": hits >= needed}
+            results[name] = {
+                "algo": algo,
+                "env": env,
+                "threshold": threshold,
+                "runs": runs,
+                "seeds_reaching": hits,
+                "seeds_needed": needed,
+                "passed": hits >= needed,
+            }
         print(name, "passed" if results[name]["passed"] else "FAILED", flush=True)
         RESULTS.mkdir(exist_ok=True)
         out_path.write_text(json.dumps({"benchmark": "foundation_acceptance", "checks": results}, indent=2) + "\n")

@@ -43,8 +43,14 @@ def run_sb3(steps: int, seed: int) -> tuple[float, float]:
     lab, algo_kwargs = hp_lib.split(hp)
     t = time.perf_counter()
     env = make_vec_env("CartPole-v1", n_envs=lab["n_envs"], seed=seed)
-    model = PPO("MlpPolicy", env, seed=seed, device="cpu",
-                policy_kwargs=policy_kwargs_to_sb3(lab.get("policy_kwargs") or {}), **algo_kwargs)
+    model = PPO(
+        "MlpPolicy",
+        env,
+        seed=seed,
+        device="cpu",
+        policy_kwargs=policy_kwargs_to_sb3(lab.get("policy_kwargs") or {}),
+        **algo_kwargs,
+    )
     model.learn(steps)
     wall = time.perf_counter() - t
     # final return measured outside the timed region, with the lab's evaluator on the same policy
@@ -85,15 +91,32 @@ def main() -> None:
     rows = {}
     for name, values in runs.items():
         wall = statistics.median(w for w, _ in values)
-        rows[name] = {"wall_s": [round(w, 2) for w, _ in values], "median_wall_s": round(wall, 2),
-                      "ratio_to_sb3": round(wall / base, 3), "final_mean_return": [r for _, r in values]}
-    out = {"benchmark": "train_overhead", "env": "CartPole-v1", "algo": "ppo", "steps": args.steps,
-           "seed": args.seed, "repeats": args.repeats, "torch_threads": 1, "machine": platform.platform(),
-           "cpu_count": __import__("os").cpu_count(), "results": rows}
+        rows[name] = {
+            "wall_s": [round(w, 2) for w, _ in values],
+            "median_wall_s": round(wall, 2),
+            "ratio_to_sb3": round(wall / base, 3),
+            "final_mean_return": [r for _, r in values],
+        }
+    out = {
+        "benchmark": "train_overhead",
+        "env": "CartPole-v1",
+        "algo": "ppo",
+        "steps": args.steps,
+        "seed": args.seed,
+        "repeats": args.repeats,
+        "torch_threads": 1,
+        "machine": platform.platform(),
+        "cpu_count": __import__("os").cpu_count(),
+        "results": rows,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "train_overhead.json").write_text(json.dumps(out, indent=2) + "\n")
-    lines = [f"# PPO CartPole-v1, {args.steps} steps, seed {args.seed}, {args.repeats} repeats, 1 torch thread", "",
-             "| variant | median wall (s) | ratio to SB3 | final mean return (20 ep) |", "|---|---|---|---|"]
+    lines = [
+        f"# PPO CartPole-v1, {args.steps} steps, seed {args.seed}, {args.repeats} repeats, 1 torch thread",
+        "",
+        "| variant | median wall (s) | ratio to SB3 | final mean return (20 ep) |",
+        "|---|---|---|---|",
+    ]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['median_wall_s']} | {r['ratio_to_sb3']} | {r['final_mean_return']} |")
     (RESULTS / "train_overhead.md").write_text("\n".join(lines) + "\n")

@@ -165,8 +165,10 @@ class Agent(nn.Module):
     @th.no_grad()
     def act(self, obs: Any, deterministic: bool = True) -> np.ndarray:
         """Actions for a batch of raw observations (or one observation), as numpy."""
-        single = np.asarray(obs).shape == self.observation_space.shape if not isinstance(obs, th.Tensor) else (
-            tuple(obs.shape) == self.observation_space.shape
+        single = (
+            np.asarray(obs).shape == self.observation_space.shape
+            if not isinstance(obs, th.Tensor)
+            else (tuple(obs.shape) == self.observation_space.shape)
         )
         if isinstance(self.policy, DQNPolicy) or (self.is_discrete and deterministic):
             actions = self.logits(obs).argmax(dim=-1)
@@ -202,8 +204,14 @@ class Agent(nn.Module):
         self.spec = spec
         return out
 
-    def derive(self, policy: BasePolicy, transform: str, params: dict[str, Any], parent_path: str | Path,
-               policy_kwargs: dict[str, Any] | None = None) -> Agent:
+    def derive(
+        self,
+        policy: BasePolicy,
+        transform: str,
+        params: dict[str, Any],
+        parent_path: str | Path,
+        policy_kwargs: dict[str, Any] | None = None,
+    ) -> Agent:
         """A new agent with another policy and a lineage step recording how it was made."""
         spec = copy.deepcopy(self.spec)
         if policy_kwargs is not None:

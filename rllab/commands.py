@@ -25,7 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--algo", required=True, choices=["reinforce", "a2c", "ppo", "dqn"])
     p.add_argument("--env", required=True, help="any registered Gymnasium id, e.g. CartPole-v1 or Catch-v0")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=positive_int, help="environment steps (default: the hyperparameter file's n_timesteps)")
+    p.add_argument(
+        "--steps", type=positive_int, help="environment steps (default: the hyperparameter file's n_timesteps)"
+    )
     p.add_argument("--n-envs", type=positive_int)
     p.add_argument("--hyperparams", help="YAML file overriding the shipped defaults")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one hyperparameter")
@@ -87,15 +89,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_run_dir(args.algo, args.env, args.seed)
     print(f"training {args.algo} on {args.env} (seed {args.seed}) -> {out}")
     agent = train(
-        algo=args.algo, env=args.env, seed=args.seed, steps=args.steps, n_envs=args.n_envs,
-        hyperparams=args.hyperparams, overrides=args.set, device=args.device, out=out, resume=args.resume,
-        env_kwargs=_parse_mapping(args.env_kwargs), eval_freq=args.eval_freq, eval_episodes=args.eval_episodes,
+        algo=args.algo,
+        env=args.env,
+        seed=args.seed,
+        steps=args.steps,
+        n_envs=args.n_envs,
+        hyperparams=args.hyperparams,
+        overrides=args.set,
+        device=args.device,
+        out=out,
+        resume=args.resume,
+        env_kwargs=_parse_mapping(args.env_kwargs),
+        eval_freq=args.eval_freq,
+        eval_episodes=args.eval_episodes,
         save_freq=args.save_freq,
-        progress=False if args.no_progress else None, verbose=args.verbose,
+        progress=False if args.no_progress else None,
+        verbose=args.verbose,
     )
     fe = agent.spec["training"]["final_eval"]
-    print(f"done: {agent.spec['training']['timesteps']} steps in {agent.spec['training']['wall_time_s']:.1f}s; "
-          f"mean return {fe['mean_return']:.2f} +/- {fe['std_return']:.2f} over {fe['episodes']} episodes")
+    print(
+        f"done: {agent.spec['training']['timesteps']} steps in {agent.spec['training']['wall_time_s']:.1f}s; "
+        f"mean return {fe['mean_return']:.2f} +/- {fe['std_return']:.2f} over {fe['episodes']} episodes"
+    )
     print(f"checkpoint: {out}   tensorboard: tensorboard --logdir {out / 'tb'}")
     return 0
 
@@ -105,7 +120,8 @@ def format_summary(s: dict[str, Any]) -> str:
     return (
         f"return  mean {s['mean_return']:.3f}  std {s['std_return']:.3f}  min {s['min_return']:.3f}  "
         f"max {s['max_return']:.3f}  95% CI [{lo:.3f}, {hi:.3f}]\n"
-        f"length  mean {s['mean_length']:.1f}  std {s['std_length']:.1f}  min {s['min_length']}  max {s['max_length']}\n"
+        f"length  mean {s['mean_length']:.1f}  std {s['std_length']:.1f}  "
+        f"min {s['min_length']}  max {s['max_length']}\n"
         f"episodes {s['episodes']} (seeds {s['seed']}..{s['seed'] + s['episodes'] - 1})"
     )
 
@@ -176,8 +192,10 @@ def cmd_lab(args: argparse.Namespace) -> int:
         rows.append((env_id, run, summary))
     lines = ["| env | run | mean return | std | 95% CI | episodes |", "|---|---|---|---|---|---|"]
     for env_id, run, s in rows:
-        lines.append(f"| {env_id} | {run} | {s['mean_return']:.3f} | {s['std_return']:.3f} | "
-                     f"[{s['ci95_return'][0]:.3f}, {s['ci95_return'][1]:.3f}] | {s['episodes']} |")
+        lines.append(
+            f"| {env_id} | {run} | {s['mean_return']:.3f} | {s['std_return']:.3f} | "
+            f"[{s['ci95_return'][0]:.3f}, {s['ci95_return'][1]:.3f}] | {s['episodes']} |"
+        )
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"[lab] results: {out}/summary.md, {out}/*/eval.json; checkpoints: {', '.join(str(r[1]) for r in rows)}")

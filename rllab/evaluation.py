@@ -144,7 +144,9 @@ def run_episodes(
     return EvalResult(returns=returns, lengths=lengths, seed=seed, deterministic=deterministic)
 
 
-def evaluate(agent: Agent, episodes: int = 20, seed: int = 0, n_envs: int = 8, deterministic: bool = True) -> EvalResult:
+def evaluate(
+    agent: Agent, episodes: int = 20, seed: int = 0, n_envs: int = 8, deterministic: bool = True
+) -> EvalResult:
     """Clean evaluation of ``agent``: mean/std/min/max return with a 95% CI."""
     return run_episodes(agent, episodes, seed=seed, n_envs=n_envs, deterministic=deterministic)
 
@@ -174,8 +176,13 @@ def record_video(agent: Agent, path: str | Path, seed: int = 0, fps: int = 30, d
     Uses the environment's ``rgb_array`` rendering where it has one, and the image
     observation itself otherwise.
     """
+    import os
+
     from PIL import Image
 
+    # pygame-based renderers (classic control) need no display for rgb_array frames.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     path = Path(path)
     try:
         env = agent.make_env(render_mode="rgb_array")

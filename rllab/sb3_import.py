@@ -37,8 +37,17 @@ _POLICY_CLASSES = {
     "CnnPolicy": ("dqn", "nature_cnn"),
 }
 _EXTRACTOR_NAMES = {"FlattenExtractor": "flatten", "NatureCNN": "nature_cnn", "SmallCNN": "small_cnn"}
-_PLAIN_KWARGS = {"net_arch", "ortho_init", "log_std_init", "full_std", "use_expln", "squash_output",
-                 "share_features_extractor", "normalize_images", "features_extractor_kwargs"}
+_PLAIN_KWARGS = {
+    "net_arch",
+    "ortho_init",
+    "log_std_init",
+    "full_std",
+    "use_expln",
+    "squash_output",
+    "share_features_extractor",
+    "normalize_images",
+    "features_extractor_kwargs",
+}
 _IGNORED_KWARGS = {"optimizer_class", "optimizer_kwargs"}  # training-only
 
 
@@ -86,7 +95,12 @@ def _policy_kwargs(data: dict[str, Any], default_extractor: str) -> dict[str, An
             out[key] = _literal(value, key)
         else:
             raise RllabError(f"cannot import: unsupported policy keyword {key!r}")
-    if "net_arch" in out and isinstance(out["net_arch"], list) and out["net_arch"] and isinstance(out["net_arch"][0], dict):
+    if (
+        "net_arch" in out
+        and isinstance(out["net_arch"], list)
+        and out["net_arch"]
+        and isinstance(out["net_arch"][0], dict)
+    ):
         out["net_arch"] = out["net_arch"][0]  # SB3 < 1.8 format
     out.setdefault("features_extractor", default_extractor)
     if data.get("use_sde"):
@@ -106,8 +120,10 @@ def _check_space_fields(fields: dict[str, Any], space: spaces.Space, what: str, 
     elif ok and isinstance(space, spaces.Discrete):
         ok = int(_literal(fields.get("n"), "n")) == int(space.n)
     if not ok:
-        raise RllabError(f"the model's {what} space ({kind} {fields.get('_shape', fields.get('n'))}) does not match "
-                         f"{env_id!r} ({space})")
+        raise RllabError(
+            f"the model's {what} space ({kind} {fields.get('_shape', fields.get('n'))}) does not match "
+            f"{env_id!r} ({space})"
+        )
 
 
 def detect_algo(data: dict[str, Any]) -> str:
@@ -134,8 +150,11 @@ def import_sb3(model_zip: str | Path, env_id: str, out: str | Path, algo: str | 
                 raise RllabError(f"{model_zip} is not a Stable-Baselines3 model (no data / policy.pth entries)")
             data = json.loads(archive.read("data").decode())
             weights_bytes = archive.read("policy.pth")
-            sb3_version = archive.read("_stable_baselines3_version").decode().strip() if (
-                "_stable_baselines3_version" in names) else None
+            sb3_version = (
+                archive.read("_stable_baselines3_version").decode().strip()
+                if ("_stable_baselines3_version" in names)
+                else None
+            )
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
         raise RllabError(f"cannot read {model_zip}: {exc}") from None
 
@@ -156,19 +175,31 @@ def import_sb3(model_zip: str | Path, env_id: str, out: str | Path, algo: str | 
     from rllab.training import _needs_transpose
 
     policy_kwargs = _policy_kwargs(data, default_extractor)
-    spec = spec_skeleton(algo, env_id, {}, [], obs_space, act_space,
-                         "DQNPolicy" if algo == "dqn" else "ActorCriticPolicy", policy_kwargs,
-                         has_critic=algo != "dqn", transpose_image=_needs_transpose(obs_space))
+    spec = spec_skeleton(
+        algo,
+        env_id,
+        {},
+        [],
+        obs_space,
+        act_space,
+        "DQNPolicy" if algo == "dqn" else "ActorCriticPolicy",
+        policy_kwargs,
+        has_critic=algo != "dqn",
+        transpose_image=_needs_transpose(obs_space),
+    )
     try:
         state = th.load(io.BytesIO(weights_bytes), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  (the unpickler refuses anything but tensors)
-        raise RllabError(f"refusing {model_zip}: policy.pth is not plain tensors ({str(exc).splitlines()[0]})") from None
+        raise RllabError(
+            f"refusing {model_zip}: policy.pth is not plain tensors ({str(exc).splitlines()[0]})"
+        ) from None
     agent = agent_from_spec(spec)
     try:
         agent.policy.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise RllabError(f"weights in {model_zip} do not fit the architecture {policy_kwargs}: "
-                         f"{str(exc).splitlines()[0]}") from None
+        raise RllabError(
+            f"weights in {model_zip} do not fit the architecture {policy_kwargs}: {str(exc).splitlines()[0]}"
+        ) from None
     agent.eval()
     check_spaces(agent.make_env(), agent.observation_space, agent.action_space, env_id)
     agent.spec["obs_stats"] = observation_stats(agent, episodes=10, seed=seed + 10_000)
@@ -179,14 +210,14 @@ def import_sb3(model_zip: str | Path, env_id: str, out: str | Path, algo: str | 
         "complete": True,
         "imported": now(),
     }
-    agent.spec["lineage"] = [{
-        "parent": str(model_zip),
-        "parent_sha256": sha256_file(model_zip),
-        "transform": "import-sb3",
-        "params": {"algo": algo, "policy_class": policy_name, "env": env_id},
-        "time": now(),
-    }]
+    agent.spec["lineage"] = [
+        {
+            "parent": str(model_zip),
+            "parent_sha256": sha256_file(model_zip),
+            "transform": "import-sb3",
+            "params": {"algo": algo, "policy_class": policy_name, "env": env_id},
+            "time": now(),
+        }
+    ]
     agent.save(out)
     return agent
-
-

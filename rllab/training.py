@@ -44,7 +44,9 @@ def default_run_dir(algo: str, env_id: str, seed: int) -> Path:
 def make_vec_env(env_id: str, n_envs: int, seed: int, env_kwargs: dict[str, Any], wrappers: list[dict[str, Any]]):
     from stable_baselines3.common.env_util import make_vec_env as sb3_make_vec_env
 
-    return sb3_make_vec_env(env_factory(env_id, env_kwargs, wrappers), n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv)
+    return sb3_make_vec_env(
+        env_factory(env_id, env_kwargs, wrappers), n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv
+    )
 
 
 def _needs_transpose(space: spaces.Space) -> bool:
@@ -94,18 +96,24 @@ def agent_from_model(model: BaseAlgorithm, spec: dict[str, Any]) -> Agent:
 
 def save_run(model: BaseAlgorithm, spec: dict[str, Any], run_dir: Path, complete: bool) -> Agent:
     agent = agent_from_model(model, spec)
-    agent.spec["training"] = {**agent.spec["training"], "timesteps": int(model.num_timesteps), "complete": complete,
-                              "updated": now()}
+    agent.spec["training"] = {
+        **agent.spec["training"],
+        "timesteps": int(model.num_timesteps),
+        "complete": complete,
+        "updated": now(),
+    }
     resume = run_dir / RESUME_DIR
     resume.mkdir(parents=True, exist_ok=True)
     tensors, meta = _optimizer_to_files(model.policy.optimizer)
     meta["num_timesteps"] = int(model.num_timesteps)
     meta["n_updates"] = int(getattr(model, "_n_updates", 0))
     if isinstance(model.get_env(), VecNormalize):
-        meta["ret_rms"] = {"mean": float(np.asarray(model.get_env().ret_rms.mean)),
-                           "var": float(np.asarray(model.get_env().ret_rms.var)),
-                           "count": float(model.get_env().ret_rms.count),
-                           "obs_count": float(model.get_env().obs_rms.count)}
+        meta["ret_rms"] = {
+            "mean": float(np.asarray(model.get_env().ret_rms.mean)),
+            "var": float(np.asarray(model.get_env().ret_rms.var)),
+            "count": float(model.get_env().ret_rms.count),
+            "obs_count": float(model.get_env().obs_rms.count),
+        }
     # The optimizer state is written before the checkpoint so that a checkpoint's
     # step counter never runs ahead of the state it would resume from.
     tmp = resume / "optimizer.safetensors.tmp"
@@ -165,7 +173,9 @@ def train(
         spec0 = read_spec(run_dir)
         config = spec0["training"]["config"]
         if config["algo"] != algo or config["env"] != env:
-            raise RllabError(f"{run_dir} is a {config['algo']} run on {config['env']}; cannot resume it as {algo} on {env}")
+            raise RllabError(
+                f"{run_dir} is a {config['algo']} run on {config['env']}; cannot resume it as {algo} on {env}"
+            )
         if spec0["training"].get("complete"):
             raise RllabError(f"{run_dir} finished training already ({spec0['training']['timesteps']} steps)")
         seed, n_envs, env_kwargs, wrappers = config["seed"], config["n_envs"], config["env_kwargs"], config["wrappers"]
@@ -176,7 +186,9 @@ def train(
             raise RllabError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")
         check_env_id(env)
         if (run_dir / SPEC_FILE).exists():
-            raise RllabError(f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --out")
+            raise RllabError(
+                f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --out"
+            )
         hp = hp_lib.resolve(algo, env, hyperparams, overrides)
     env_kwargs = dict(env_kwargs or {})
     wrappers = list(wrappers or [])
@@ -194,7 +206,9 @@ def train(
     probe.close()
     if algo == "dqn" and not isinstance(act_space, spaces.Discrete):
         raise RllabError(f"dqn needs a discrete action space; {env} has {act_space}")
-    if algo in ON_POLICY and not isinstance(act_space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
+    if algo in ON_POLICY and not isinstance(
+        act_space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+    ):
         raise RllabError(f"{algo} cannot handle the action space {act_space}")
 
     transpose = _needs_transpose(obs_space)
@@ -214,11 +228,30 @@ def train(
         venv = VecNormalize(venv, norm_obs=True, norm_reward=False, gamma=float(algo_kwargs.get("gamma", 0.99)))
 
     spec_policy_kwargs = {**policy_kwargs, "use_sde": True} if algo_kwargs.get("use_sde") else policy_kwargs
-    spec = spec_skeleton(algo, env, env_kwargs, wrappers, obs_space, act_space, policy_class, spec_policy_kwargs,
-                         has_critic, transpose_image=transpose)
+    spec = spec_skeleton(
+        algo,
+        env,
+        env_kwargs,
+        wrappers,
+        obs_space,
+        act_space,
+        policy_class,
+        spec_policy_kwargs,
+        has_critic,
+        transpose_image=transpose,
+    )
     spec["training"] = {
-        "config": {"algo": algo, "env": env, "seed": seed, "steps": steps, "n_envs": n_envs,
-                   "env_kwargs": env_kwargs, "wrappers": wrappers, "hyperparams": hp, "device": str(th_device)},
+        "config": {
+            "algo": algo,
+            "env": env,
+            "seed": seed,
+            "steps": steps,
+            "n_envs": n_envs,
+            "env_kwargs": env_kwargs,
+            "wrappers": wrappers,
+            "hyperparams": hp,
+            "device": str(th_device),
+        },
         "started": now(),
     }
 
@@ -250,8 +283,16 @@ def train(
         eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
     callback_list: list[BaseCallback] = []
     if eval_freq > 0:  # 0 turns periodic evaluation off
-        callback_list.append(EvalCallback(eval_env, n_eval_episodes=eval_episodes, eval_freq=max(eval_freq // n_envs, 1),
-                                          deterministic=True, verbose=0, warn=False))
+        callback_list.append(
+            EvalCallback(
+                eval_env,
+                n_eval_episodes=eval_episodes,
+                eval_freq=max(eval_freq // n_envs, 1),
+                deterministic=True,
+                verbose=0,
+                warn=False,
+            )
+        )
     if save_freq > 0:  # 0 turns periodic checkpoints off
         callback_list.append(PeriodicCheckpoint(spec, run_dir, save_freq))
     callbacks = CallbackList(callback_list)
@@ -260,8 +301,9 @@ def train(
     remaining = steps - resumed_from
     try:
         if remaining > 0:
-            model.learn(total_timesteps=remaining, callback=callbacks, progress_bar=progress,
-                        reset_num_timesteps=not resume)
+            model.learn(
+                total_timesteps=remaining, callback=callbacks, progress_bar=progress, reset_num_timesteps=not resume
+            )
     except KeyboardInterrupt:
         save_run(model, spec, run_dir, complete=False)
         raise RllabError(
@@ -282,8 +324,19 @@ def train(
         "resumed_from": resumed_from or None,
         "finished": now(),
         "wall_time_s": round(time.time() - started, 2),
-        "final_eval": {k: summary[k] for k in ("episodes", "seed", "mean_return", "std_return", "ci95_return",
-                                                "min_return", "max_return", "mean_length")},
+        "final_eval": {
+            k: summary[k]
+            for k in (
+                "episodes",
+                "seed",
+                "mean_return",
+                "std_return",
+                "ci95_return",
+                "min_return",
+                "max_return",
+                "mean_length",
+            )
+        },
     }
     # Keep the resume state consistent with the final weights, then write the checkpoint.
     save_run(model, agent.spec, run_dir, complete=True)

@@ -34,8 +34,16 @@ def _obs_batch(agent, n=16, seed=0):
     return np.stack([space.sample() for _ in range(n)])
 
 
-@pytest.mark.parametrize("key", [("ppo", "CartPole-v1"), ("dqn", "CartPole-v1"), ("a2c", "Pendulum-v1"),
-                                 ("ppo", "Catch-v0"), ("reinforce", "Acrobot-v1")])
+@pytest.mark.parametrize(
+    "key",
+    [
+        ("ppo", "CartPole-v1"),
+        ("dqn", "CartPole-v1"),
+        ("a2c", "Pendulum-v1"),
+        ("ppo", "Catch-v0"),
+        ("reinforce", "Acrobot-v1"),
+    ],
+)
 def test_round_trip_gives_identical_logits(tiny_runs, tmp_path, key):
     agent = rllab.load(tiny_runs[key])
     obs = _obs_batch(agent)
@@ -54,8 +62,9 @@ def test_logits_are_differentiable_wrt_raw_observations_including_preprocessing(
     assert obs.grad is not None and obs.grad.abs().sum() > 0
     # /255 scaling is inside: scaling the raw input by 255 reproduces the logits of the scaled policy input
     with torch.no_grad():
-        direct = agent.policy.action_net(agent.policy.mlp_extractor.forward_actor(
-            agent.policy.features_extractor(obs / 255.0)))
+        direct = agent.policy.action_net(
+            agent.policy.mlp_extractor.forward_actor(agent.policy.features_extractor(obs / 255.0))
+        )
     torch.testing.assert_close(agent.logits(obs).detach(), direct)
 
 

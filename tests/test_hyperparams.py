@@ -1,8 +1,8 @@
 import shutil
+from importlib import resources
 
 import pytest
 import yaml
-from importlib import resources
 
 from rllab import hyperparams as hp_lib
 from rllab.algos import ALGOS

@@ -37,12 +37,19 @@ def _poison(zip_path, out_path, marker):
     return out_path
 
 
-@pytest.mark.parametrize("cls,env_id,kwargs", [
-    (PPO, "CartPole-v1", {"n_steps": 64, "batch_size": 64, "policy_kwargs": {"net_arch": [32, 32]}}),
-    (A2C, "Pendulum-v1", {"policy_kwargs": {"net_arch": {"pi": [16], "vf": [24]}, "activation_fn": __import__("torch").nn.ReLU}}),
-    (DQN, "CartPole-v1", {"learning_starts": 10, "policy_kwargs": {"net_arch": [48]}}),
-    (PPO, "Catch-v0", {"n_steps": 32, "batch_size": 32}),
-])
+@pytest.mark.parametrize(
+    "cls,env_id,kwargs",
+    [
+        (PPO, "CartPole-v1", {"n_steps": 64, "batch_size": 64, "policy_kwargs": {"net_arch": [32, 32]}}),
+        (
+            A2C,
+            "Pendulum-v1",
+            {"policy_kwargs": {"net_arch": {"pi": [16], "vf": [24]}, "activation_fn": __import__("torch").nn.ReLU}},
+        ),
+        (DQN, "CartPole-v1", {"learning_starts": 10, "policy_kwargs": {"net_arch": [48]}}),
+        (PPO, "Catch-v0", {"n_steps": 32, "batch_size": 32}),
+    ],
+)
 def test_imported_agent_acts_exactly_like_the_original(tmp_path, cls, env_id, kwargs):
     import envs  # noqa: F401
 

@@ -14,12 +14,29 @@ import rllab
 from rllab.cli import main
 
 
-@pytest.mark.parametrize("algo,env_id", [("reinforce", "CartPole-v1"), ("a2c", "CartPole-v1"), ("ppo", "Catch-v0"),
-                                         ("dqn", "Catch-v0"), ("reinforce", "Pendulum-v1"), ("ppo", "Pendulum-v1")])
+@pytest.mark.parametrize(
+    "algo,env_id",
+    [
+        ("reinforce", "CartPole-v1"),
+        ("a2c", "CartPole-v1"),
+        ("ppo", "Catch-v0"),
+        ("dqn", "Catch-v0"),
+        ("reinforce", "Pendulum-v1"),
+        ("ppo", "Pendulum-v1"),
+    ],
+)
 def test_short_training_smoke(tmp_path, algo, env_id):
     overrides = {"learning_starts": 100} if algo == "dqn" else None
-    agent = rllab.train(algo, env_id, seed=0, steps=1024, out=tmp_path / "run", progress=False, overrides=overrides,
-                        final_eval_episodes=3)
+    agent = rllab.train(
+        algo,
+        env_id,
+        seed=0,
+        steps=1024,
+        out=tmp_path / "run",
+        progress=False,
+        overrides=overrides,
+        final_eval_episodes=3,
+    )
     spec = agent.spec
     assert spec["training"]["complete"] and spec["training"]["timesteps"] >= 1024
     assert spec["training"]["final_eval"]["episodes"] == 3
@@ -35,8 +52,16 @@ def test_reinforce_learns_cartpole_quickly(tmp_path):
 
 
 def test_reinforce_without_baseline_has_no_critic(tmp_path):
-    agent = rllab.train("reinforce", "CartPole-v1", seed=0, steps=1024, out=tmp_path / "r", progress=False,
-                        overrides={"use_baseline": False}, final_eval_episodes=2)
+    agent = rllab.train(
+        "reinforce",
+        "CartPole-v1",
+        seed=0,
+        steps=1024,
+        out=tmp_path / "r",
+        progress=False,
+        overrides={"use_baseline": False},
+        final_eval_episodes=2,
+    )
     assert not agent.has_critic
     assert torch.all(agent.policy.value_net.weight == 0)
     with pytest.raises(rllab.RllabError):
@@ -57,8 +82,17 @@ def test_same_seed_gives_identical_results(tmp_path):
 def test_hyperparams_file_and_set_override(tmp_path):
     hp = tmp_path / "hp.yml"
     hp.write_text("CartPole-v1:\n  n_steps: 16\n  policy_kwargs: {net_arch: [8, 8]}\n")
-    agent = rllab.train("ppo", "CartPole-v1", seed=0, steps=512, out=tmp_path / "r", progress=False, hyperparams=hp,
-                        overrides=["gamma=0.9", "batch_size=64"], final_eval_episodes=2)
+    agent = rllab.train(
+        "ppo",
+        "CartPole-v1",
+        seed=0,
+        steps=512,
+        out=tmp_path / "r",
+        progress=False,
+        hyperparams=hp,
+        overrides=["gamma=0.9", "batch_size=64"],
+        final_eval_episodes=2,
+    )
     used = agent.spec["training"]["config"]["hyperparams"]
     assert used["n_steps"] == 16 and used["gamma"] == 0.9 and used["batch_size"] == 64
     assert agent.policy.mlp_extractor.policy_net[0].out_features == 8
@@ -67,8 +101,10 @@ def test_hyperparams_file_and_set_override(tmp_path):
 def test_eval_command_json_and_gif(tmp_path, catch_ppo_path, capsys):
     out = tmp_path / "eval.json"
     gif = tmp_path / "ep.gif"
-    assert main(["eval", str(catch_ppo_path), "--episodes", "6", "--seed", "1", "--json", str(out),
-                 "--video", str(gif)]) == 0
+    assert (
+        main(["eval", str(catch_ppo_path), "--episodes", "6", "--seed", "1", "--json", str(out), "--video", str(gif)])
+        == 0
+    )
     text = capsys.readouterr().out
     assert "95% CI" in text and "video:" in text
     res = json.loads(out.read_text())
@@ -77,7 +113,9 @@ def test_eval_command_json_and_gif(tmp_path, catch_ppo_path, capsys):
     with Image.open(gif) as im:
         assert im.format == "GIF" and im.n_frames == 10  # reset frame + 9 steps of 10x5 Catch
     # the same command with the same seed gives the same numbers
-    assert main(["eval", str(catch_ppo_path), "--episodes", "6", "--seed", "1", "--json", str(tmp_path / "b.json")]) == 0
+    assert (
+        main(["eval", str(catch_ppo_path), "--episodes", "6", "--seed", "1", "--json", str(tmp_path / "b.json")]) == 0
+    )
     assert json.loads((tmp_path / "b.json").read_text())["returns"] == res["returns"]
 
 
@@ -91,14 +129,17 @@ def test_trained_cartpole_agent_balances(cartpole_ppo):
     assert s["mean_return"] >= 475
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["train", "--algo", "ppo", "--env", "NoSuchEnv-v0"], "unknown environment id 'NoSuchEnv-v0'"),
-    (["train", "--algo", "dqn", "--env", "Pendulum-v1", "--steps", "100"], "dqn needs a discrete action space"),
-    (["eval", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),
-    (["train", "--algo", "ppo", "--env", "CartPole-v1", "--device", "tpu"], "unknown device"),
-    (["train", "--algo", "ppo", "--env", "CartPole-v1", "--hyperparams", "/no/such.yml"], "not found"),
-    (["train", "--algo", "ppo", "--env", "CartPole-v1", "--set", "gamma"], "--set expects key=value"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--algo", "ppo", "--env", "NoSuchEnv-v0"], "unknown environment id 'NoSuchEnv-v0'"),
+        (["train", "--algo", "dqn", "--env", "Pendulum-v1", "--steps", "100"], "dqn needs a discrete action space"),
+        (["eval", "/nonexistent/run"], "no checkpoint at /nonexistent/run"),
+        (["train", "--algo", "ppo", "--env", "CartPole-v1", "--device", "tpu"], "unknown device"),
+        (["train", "--algo", "ppo", "--env", "CartPole-v1", "--hyperparams", "/no/such.yml"], "not found"),
+        (["train", "--algo", "ppo", "--env", "CartPole-v1", "--set", "gamma"], "--set expects key=value"),
+    ],
+)
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
     code = main([*argv, *(["--out", str(tmp_path / "x")] if argv[0] == "train" else [])])
     err = capsys.readouterr().err
@@ -107,9 +148,14 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert not (tmp_path / "x" / "agent.json").exists()
 
 
-@pytest.mark.parametrize("argv", [["train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "0"],
-                                  ["train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "-5"],
-                                  ["train", "--algo", "sac", "--env", "CartPole-v1"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "0"],
+        ["train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "-5"],
+        ["train", "--algo", "sac", "--env", "CartPole-v1"],
+    ],
+)
 def test_bad_arguments_exit_2(capsys, argv):
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -125,10 +171,26 @@ def test_existing_run_is_not_overwritten(tmp_path, capsys):
 
 def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "rllab.cli", "train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "200000",
-           "--save-freq", "2048", "--out", str(run), "--no-progress"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "rllab.cli",
+        "train",
+        "--algo",
+        "ppo",
+        "--env",
+        "CartPole-v1",
+        "--steps",
+        "200000",
+        "--save-freq",
+        "2048",
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     deadline = time.time() + 120
     while not (run / "agent.json").exists() and time.time() < deadline:
         time.sleep(0.2)
@@ -139,8 +201,9 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     saved = rllab.load(run)
     done = saved.spec["training"]["timesteps"]
     assert not saved.spec["training"]["complete"] and 0 < done < 200_000
-    agent = rllab.train("ppo", "CartPole-v1", out=run, resume=True, steps=done + 4096, progress=False,
-                        final_eval_episodes=2)
+    agent = rllab.train(
+        "ppo", "CartPole-v1", out=run, resume=True, steps=done + 4096, progress=False, final_eval_episodes=2
+    )
     assert agent.spec["training"]["complete"]
     assert agent.spec["training"]["resumed_from"] == done
     assert agent.spec["training"]["timesteps"] >= done + 4096
