@@ -8,12 +8,15 @@ with respect to the raw observations the environment emits.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch as th
+import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
@@ -24,6 +27,7 @@ from torch.distributions import Bernoulli, Categorical, Distribution, Independen
 from rllab.checkpoint import WEIGHTS_FILE, lineage_entry, read_spec, write_checkpoint
 from rllab.environment import make_env
 from rllab.errors import RllabError
+from rllab.filters import build_filter, straight_through
 from rllab.policies import build_policy, transposed_image_space
 from rllab.spaces import describe, space_from_json, space_to_json, spaces_match
 
@@ -43,6 +47,19 @@ class Agent(nn.Module):
         self.action_space = space_from_json(spec["action_space"])
         pre = spec.get("preprocessing", {})
         self.transpose_image = bool(pre.get("transpose_image", False))
+        self.filters = nn.ModuleList(
+            build_filter(entry, self._layout(), *self._bounds()) for entry in pre.get("filters") or []
+        )
+        self.smoothing = pre.get("smoothing")
+        if self.smoothing is not None:
+            if self.smoothing.get("mode", "mean") not in ("mean", "vote"):
+                raise RllabError(f"unknown smoothing mode {self.smoothing.get('mode')!r}; use mean or vote")
+            if self.smoothing.get("mode") == "vote" and not isinstance(self.action_space, gym.spaces.Discrete):
+                raise RllabError("majority-vote smoothing needs a discrete action space")
+            self.register_buffer(
+                "smoothing_sigma", th.as_tensor(self.smoothing["sigma"], dtype=th.float32), persistent=False
+            )
+        self._straight_through = False
         norm = pre.get("obs_normalization")
         self.normalize_obs = norm is not None
         if self.normalize_obs:
@@ -98,6 +115,45 @@ class Agent(nn.Module):
             return None
         return np.asarray(stats["mean"], dtype=np.float32).reshape(self.observation_space.shape)
 
+    def _layout(self) -> str:
+        if not self.is_image:
+            return "vector"
+        return "hwc" if self.transpose_image else "chw"
+
+    def _bounds(self) -> tuple[float, float]:
+        space = self.observation_space
+        if isinstance(space, gym.spaces.Box):
+            return float(np.min(space.low)), float(np.max(space.high))
+        return -np.inf, np.inf
+
+    @property
+    def defenses(self) -> list[dict[str, Any]]:
+        """The input defenses in front of the policy, with what an attacker must know about them."""
+        out = [
+            {"name": f.name, "params": f.params(), "differentiable": f.differentiable, "random": f.random}
+            for f in self.filters
+        ]
+        if self.smoothing is not None:
+            mode = self.smoothing.get("mode", "mean")
+            out.append(
+                {
+                    "name": f"smoothing-{mode}",
+                    "params": dict(self.smoothing),
+                    "differentiable": mode == "mean",
+                    "random": True,
+                }
+            )
+        return out
+
+    @contextmanager
+    def straight_through(self) -> Iterator[Agent]:
+        """Within this block non-differentiable defenses pass gradients as the identity (BPDA)."""
+        previous, self._straight_through = self._straight_through, True
+        try:
+            yield self
+        finally:
+            self._straight_through = previous
+
     # ------------------------------------------------------------- forward
     def as_tensor(self, obs: Any) -> th.Tensor:
         """A batch of raw observations as a float tensor on the agent's device (grad kept)."""
@@ -112,6 +168,8 @@ class Agent(nn.Module):
     def preprocess(self, obs: Any) -> th.Tensor:
         """Raw observations -> what the SB3 policy's own preprocessing expects."""
         x = self.as_tensor(obs)
+        for f in self.filters:
+            x = straight_through(f, x) if (self._straight_through and not f.differentiable) else f(x)
         if self.transpose_image:
             x = x.permute(0, 3, 1, 2)
         if self.normalize_obs:
@@ -133,18 +191,44 @@ class Agent(nn.Module):
             return q_net.q_net[:-1](feats)
         return self._latent_pi(obs)
 
-    def logits(self, obs: Any) -> th.Tensor:
-        """Differentiable action scores: logits (discrete), Q-values (DQN) or Gaussian means (continuous)."""
+    def _raw_scores(self, obs: Any) -> th.Tensor:
         if isinstance(self.policy, DQNPolicy):
             return self.policy.q_net(self.preprocess(obs))
         return self.policy.action_net(self._latent_pi(obs))
 
+    def logits(self, obs: Any) -> th.Tensor:
+        """Differentiable action scores: logits (discrete), Q-values (DQN) or Gaussian means (continuous).
+
+        With noise smoothing, the scores of ``n`` noisy copies are combined: ``mean`` averages
+        probabilities (discrete) or scores; ``vote`` returns log vote shares, so the argmax is
+        the majority vote (its gradient is zero; under ``straight_through`` the mean's is used).
+        """
+        if self.smoothing is None:
+            return self._raw_scores(obs)
+        x = self.as_tensor(obs)
+        n = int(self.smoothing["n"])
+        low, high = self._bounds()
+        copies = x.unsqueeze(0) + th.randn((n, *x.shape), device=x.device) * self.smoothing_sigma.to(x)
+        scores = self._raw_scores(copies.clamp(low, high).reshape(n * x.shape[0], *x.shape[1:]))
+        scores = scores.reshape(n, x.shape[0], *scores.shape[1:])
+        discrete = isinstance(self.action_space, gym.spaces.Discrete) and not isinstance(self.policy, DQNPolicy)
+        mean = th.logsumexp(th.log_softmax(scores, -1), 0) - np.log(n) if discrete else scores.mean(0)
+        if self.smoothing.get("mode", "mean") == "mean":
+            return mean
+        votes = F.one_hot(scores.argmax(-1), scores.shape[-1]).float().mean(0)
+        vote_logits = th.log(votes + 1e-6)
+        if self._straight_through:
+            return vote_logits + (mean - mean.detach())
+        return vote_logits
+
     def action_dist(self, obs: Any) -> Distribution:
         """The action distribution (DQN: a softmax over Q-values, so KL-based attacks apply)."""
-        if isinstance(self.policy, DQNPolicy):
+        if isinstance(self.policy, DQNPolicy) or (self.smoothing is not None and self.is_discrete):
             return Categorical(logits=self.logits(obs))
         latent = self._latent_pi(obs)
         dist = self.policy._get_action_dist_from_latent(latent).distribution
+        if self.smoothing is not None and isinstance(dist, Normal):
+            return Independent(Normal(self.logits(obs), dist.stddev), 1)
         if isinstance(dist, Normal):
             return Independent(dist, 1)
         if isinstance(dist, Bernoulli):
@@ -170,7 +254,7 @@ class Agent(nn.Module):
             if not isinstance(obs, th.Tensor)
             else (tuple(obs.shape) == self.observation_space.shape)
         )
-        if isinstance(self.policy, DQNPolicy) or (self.is_discrete and deterministic):
+        if isinstance(self.policy, DQNPolicy) or (self.is_discrete and (deterministic or self.smoothing)):
             actions = self.logits(obs).argmax(dim=-1)
         else:
             dist = self.action_dist(obs)

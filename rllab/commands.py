@@ -61,6 +61,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the rollouts that gather observation statistics")
     p.set_defaults(func=cmd_import)
 
+    p = sub.add_parser("defend", help="put input filters or noise smoothing in front of an agent (new checkpoint)")
+    p.add_argument("run", help="checkpoint folder")
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="NAME[:k=v,...]",
+        help="gaussian_blur:sigma=1 | median:size=3 | bit_depth:bits=4 | gaussian_noise:sigma=0.05 "
+        "(noise in pixel/255 for images, obs-std multiples for vectors); repeat to chain",
+    )
+    p.add_argument(
+        "--smooth",
+        metavar="sigma=S,n=N,mode=vote|mean",
+        help="test-time noise smoothing over N noisy copies (Cohen et al. 2019 style)",
+    )
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation printed at the end")
+    p.add_argument("--episodes", type=positive_int, default=10)
+    p.set_defaults(func=cmd_defend)
+
     p = sub.add_parser("lab", help="the lab's main job: train PPO on CartPole-v1 and Catch-v0, evaluate both")
     p.add_argument("--out", default="runs/lab")
     p.add_argument("--seed", type=int, default=0)
@@ -200,4 +220,17 @@ def cmd_lab(args: argparse.Namespace) -> int:
     print("\n".join(lines))
     print(f"[lab] results: {out}/summary.md, {out}/*/eval.json; checkpoints: {', '.join(str(r[1]) for r in rows)}")
     print(f"[lab] tensorboard --logdir {out}")
+    return 0
+
+
+def cmd_defend(args: argparse.Namespace) -> int:
+    from rllab.defend import defend, parse_spec
+    from rllab.evaluation import evaluate
+
+    smoothing = parse_spec("smooth:" + args.smooth)["params"] if args.smooth else None
+    agent = defend(args.run, args.out, filters=[parse_spec(f) for f in args.filter], smoothing=smoothing)
+    summary = evaluate(agent, episodes=args.episodes, seed=args.seed).summary()
+    names = ", ".join(d["name"] for d in agent.defenses)
+    print(f"defended {args.run} with {names} -> {args.out}")
+    print(format_summary(summary))
     return 0

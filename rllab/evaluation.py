@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch as th
 from scipy import stats as _stats
 
 from rllab.agent import Agent
@@ -90,6 +91,7 @@ def run_episodes(
     if episodes <= 0:
         raise RllabError(f"episodes must be positive, got {episodes}")
     n = max(1, min(n_envs, episodes))
+    th.manual_seed(seed)  # stochastic policies and random defenses draw from torch's generator
     envs = [agent.make_env(**(env_kwargs or {})) for _ in range(n)]
     returns = [0.0] * episodes
     lengths = [0] * episodes

@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+import torch
+
+import rllab
+from rllab.cli import main
+from rllab.defend import defend
+from rllab.errors import RllabError
+from rllab.filters import BitDepth, GaussianBlur, MedianFilter, straight_through
+
+
+def test_median_removes_an_isolated_pixel_and_keeps_a_flat_image():
+    x = torch.zeros(2, 1, 7, 7)
+    x[0, 0, 3, 3] = 255.0
+    x[1] += 40.0
+    y = MedianFilter("chw", 0, 255, size=3)(x)
+    assert y[0].abs().max() == 0 and torch.allclose(y[1], x[1])
+    # channel-last layout gives the same result
+    y_hwc = MedianFilter("hwc", 0, 255, size=3)(x.permute(0, 2, 3, 1))
+    torch.testing.assert_close(y_hwc.permute(0, 3, 1, 2), y)
+
+
+def test_blur_preserves_a_flat_image_and_spreads_a_point():
+    x = torch.zeros(1, 1, 9, 9)
+    x[0, 0, 4, 4] = 100.0
+    y = GaussianBlur("chw", 0, 255, sigma=1.0)(x)
+    assert y.sum().item() == pytest.approx(100.0, rel=1e-5)
+    assert 0 < y[0, 0, 4, 4] < 100 and y[0, 0, 4, 5] > 0
+    flat = torch.full((1, 1, 5, 5), 7.0)
+    torch.testing.assert_close(GaussianBlur("chw", 0, 255, sigma=2.0)(flat), flat)
+
+
+def test_bit_depth_levels():
+    x = torch.linspace(0, 255, 256).view(1, 1, 16, 16)
+    y = BitDepth("chw", 0, 255, bits=2)(x)
+    assert torch.unique(y).numel() == 4 and y.min() == 0 and y.max() == 255
+
+
+def test_bpda_passes_gradients_through_a_non_differentiable_filter():
+    f = MedianFilter("chw", 0, 255, size=3)
+    x = torch.rand(1, 1, 5, 5, requires_grad=True)
+    straight_through(f, x).sum().backward()
+    torch.testing.assert_close(x.grad, torch.ones_like(x))
+    bits = BitDepth("chw", 0, 255, bits=3)
+    z = (torch.rand(1, 1, 5, 5) * 255).requires_grad_()
+    bits(z).sum().backward()
+    assert z.grad.abs().sum() == 0  # round(): the gradient a naive attacker sees is zero
+
+
+def test_filtered_agent_round_trip_lineage_and_bpda(catch_ppo_path, tmp_path):
+    agent = defend(catch_ppo_path, tmp_path / "median", filters=[{"name": "median", "params": {"size": 3}}])
+    again = rllab.load(tmp_path / "median")
+    assert again.defenses == [{"name": "median", "params": {"size": 3}, "differentiable": False, "random": False}]
+    step = again.spec["lineage"][-1]
+    assert step["transform"] == "defend" and step["parent"] == str(catch_ppo_path)
+    env = again.make_env()
+    obs, _ = env.reset(seed=0)
+    x = torch.tensor(obs[None], dtype=torch.float32)
+    plain = rllab.load(catch_ppo_path)
+    filtered = MedianFilter("chw", 0, 255, 3)(x)
+    torch.testing.assert_close(again.logits(x), plain.logits(filtered))
+    # a dense frame, so the median keeps some content and the policy's gradient is not zero
+    xg = (torch.rand(1, 1, 10, 5, generator=torch.Generator().manual_seed(0)) * 255).requires_grad_()
+    again.logits(xg)[0, 0].backward()
+    exact = xg.grad.clone()  # the median's subgradient reaches only the pixels picked as medians
+    xg.grad = None
+    with again.straight_through():
+        again.logits(xg)[0, 0].backward()
+    assert (xg.grad != 0).sum() > (exact != 0).sum() > 0
+    assert not again._straight_through
+    torch.testing.assert_close(agent.logits(x), again.logits(x))
+
+
+def test_noise_smoothing_votes_and_averages(cartpole_ppo_path, tmp_path):
+    vote = defend(cartpole_ppo_path, tmp_path / "vote", smoothing={"sigma": 0.1, "n": 32, "mode": "vote"})
+    smooth = vote.spec["preprocessing"]["smoothing"]
+    std = np.asarray(vote.spec["obs_stats"]["std"])
+    np.testing.assert_allclose(smooth["sigma"], 0.1 * std)
+    obs = np.zeros((4, 4), dtype=np.float32)
+    torch.manual_seed(0)
+    shares = vote.logits(obs).exp()
+    assert torch.allclose(shares.sum(-1), torch.ones(4), atol=1e-4)
+    # zero noise -> the vote is the plain agent's action
+    same = defend(cartpole_ppo_path, tmp_path / "zero", smoothing={"sigma": 0.0, "n": 4, "mode": "vote"})
+    rng = np.random.default_rng(0)
+    batch = (rng.normal(size=(64, 4)) * std).astype(np.float32)
+    np.testing.assert_array_equal(same.act(batch), rllab.load(cartpole_ppo_path).act(batch))
+    # mean mode is differentiable (EOT: the gradient is the average over the noise draws)
+    mean = defend(cartpole_ppo_path, tmp_path / "mean", smoothing={"sigma": 0.1, "n": 8, "mode": "mean"})
+    x = torch.tensor(batch[:2], requires_grad=True)
+    mean.logits(x)[:, 0].sum().backward()
+    assert x.grad.abs().sum() > 0
+    # the smoothed agent still balances
+    assert rllab.evaluate(vote, episodes=3, seed=0).summary()["mean_return"] > 400
+
+
+def test_defend_cli_and_errors(catch_ppo_path, cartpole_ppo_path, tmp_path, capsys):
+    assert (
+        main(
+            [
+                "defend",
+                str(catch_ppo_path),
+                "--filter",
+                "bit_depth:bits=1",
+                "--out",
+                str(tmp_path / "b"),
+                "--episodes",
+                "4",
+            ]
+        )
+        == 0
+    )
+    assert "bit_depth" in capsys.readouterr().out
+    assert main(["defend", str(catch_ppo_path), "--filter", "nope", "--out", str(tmp_path / "c")]) == 2
+    assert "unknown input filter 'nope'" in capsys.readouterr().err
+    assert main(["defend", str(cartpole_ppo_path), "--filter", "median:size=3", "--out", str(tmp_path / "d")]) == 2
+    assert "needs image observations" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists() and not (tmp_path / "d" / "agent.json").exists()
+    with pytest.raises(RllabError, match="odd size"):
+        MedianFilter("chw", 0, 255, size=2)
