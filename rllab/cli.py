@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "rllab.commands",
     "rllab.transforms.commands",
     "robustness.commands",
+    "robustness.certify",
     "explain.commands",
 ]
 

@@ -1,0 +1,269 @@
+"""Certified action robustness: states where no perturbation within eps can change the action.
+
+Two certificates, both per visited state:
+
+- **Interval bound propagation** (Gowal et al. 2018, eqs. 6-7): the box
+  ``[x - eps, x + eps]`` (clipped to the observation space) is pushed through the
+  agent's preprocessing and network as centre/radius pairs; monotone activations
+  map bounds to bounds. For the chosen action ``a`` and every other action ``b``
+  the final linear layer is applied to the *difference* of rows ``W_a - W_b``, which
+  bounds the margin ``z_a - z_b`` more tightly than subtracting two intervals. The
+  action is certified when every margin's lower bound is > 0. Sound by construction:
+  a certified action cannot change within the box (a test checks this against attacks).
+- **Randomized smoothing** (Cohen et al. 2019, CERTIFY; per-state action certification
+  as in CROP, Wu et al. 2022): for the agent smoothed with Gaussian noise of scale
+  ``sigma``, draw ``n0`` noisy copies to pick the top action, ``n`` more to bound its
+  probability from below (one-sided Clopper-Pearson at level ``1 - alpha``), and
+  certify the l2 radius ``sigma * Phi^-1(p_lower)``; abstain when ``p_lower <= 1/2``.
+
+Budgets are in the threat model's units: pixel/255 for images, multiples of the
+per-feature observation std stored in the checkpoint for vectors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from scipy import stats
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
+from stable_baselines3.dqn.policies import DQNPolicy
+from torch import nn
+
+from rllab.agent import Agent
+from rllab.errors import RllabError
+from rllab.policies import SmallCNN
+
+Interval = tuple[th.Tensor, th.Tensor]  # (centre, radius)
+
+
+def unit_scale(agent: Agent) -> th.Tensor:
+    """Raw observation units per threat-model unit, per feature."""
+    if agent.is_image:
+        return th.full(agent.observation_space.shape, 255.0)
+    std = agent.obs_std
+    if std is None:
+        raise RllabError("this checkpoint has no observation statistics (obs_stats); budgets in std units need them")
+    return th.as_tensor(std, dtype=th.float32)
+
+
+def _actor_layers(agent: Agent) -> list[nn.Module]:
+    """The modules from the policy's (preprocessed) input to the action scores, in order."""
+    policy = agent.policy
+    if isinstance(policy, DQNPolicy):
+        extractor, head = policy.q_net.features_extractor, list(policy.q_net.q_net)
+    else:
+        extractor = policy.pi_features_extractor if not policy.share_features_extractor else policy.features_extractor
+        head = [*policy.mlp_extractor.policy_net, policy.action_net]
+    if isinstance(extractor, FlattenExtractor):
+        front: list[nn.Module] = [nn.Flatten()]
+    elif isinstance(extractor, (SmallCNN, NatureCNN)):
+        front = [*extractor.cnn, *extractor.linear]
+    else:
+        raise RllabError(f"IBP does not know the features extractor {type(extractor).__name__}")
+    return [*front, *head]
+
+
+def _propagate(layer: nn.Module, c: th.Tensor, r: th.Tensor) -> Interval:
+    if isinstance(layer, nn.Linear):
+        return layer(c), r @ layer.weight.abs().t()
+    if isinstance(layer, nn.Conv2d):
+        conv = nn.functional.conv2d
+        kw = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups}
+        return layer(c), conv(r, layer.weight.abs(), None, **kw)
+    if isinstance(layer, nn.Flatten):
+        return layer(c), layer(r)
+    if isinstance(layer, (nn.ReLU, nn.Tanh, nn.ELU, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Sigmoid)):
+        if isinstance(layer, (nn.SiLU, nn.GELU)):
+            raise RllabError(f"IBP needs monotone activations; {type(layer).__name__} is not")
+        lo, hi = layer(c - r), layer(c + r)
+        return (lo + hi) / 2, (hi - lo) / 2
+    raise RllabError(f"IBP cannot propagate through {type(layer).__name__}")
+
+
+def action_score_bounds(agent: Agent, obs: th.Tensor, eps: float) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+    """Returns (scores at obs, lower, upper) bounds of every action score over the linf box of radius eps."""
+    c, r = _input_box(agent, obs, eps)
+    layers = _actor_layers(agent)
+    for layer in layers:
+        c, r = _propagate(layer, c, r)
+    return agent.logits(obs), c - r, c + r
+
+
+def _input_box(agent: Agent, obs: th.Tensor, eps: float) -> Interval:
+    if agent.filters or agent.smoothing is not None:
+        raise RllabError("IBP certifies the bare network; this agent has input defenses (use --method smoothing)")
+    if eps < 0:
+        raise RllabError(f"eps must be >= 0, got {eps}")
+    x = agent.as_tensor(obs)
+    delta = eps * unit_scale(agent).to(x)
+    space = agent.observation_space
+    low = th.as_tensor(space.low, dtype=th.float32, device=x.device)
+    high = th.as_tensor(space.high, dtype=th.float32, device=x.device)
+    lo, hi = th.maximum(x - delta, low), th.minimum(x + delta, high)
+    # agent preprocessing and SB3's image scaling are elementwise and non-decreasing: bounds map to bounds
+    policy_space = agent.policy.observation_space
+    norm_images = agent.policy.normalize_images
+    lo = preprocess_obs(agent.preprocess(lo), policy_space, norm_images)
+    hi = preprocess_obs(agent.preprocess(hi), policy_space, norm_images)
+    return (lo + hi) / 2, (hi - lo) / 2
+
+
+@th.no_grad()
+def certify_ibp(agent: Agent, obs: Any, eps: float) -> dict[str, th.Tensor]:
+    """Per state: the agent's action, the lower bound of its worst margin, and whether it is certified."""
+    if not agent.is_discrete:
+        raise RllabError("action certification needs a discrete action space")
+    c, r = _input_box(agent, agent.as_tensor(obs), eps)
+    layers = _actor_layers(agent)
+    for layer in layers[:-1]:
+        c, r = _propagate(layer, c, r)
+    last = layers[-1]
+    assert isinstance(last, nn.Linear)
+    action = agent.logits(obs).argmax(-1)
+    w_diff = last.weight[action].unsqueeze(1) - last.weight.unsqueeze(0)  # (B, A, H): W_a - W_b
+    b_diff = last.bias[action].unsqueeze(1) - last.bias.unsqueeze(0)
+    margin_lo = th.einsum("bah,bh->ba", w_diff, c) + b_diff - th.einsum("bah,bh->ba", w_diff.abs(), r)
+    margin_lo[th.arange(len(action)), action] = th.inf
+    worst = margin_lo.min(-1).values
+    return {"action": action, "margin_lower": worst, "certified": worst > 0}
+
+
+@th.no_grad()
+def certify_smoothing(
+    agent: Agent, obs: Any, sigma: float, n0: int = 64, n: int = 1000, alpha: float = 0.001, batch: int = 2048
+) -> dict[str, th.Tensor]:
+    """Cohen et al. 2019 CERTIFY per state; radius in l2, threat-model units (-1 means abstain)."""
+    if not agent.is_discrete:
+        raise RllabError("smoothing certification needs a discrete action space")
+    if sigma <= 0:
+        raise RllabError(f"sigma must be > 0, got {sigma}")
+    x = agent.as_tensor(obs)
+    scale = unit_scale(agent).to(x)
+    low = th.as_tensor(agent.observation_space.low, dtype=th.float32, device=x.device)
+    high = th.as_tensor(agent.observation_space.high, dtype=th.float32, device=x.device)
+    n_actions = int(agent.action_space.n)
+
+    def counts(k: int) -> th.Tensor:
+        out = th.zeros(x.shape[0], n_actions, device=x.device)
+        per = max(1, batch // x.shape[0])
+        done = 0
+        while done < k:
+            m = min(per, k - done)
+            noisy = x.unsqueeze(0) + th.randn((m, *x.shape), device=x.device) * sigma * scale
+            # the base agent is the plain network (filters/smoothing of the checkpoint are bypassed on purpose)
+            acts = agent._raw_scores(noisy.clamp(low, high).reshape(m * x.shape[0], *x.shape[1:])).argmax(-1)
+            out += nn.functional.one_hot(acts.reshape(m, x.shape[0]), n_actions).sum(0)
+            done += m
+        return out
+
+    top = counts(n0).argmax(-1)
+    k = counts(n).gather(1, top.unsqueeze(1)).squeeze(1).cpu().numpy()
+    p_lower = np.where(k > 0, stats.beta.ppf(alpha, k, n - k + 1), 0.0)
+    radius = np.where(p_lower > 0.5, sigma * stats.norm.ppf(np.clip(p_lower, 1e-12, 1 - 1e-12)), -1.0)
+    return {"action": top, "p_lower": th.as_tensor(p_lower), "radius": th.as_tensor(radius, dtype=th.float32)}
+
+
+@dataclass
+class CertificationReport:
+    method: str
+    unit: str
+    states: int
+    rows: list[dict[str, Any]]
+    settings: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "unit": self.unit, "states": self.states, "rows": self.rows,
+                "settings": self.settings}
+
+
+def visited_states(agent: Agent, episodes: int, seed: int) -> np.ndarray:
+    from rllab.evaluation import run_episodes
+
+    seen: list[np.ndarray] = []
+    run_episodes(agent, episodes, seed=seed, on_step=lambda step: seen.append(np.asarray(step["obs"])))
+    return np.concatenate(seen, axis=0)
+
+
+def certify(agent: Agent, eps: list[float], episodes: int = 5, seed: int = 0, method: str = "ibp",
+            sigma: float = 0.1, n: int = 1000, alpha: float = 0.001) -> CertificationReport:
+    states = visited_states(agent, episodes, seed)
+    unit = "pixel/255" if agent.is_image else "obs std"
+    rows = []
+    if method == "ibp":
+        for e in eps:
+            t = time.perf_counter()
+            res = certify_ibp(agent, states, e)
+            rows.append({"eps": e, "certified_fraction": float(res["certified"].float().mean()),
+                         "median_margin_lower": float(res["margin_lower"].median()),
+                         "wall_s": round(time.perf_counter() - t, 3)})
+        settings: dict[str, Any] = {"norm": "linf"}
+    elif method == "smoothing":
+        res = certify_smoothing(agent, states, sigma, n=n, alpha=alpha)
+        radius = res["radius"].numpy()
+        for e in eps:
+            rows.append({"eps": e, "certified_fraction": float((radius >= e).mean()),
+                         "abstain_fraction": float((radius < 0).mean())})
+        settings = {"norm": "l2", "sigma": sigma, "n": n, "alpha": alpha}
+    else:
+        raise RllabError(f"unknown certification method {method!r}; use ibp or smoothing")
+    return CertificationReport(method, unit, int(states.shape[0]), rows,
+                               {**settings, "episodes": episodes, "seed": seed})
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("certify", help="fraction of visited states whose action provably cannot change within eps")
+    p.add_argument("run")
+    p.add_argument("--eps", default="0.05,0.1,0.2", help="comma list; pixel/255 for images (1/255 ok), std units else")
+    p.add_argument("--method", choices=["ibp", "smoothing"], default="ibp")
+    p.add_argument("--sigma", type=float, default=0.25, help="smoothing noise, threat-model units")
+    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--alpha", type=float, default=0.001)
+    p.add_argument("--episodes", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write the result here")
+    p.set_defaults(func=_cmd)
+
+
+def parse_eps_list(text: str) -> list[float]:
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        try:
+            num, _, den = item.partition("/")
+            value = float(num) / (float(den) if den else 1.0)
+        except (ValueError, ZeroDivisionError):
+            raise RllabError(f"bad eps {item!r}") from None
+        if value < 0:
+            raise RllabError(f"eps must be >= 0, got {item}")
+        out.append(value)
+    return out
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from rllab.agent import load
+
+    agent = load(args.run)
+    if args.episodes <= 0:
+        raise RllabError("--episodes must be positive")
+    report = certify(agent, parse_eps_list(args.eps), episodes=args.episodes, seed=args.seed, method=args.method,
+                     sigma=args.sigma, n=args.samples, alpha=args.alpha)
+    norm = report.settings["norm"]
+    print(f"{args.run}: {report.method} certification over {report.states} visited states ({norm}, unit {report.unit})")
+    for row in report.rows:
+        print(f"  eps {row['eps']:.4g}: certified {row['certified_fraction']:.3f}")
+    if args.json:
+        path = Path(args.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps({"run": str(args.run), **report.to_dict()}, indent=2) + "\n")
+        tmp.replace(path)
+        print(f"results: {path}")
+    return 0
