@@ -26,7 +26,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, 
 
 from rllab import hyperparams as hp_lib
 from rllab.agent import Agent, agent_from_spec, resolve_device, spec_skeleton
-from rllab.algos import ALGOS, ON_POLICY
+from rllab.algos import ALGOS
 from rllab.checkpoint import SPEC_FILE, now, read_spec
 from rllab.environment import check_env_id, env_factory, make_env
 from rllab.errors import RllabError
@@ -206,10 +206,8 @@ def train(
     probe.close()
     if algo == "dqn" and not isinstance(act_space, spaces.Discrete):
         raise RllabError(f"dqn needs a discrete action space; {env} has {act_space}")
-    if algo in ON_POLICY and not isinstance(
-        act_space, (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
-    ):
-        raise RllabError(f"{algo} cannot handle the action space {act_space}")
+    if not isinstance(act_space, (spaces.Box, spaces.Discrete)):
+        raise RllabError(f"rllab agents take Discrete or Box actions; {env} has {act_space}")
 
     transpose = _needs_transpose(obs_space)
     policy_kwargs = dict(lab.get("policy_kwargs") or {})

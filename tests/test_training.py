@@ -208,3 +208,23 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     assert agent.spec["training"]["resumed_from"] == done
     assert agent.spec["training"]["timesteps"] >= done + 4096
     assert agent.spec["training"]["config"]["seed"] == 0
+
+
+def test_channel_last_images_are_transposed_inside_the_agent(tmp_path):
+    import gymnasium as gym
+
+    if "TestCatchHWC-v0" not in gym.registry:
+        gym.register("TestCatchHWC-v0", entry_point="tests.hwc_env:make_hwc_catch", max_episode_steps=20)
+    agent = rllab.train("ppo", "TestCatchHWC-v0", seed=0, steps=512, out=tmp_path / "hwc", progress=False,
+                        final_eval_episodes=2)
+    assert agent.spec["preprocessing"]["transpose_image"] is True
+    agent = rllab.load(tmp_path / "hwc")
+    obs, _ = agent.make_env().reset(seed=0)
+    assert obs.shape == (10, 5, 3)
+    x = torch.tensor(obs[None], dtype=torch.float32, requires_grad=True)
+    scores = agent.logits(x)
+    direct = agent.policy.action_net(agent.policy.mlp_extractor.forward_actor(
+        agent.policy.features_extractor(x.permute(0, 3, 1, 2) / 255.0)))
+    torch.testing.assert_close(scores, direct)
+    scores.sum().backward()
+    assert x.grad.shape == (1, 10, 5, 3)
