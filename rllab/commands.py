@@ -38,6 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-freq", type=int, help="evaluate every N steps (default steps/10; 0: never)")
     p.add_argument("--eval-episodes", type=positive_int, default=5, help="episodes per periodic evaluation")
     p.add_argument("--save-freq", type=int, help="checkpoint every N steps (default steps/10; 0: only at the end)")
+    p.add_argument("--defense", help="adversarial training: sa-reg (SA-PPO regulariser) or adv-obs")
+    p.add_argument("--eps", type=float, default=0.1, help="defense budget (pixel/255 or obs-std units)")
+    p.add_argument("--defense-coef", type=float, default=0.1, help="sa-reg: weight of the KL regulariser")
+    p.add_argument("--defense-steps", type=positive_int, default=10, help="PGD steps of the inner maximisation")
+    p.add_argument("--defense-ramp", type=float, default=0.5, help="fraction of training over which eps ramps up")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=cmd_train)
@@ -124,6 +129,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_episodes=args.eval_episodes,
         save_freq=args.save_freq,
         progress=False if args.no_progress else None,
+        defense=args.defense,
+        defense_kwargs={
+            "eps": args.eps,
+            "coef": args.defense_coef,
+            "steps": args.defense_steps,
+            "ramp": args.defense_ramp,
+        }
+        if args.defense
+        else None,
         verbose=args.verbose,
     )
     fe = agent.spec["training"]["final_eval"]

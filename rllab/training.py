@@ -8,9 +8,11 @@ The run folder ``runs/NAME`` *is* the checkpoint (``agent.json``,
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,24 @@ from rllab.evaluation import evaluate, observation_stats
 from rllab.policies import POLICY_CLASSES, default_extractor, policy_kwargs_to_sb3
 
 RESUME_DIR = "resume"
+
+# Training-time defenses (adversarial training) are provided by other packages, found by
+# module name so that rllab never imports attack code: name -> installer(model, **settings).
+TRAINING_DEFENSES: dict[str, Callable[..., dict[str, Any]]] = {}
+DEFENSE_PROVIDERS = ["robustness.adversarial_training"]
+
+
+def training_defense(name: str) -> Callable[..., dict[str, Any]]:
+    if name not in TRAINING_DEFENSES:
+        for module in DEFENSE_PROVIDERS:
+            try:
+                importlib.import_module(module)
+            except ModuleNotFoundError:
+                continue
+    if name not in TRAINING_DEFENSES:
+        known = ", ".join(TRAINING_DEFENSES) or "none installed"
+        raise RllabError(f"unknown training defense {name!r}; known: {known}")
+    return TRAINING_DEFENSES[name]
 
 
 def default_run_dir(algo: str, env_id: str, seed: int) -> Path:
@@ -160,6 +180,8 @@ def train(
     save_freq: int | None = None,
     progress: bool | None = None,
     verbose: int = 0,
+    defense: str | None = None,
+    defense_kwargs: dict[str, Any] | None = None,
 ) -> Agent:
     """Train ``algo`` on ``env`` and return the agent; the run folder is its checkpoint.
 
@@ -181,6 +203,10 @@ def train(
         seed, n_envs, env_kwargs, wrappers = config["seed"], config["n_envs"], config["env_kwargs"], config["wrappers"]
         steps = config["steps"] if steps is None else steps
         hp = config["hyperparams"]
+        if config.get("defense"):
+            defense = config["defense"]["name"]
+            saved = config["defense"]
+            defense_kwargs = {k: saved[k] for k in ("eps", "coef", "steps", "ramp") if k in saved}
     else:
         if algo not in ALGOS:
             raise RllabError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")
@@ -262,6 +288,12 @@ def train(
         policy_kwargs=policy_kwargs_to_sb3(policy_kwargs),
         **algo_kwargs,
     )
+    if defense is not None:
+        settings = training_defense(defense)(model, seed=seed, **(defense_kwargs or {}))
+        spec["training"]["config"]["defense"] = {**settings, **(defense_kwargs or {})}
+        spec["lineage"] = [
+            {"parent": None, "transform": f"adversarial-training:{defense}", "params": settings, "time": now()}
+        ]
     run_dir.mkdir(parents=True, exist_ok=True)
     tb_dir = run_dir / "tb"
     model.set_logger(configure(str(tb_dir / "train"), ["stdout", "tensorboard"] if verbose else ["tensorboard"]))

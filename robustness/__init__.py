@@ -1,0 +1,1 @@
+"""Threat models, attacks, defenses, certification and attacked evaluation of rllab agents."""

@@ -1,0 +1,102 @@
+import numpy as np
+import pytest
+import torch
+
+import rllab
+from rllab.cli import main
+from robustness.adversarial_training import _dist, _kl, kl_pgd
+
+
+def _box(agent):
+    space = agent.policy.observation_space
+    return (
+        torch.as_tensor(np.maximum(space.low, -1e6), dtype=torch.float32),
+        torch.as_tensor(np.minimum(space.high, 1e6), dtype=torch.float32),
+    )
+
+
+def test_kl_pgd_stays_in_the_box_and_beats_random_start(cartpole_ppo):
+    policy = cartpole_ppo.policy
+    rng = np.random.default_rng(0)
+    obs = torch.as_tensor(rng.normal(size=(64, 4)) * cartpole_ppo.obs_std, dtype=torch.float32)
+    radius = 0.3 * torch.as_tensor(cartpole_ppo.obs_std)
+    low, high = _box(cartpole_ppo)
+    adv = kl_pgd(policy, obs, radius, low, high, steps=10, generator=torch.Generator().manual_seed(0))
+    assert torch.all((adv - obs).abs() <= radius + 1e-6)
+    with torch.no_grad():
+        clean = _dist(policy, obs)
+        kl_adv = _kl(clean, _dist(policy, adv)).mean()
+        rand = obs + (torch.rand(obs.shape, generator=torch.Generator().manual_seed(1)) * 2 - 1) * radius
+        kl_rand = _kl(clean, _dist(policy, rand)).mean()
+    assert kl_adv > 3 * kl_rand
+
+
+def test_regulariser_is_zero_at_eps_zero(cartpole_ppo):
+    policy = cartpole_ppo.policy
+    obs = torch.zeros(8, 4)
+    low, high = _box(cartpole_ppo)
+    adv = kl_pgd(policy, obs, torch.zeros(4), low, high, steps=5)
+    with torch.no_grad():
+        assert _kl(_dist(policy, obs), _dist(policy, adv)).abs().max() == 0
+
+
+@pytest.mark.parametrize("defense", ["sa-reg", "adv-obs"])
+def test_training_defense_changes_the_update_and_is_recorded(tmp_path, defense):
+    common = dict(algo="ppo", env="CartPole-v1", seed=0, steps=1024, progress=False, final_eval_episodes=2, eval_freq=0)
+    plain = rllab.train(out=tmp_path / "plain", **common)
+    zero = rllab.train(out=tmp_path / "zero", defense=defense, defense_kwargs={"eps": 0.0}, **common)
+    defended = rllab.train(
+        out=tmp_path / "def",
+        defense=defense,
+        defense_kwargs={"eps": 0.5, "coef": 1.0, "steps": 3, "ramp": 0.0},
+        **common,
+    )
+    same = [torch.equal(a, b) for a, b in zip(plain.state_dict().values(), zero.state_dict().values(), strict=True)]
+    assert all(same), "eps = 0 must leave training exactly as without the defense"
+    assert not all(
+        torch.equal(a, b) for a, b in zip(plain.state_dict().values(), defended.state_dict().values(), strict=True)
+    )
+    cfg = defended.spec["training"]["config"]["defense"]
+    assert cfg["name"] == defense and cfg["eps"] == 0.5
+    assert defended.spec["lineage"][0]["transform"] == f"adversarial-training:{defense}"
+
+
+def test_defense_errors(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "train",
+                "--algo",
+                "dqn",
+                "--env",
+                "CartPole-v1",
+                "--steps",
+                "256",
+                "--defense",
+                "sa-reg",
+                "--out",
+                str(tmp_path / "d"),
+            ]
+        )
+        == 2
+    )
+    assert "on-policy" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "train",
+                "--algo",
+                "ppo",
+                "--env",
+                "CartPole-v1",
+                "--steps",
+                "256",
+                "--defense",
+                "magic",
+                "--out",
+                str(tmp_path / "m"),
+            ]
+        )
+        == 2
+    )
+    assert "unknown training defense 'magic'" in capsys.readouterr().err
