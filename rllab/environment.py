@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import gymnasium as gym
@@ -10,8 +11,17 @@ import envs  # noqa: F401  (registers the lab's environments)
 from envs.wrappers import apply_wrappers
 from rllab.errors import RllabError
 
+# Environments that other packages register on import, found by id prefix (rllab never imports them itself).
+ENV_PROVIDERS = {"rllab/Attacked": "robustness.learned_adversary"}
+
 
 def check_env_id(env_id: str) -> None:
+    for prefix, module in ENV_PROVIDERS.items():
+        if env_id.startswith(prefix) and env_id not in gym.registry:
+            try:
+                importlib.import_module(module).register()
+            except ModuleNotFoundError:
+                pass
     try:
         gym.spec(env_id)
     except gym.error.Error as exc:

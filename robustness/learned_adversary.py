@@ -1,0 +1,196 @@
+"""The optimal learned adversary: a policy trained with PPO to perturb a victim's observations.
+
+Zhang et al. 2021 ("Robust RL on State Observations with Learned Optimal Adversary", ATLA):
+in the state-adversarial MDP the adversary observes the true state ``s``, chooses a
+perturbation ``delta`` in the threat model's ball, the victim acts on ``s + delta`` and the
+adversary receives the negative of the victim's reward. The adversary's policy outputs
+``a in [-1, 1]^d`` and the perturbation is ``a * eps * scale`` (linf ball; ``scale`` is
+255 for images, the checkpoint's per-feature observation std for vectors), clipped to the
+observation space. The adversary is itself an rllab checkpoint: its environment is
+``rllab/Attacked-v0`` with the victim's path and the budget as keyword arguments.
+
+Two parameterisations (``mode``):
+
+- ``direct``: the adversary's action is the perturbation direction itself, as above. Hard
+  to learn where random perturbations do nothing (an exploration problem).
+- ``pa-ad`` (default; Sun et al. 2022, "Who Is the Strongest Enemy?", PA-AD): the adversary
+  (the "director") chooses a direction in the victim's *action* space and a PGD "actor"
+  turns it into the state perturbation inside the ball. For a discrete victim the direction
+  is a target action and the PGD step maximises ``log pi(target | s')``; for a continuous
+  victim it is ``d in [-1, 1]^k`` and PGD maximises ``d . mu(s')``. This is white-box: the
+  actor uses the victim's gradient.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+
+from rllab.agent import Agent, load
+from rllab.errors import RllabError
+
+ENV_ID = "rllab/Attacked-v0"
+
+
+def perturbation_scale(agent: Agent) -> np.ndarray:
+    if agent.is_image:
+        return np.full(agent.observation_space.shape, 255.0, dtype=np.float32)
+    if agent.obs_std is None:
+        raise RllabError("the victim checkpoint has no observation statistics (obs_stats)")
+    return np.asarray(agent.obs_std, dtype=np.float32)
+
+
+class AttackedEnv(gym.Env):
+    """The victim's environment seen from the adversary's side (see the module docstring)."""
+
+    def __init__(
+        self,
+        victim: str,
+        eps: float,
+        mode: str = "pa-ad",
+        pgd_steps: int = 10,
+        victim_env_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if eps < 0:
+            raise RllabError(f"eps must be >= 0, got {eps}")
+        if mode not in ("pa-ad", "direct"):
+            raise RllabError(f"unknown adversary mode {mode!r}; use pa-ad or direct")
+        self.victim_path, self.eps, self.mode, self.pgd_steps = str(victim), float(eps), mode, int(pgd_steps)
+        self.victim = load(victim)
+        self.env = self.victim.make_env(**(victim_env_kwargs or {}))
+        space = self.victim.observation_space
+        self.low = np.asarray(space.low, dtype=np.float32)
+        self.high = np.asarray(space.high, dtype=np.float32)
+        self.scale = perturbation_scale(self.victim)
+        self.observation_space = gym.spaces.Box(
+            np.maximum(self.low, -np.inf), np.minimum(self.high, np.inf), shape=space.shape, dtype=np.float32
+        )
+        if mode == "direct":
+            self.action_space = gym.spaces.Box(-1.0, 1.0, shape=space.shape, dtype=np.float32)
+        elif self.victim.is_discrete:
+            self.action_space = gym.spaces.Discrete(int(self.victim.action_space.n))
+        else:
+            self.action_space = gym.spaces.Box(-1.0, 1.0, shape=self.victim.action_space.shape, dtype=np.float32)
+        self._obs: np.ndarray | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._obs = np.asarray(obs, dtype=np.float32)
+        return self._obs, info
+
+    def perturb(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """Batched: observations (B, ...) and adversary actions (B, ...) -> perturbed observations."""
+        if self.mode == "direct":
+            delta = np.clip(action, -1.0, 1.0) * self.eps * self.scale
+            return np.clip(obs + delta, self.low, self.high)
+        return pa_ad_actor(self.victim, obs, action, self.eps * self.scale, self.low, self.high, self.pgd_steps)
+
+    def step(self, action: np.ndarray):
+        seen = self.perturb(self._obs[None], np.asarray(action)[None])[0]
+        victim_action = self.victim.act(seen[None])[0]
+        obs, reward, terminated, truncated, info = self.env.step(victim_action)
+        self._obs = np.asarray(obs, dtype=np.float32)
+        return self._obs, -float(reward), terminated, truncated, info
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def pa_ad_actor(
+    victim: Agent,
+    obs: np.ndarray,
+    direction: np.ndarray,
+    radius: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    steps: int,
+) -> np.ndarray:
+    """PGD inside the linf ball that moves the victim's policy along ``direction`` (PA-AD's actor)."""
+    x = th.as_tensor(np.asarray(obs, dtype=np.float32), device=victim.device)
+    r = th.as_tensor(radius, dtype=th.float32, device=x.device)
+    lo = th.as_tensor(low, dtype=th.float32, device=x.device)
+    hi = th.as_tensor(high, dtype=th.float32, device=x.device)
+    d = th.as_tensor(np.asarray(direction), device=x.device)
+    adv = x.clone()
+    step = 2.5 * r / max(steps, 1)
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        scores = victim.logits(adv)
+        if victim.is_discrete:
+            objective = th.log_softmax(scores, -1).gather(1, d.long().reshape(-1, 1)).sum()
+        else:
+            objective = (scores * d.float().reshape(scores.shape)).sum()
+        (grad,) = th.autograd.grad(objective, adv)
+        with th.no_grad():
+            adv = th.clamp(th.minimum(th.maximum(adv + step * grad.sign(), x - r), x + r), lo, hi)
+    return adv.detach().cpu().numpy()
+
+
+def register() -> None:
+    if ENV_ID not in gym.registry:
+        gym.register(ENV_ID, entry_point="robustness.learned_adversary:AttackedEnv")
+
+
+def train_adversary(
+    victim: str | Path,
+    eps: float,
+    steps: int = 100_000,
+    seed: int = 0,
+    out: str | Path | None = None,
+    progress: bool | None = None,
+    mode: str = "pa-ad",
+) -> Agent:
+    """PPO adversary against the checkpoint ``victim`` with budget ``eps``; returns the adversary agent."""
+    import rllab
+
+    register()
+    victim = Path(victim)
+    out = Path(out) if out is not None else victim / "adversaries" / f"learned-eps{eps:g}-s{seed}"
+    return rllab.train(
+        "ppo",
+        ENV_ID,
+        seed=seed,
+        steps=steps,
+        out=out,
+        progress=progress,
+        env_kwargs={"victim": str(victim.resolve()), "eps": float(eps), "mode": mode},
+        overrides={
+            "n_envs": 8,
+            "n_steps": 128,
+            "batch_size": 256,
+            "n_epochs": 10,
+            "gamma": 0.99,
+            "learning_rate": 1e-3,
+            "ent_coef": 0.01,
+        },
+        eval_freq=0,
+    )
+
+
+class LearnedAttack:
+    """Perturbs a batch of observations with a trained adversary: ``attack(agent, obs) -> obs + delta``."""
+
+    def __init__(self, adversary: Agent | str | Path, eps: float | None = None) -> None:
+        register()
+        self.adversary = adversary if isinstance(adversary, Agent) else load(adversary)
+        if self.adversary.env_id != ENV_ID:
+            raise RllabError(f"{adversary} is not a learned adversary (its env is {self.adversary.env_id})")
+        kwargs = self.adversary.spec["env"]["kwargs"]
+        self.eps = float(eps if eps is not None else kwargs["eps"])
+        self.mode = kwargs.get("mode", "pa-ad")
+        self.pgd_steps = int(kwargs.get("pgd_steps", 10))
+
+    def __call__(self, agent: Agent, obs: np.ndarray | th.Tensor) -> np.ndarray:
+        x = (obs.detach().cpu().numpy() if isinstance(obs, th.Tensor) else np.asarray(obs)).astype(np.float32)
+        a = self.adversary.act(x)
+        space = agent.observation_space
+        low, high = np.asarray(space.low, np.float32), np.asarray(space.high, np.float32)
+        radius = self.eps * perturbation_scale(agent)
+        if self.mode == "direct":
+            return np.clip(x + np.clip(a, -1.0, 1.0) * radius, low, high).astype(np.float32)
+        return pa_ad_actor(agent, x, a, radius, low, high, self.pgd_steps)
