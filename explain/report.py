@@ -1,0 +1,259 @@
+"""``explain_run``: explain a checkpoint's episodes with several methods, log them, measure them.
+
+Writes, for a run folder RUN and an explanation named NAME (``explain-TARGET-sSEED``, with a
+counter when it exists already):
+
+* ``RUN/tb/NAME/``: TensorBoard events: per explained step the frame, heatmap and overlay
+  (images), a grid and an animated GIF of the overlays per episode, or for vector agents a
+  feature x time heatmap and per-feature bars; faithfulness scalars; a text entry per method
+  with its target and baseline.
+* ``RUN/explain/NAME/``: the same images as PNG/GIF files, and ``metrics.json``.
+
+Both folders are written under temporary names and renamed at the end, so an interrupted
+run leaves no half-written explanation behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from tqdm.auto import tqdm
+
+from explain.episodes import Trajectories, collect_states
+from explain.faithfulness import deletion_insertion, pointing_game, relevance_mass, sanity_check
+from explain.methods import ALIASES, METHODS, Explainer, activation_maximisation, make_method, space_kind
+from explain.tensorboard import (
+    ExplanationWriter,
+    feature_bars_figure,
+    feature_time_figure,
+    frame_rgb,
+    grid,
+    heat_map,
+    overlay,
+    tensorboard_command,
+    upscale,
+)
+from rllab.agent import Agent
+from rllab.errors import RllabError
+
+CARTPOLE_FEATURES = ["cart position", "cart velocity", "pole angle", "pole angular velocity"]
+
+
+def parse_methods(text: str | Sequence[str]) -> list[str]:
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    if not names:
+        raise RllabError("give at least one method, e.g. --method saliency,occlusion")
+    out = []
+    for n in names:
+        key = ALIASES.get(n, n)
+        if key not in METHODS:
+            raise RllabError(f"unknown explanation method {n!r}; known: {', '.join(METHODS)}")
+        if key not in out:
+            out.append(key)
+    return out
+
+
+def method_metrics(agent: Agent, method: Explainer, tr: Trajectories, attr: th.Tensor, seed: int = 0) -> dict[str, Any]:
+    """Faithfulness numbers of one method's maps on the states of ``tr``."""
+    row: dict[str, Any] = {"method": method.name, "target": method.target, "states": len(tr)}
+    if tr.masks is not None:
+        row["relevance_mass"] = float(relevance_mass(attr, tr.masks, agent).mean())
+        row["pointing_game"] = float(pointing_game(attr, tr.masks, agent).mean())
+    if agent.is_discrete and method.target == "action":
+        di = deletion_insertion(agent, tr.obs, attr, actions=tr.actions, seed=seed)
+        row.update({k: di[k] for k in ("deletion_auc", "insertion_auc", "random_deletion_auc", "random_insertion_auc")})
+    if method.name != "random":
+        sc = sanity_check(agent, tr.obs, method.for_agent, seed=seed)
+        row["sanity_spearman"] = sc["spearman_full"]
+        if agent.is_image:
+            lit = sanity_check(agent, tr.obs, method.for_agent, seed=seed, region="lit")
+            row["sanity_spearman_lit"] = lit["spearman_full"]
+    return row
+
+
+METRIC_COLUMNS = [
+    ("relevance_mass", "mass"),
+    ("pointing_game", "pointing"),
+    ("deletion_auc", "deletion"),
+    ("random_deletion_auc", "del.rand"),
+    ("insertion_auc", "insertion"),
+    ("random_insertion_auc", "ins.rand"),
+    ("sanity_spearman", "sanity rho"),
+    ("sanity_spearman_lit", "rho (lit)"),
+]
+
+
+def metrics_table(rows: Sequence[dict[str, Any]]) -> str:
+    cols = [(k, h) for k, h in METRIC_COLUMNS if any(k in r for r in rows)]
+    header = f"{'method':22s}" + "".join(f"{h:>12s}" for _, h in cols)
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        cells = "".join(f"{r[k]:12.3f}" if isinstance(r.get(k), float) else f"{'-':>12s}" for k, _ in cols)
+        lines.append(f"{r['method']:22s}{cells}")
+    return "\n".join(lines)
+
+
+def _free_name(run: Path, base: str) -> str:
+    name, k = base, 1
+    while (run / "tb" / name).exists() or (run / "explain" / name).exists():
+        k += 1
+        name = f"{base}-{k}"
+    return name
+
+
+def _log_images(
+    w: ExplanationWriter, agent: Agent, tr: Trajectories, attr: np.ndarray, method: str, every: int, fps: float
+) -> None:
+    channels_last = agent.transpose_image
+    for e in np.unique(tr.episode):
+        idx = tr.episode_slice(int(e))
+        shown = [k for k in idx if tr.t[k] % every == 0]
+        overlays = []
+        for k in shown:
+            t = int(tr.t[k])
+            frame = frame_rgb(tr.obs[k], channels_last)
+            heat = heat_map(attr[k], channels_last)
+            ov = overlay(frame, heat)
+            overlays.append(upscale(ov))
+            w.image(f"{method}/ep{e}/heatmap", upscale(_colour(heat)), step=t)
+            w.image(f"{method}/ep{e}/overlay", overlays[-1], step=t)
+        w.image(f"{method}/ep{e}/grid", grid(overlays), step=0)
+        w.animation(f"{method}/ep{e}/animation", overlays, step=0, fps=fps)
+
+
+def _colour(heat: np.ndarray) -> np.ndarray:
+    from explain.tensorboard import colormap
+
+    return colormap(heat)
+
+
+def _log_frames(w: ExplanationWriter, agent: Agent, tr: Trajectories, every: int) -> None:
+    for e in np.unique(tr.episode):
+        for k in tr.episode_slice(int(e)):
+            if tr.t[k] % every == 0:
+                w.image(f"frame/ep{e}", upscale(frame_rgb(tr.obs[k], agent.transpose_image)), step=int(tr.t[k]))
+
+
+def _log_vector(w: ExplanationWriter, agent: Agent, tr: Trajectories, attr: np.ndarray, method: str) -> None:
+    names = CARTPOLE_FEATURES if agent.env_id.startswith("CartPole") else None
+    for e in np.unique(tr.episode):
+        idx = tr.episode_slice(int(e))
+        a = attr[idx]
+        w.figure(f"{method}/ep{e}/feature_time", feature_time_figure(a, names, f"{method}, episode {e}"))
+        w.figure(f"{method}/ep{e}/feature_bars", feature_bars_figure(a, names, f"{method}, episode {e}"))
+
+
+def _log_global_view(w: ExplanationWriter, agent: Agent, target: str, seed: int) -> None:
+    """Activation maximisation: the input that most raises each action's score (or V), inside the space."""
+    if target == "action" and not agent.is_discrete:
+        return
+    x = activation_maximisation(agent, target=target, seed=seed).cpu().numpy()
+    labels = [f"action{a}" for a in range(x.shape[0])] if target == "action" else ["value"]
+    if agent.is_image:
+        for label, img in zip(labels, x, strict=True):
+            w.image(f"activation_maximisation/{label}", upscale(frame_rgb(img, agent.transpose_image)))
+    else:
+        names = CARTPOLE_FEATURES if agent.env_id.startswith("CartPole") else None
+        w.figure("activation_maximisation/inputs", feature_time_figure(x, names, "input maximising " + target))
+    w.text(
+        "activation_maximisation/config",
+        f"Activation maximisation (Erhan et al. 2009) of the {target} score, seed {seed}: "
+        "300 Adam steps, L2 pull to the mean observation, total variation for images, inside the observation space.",
+    )
+
+
+def explain_run(
+    run: str | Path,
+    methods: str | Sequence[str] = ("saliency", "occlusion", "greydanus"),
+    episodes: int = 1,
+    target: str = "action",
+    every: int = 1,
+    metrics: bool = False,
+    seed: int = 0,
+    device: str = "cpu",
+    fps: float = 4.0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Explain ``episodes`` episodes of the checkpoint in ``run``; returns paths and metrics."""
+    from rllab.agent import load
+
+    if episodes <= 0:
+        raise RllabError(f"--episodes must be positive, got {episodes}")
+    if every <= 0:
+        raise RllabError(f"--every must be positive, got {every}")
+    run = Path(run)
+    agent = load(run, device=device)
+    kind = space_kind(agent)
+    names = parse_methods(methods)
+    # build every method first so that a method that cannot apply fails before any work
+    built = [make_method(n, agent, target=target) for n in names]
+    th.manual_seed(seed)
+    tr = collect_states(agent, episodes=episodes, seed=seed)
+    name = _free_name(run, f"explain-{target}-s{seed}")
+    tb_dir, png_dir = run / "tb" / name, run / "explain" / name
+    tb_tmp, png_tmp = run / "tb" / f".{name}.tmp", run / "explain" / f".{name}.tmp"
+    for d in (tb_tmp, png_tmp):
+        shutil.rmtree(d, ignore_errors=True)
+    png_tmp.mkdir(parents=True)
+    w = ExplanationWriter(tb_tmp, png_tmp)
+    rows: list[dict[str, Any]] = []
+    try:
+        if kind == "image":
+            _log_frames(w, agent, tr, every)
+        methods_bar = tqdm(built, desc="explaining", disable=not progress, unit="method")
+        for m in methods_bar:
+            methods_bar.set_postfix_str(m.name)
+            attr_t = m.attribute(tr.obs, actions=tr.actions if target == "action" and agent.is_discrete else None)
+            attr = attr_t.cpu().numpy()
+            if kind == "image":
+                _log_images(w, agent, tr, attr, m.name, every, fps)
+            else:
+                _log_vector(w, agent, tr, attr, m.name)
+            desc = m.describe()
+            w.text(
+                f"{m.name}/config",
+                "| key | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in desc.items()),
+            )
+            if metrics:
+                row = method_metrics(agent, m, tr, attr_t, seed=seed)
+                rows.append(row)
+                for k, _ in METRIC_COLUMNS:
+                    if isinstance(row.get(k), float):
+                        w.scalar(f"{m.name}/faithfulness/{k}", row[k])
+        _log_global_view(w, agent, target, seed)
+        if metrics:
+            rand = make_method("random", agent, target=target, seed=seed)
+            rows.append(method_metrics(agent, rand, tr, rand.attribute(tr.obs), seed=seed))
+            for k, _ in METRIC_COLUMNS:
+                if isinstance(rows[-1].get(k), float):
+                    w.scalar(f"random/faithfulness/{k}", rows[-1][k])
+        w.close()
+        result = {
+            "run": str(run),
+            "name": name,
+            "env": agent.env_id,
+            "algo": agent.algo,
+            "target": target,
+            "seed": seed,
+            "episodes": episodes,
+            "states": len(tr),
+            "episode_returns": tr.returns,
+            "methods": [m.describe() for m in built],
+            "metrics": rows,
+        }
+        (png_tmp / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        tb_tmp.rename(tb_dir)
+        png_tmp.rename(png_dir)
+    except BaseException:
+        w.close()
+        shutil.rmtree(tb_tmp, ignore_errors=True)
+        shutil.rmtree(png_tmp, ignore_errors=True)
+        raise
+    result.update({"tb_dir": str(tb_dir), "png_dir": str(png_dir), "tensorboard": tensorboard_command(run / "tb")})
+    return result

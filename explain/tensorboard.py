@@ -1,0 +1,198 @@
+"""Drawing attribution maps and writing them to TensorBoard (and PNG files).
+
+TensorBoard multiplies float images by 255 and clips, so maps are normalised to [0, 1]
+and colour-mapped to ``uint8`` here. Episode animations are animated GIFs encoded
+with Pillow and stored as image summaries: ``SummaryWriter.add_video`` needs moviepy
+and logs nothing with moviepy 2.x. TensorBoard keeps 10 images per tag by default;
+start it with ``--samples_per_plugin images=N`` (``tensorboard_command``) to see every step.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tensorboard.compat.proto.summary_pb2 import Summary
+from torch.utils.tensorboard import SummaryWriter
+
+#: images kept per tag by the viewer command this module suggests (TensorBoard's default is 10)
+SAMPLES_PER_TAG = 1000
+
+
+def tensorboard_command(logdir: str | Path) -> str:
+    return f"tensorboard --logdir {logdir} --samples_per_plugin images={SAMPLES_PER_TAG}"
+
+
+def normalise(attr: np.ndarray) -> np.ndarray:
+    """|attr| / max|attr| in [0, 1] (an all-zero map stays zero)."""
+    a = np.abs(np.asarray(attr, dtype=np.float64))
+    peak = a.max() if a.size else 0.0
+    return a / peak if peak > 0 else np.zeros_like(a)
+
+
+def colormap(x01: np.ndarray, name: str = "inferno") -> np.ndarray:
+    """(H, W) values in [0, 1] -> (H, W, 3) ``uint8`` colours."""
+    from matplotlib import colormaps
+
+    rgba = colormaps[name](np.clip(x01, 0.0, 1.0))
+    return (rgba[..., :3] * 255).round().astype(np.uint8)
+
+
+def frame_rgb(obs: np.ndarray, channels_last: bool = False) -> np.ndarray:
+    """One image observation -> (H, W, 3) ``uint8``. One channel: grey; 3+: the first three (RGB);
+    2 channels (e.g. stacked grey frames): the last one."""
+    x = np.asarray(obs, dtype=np.float64)
+    if not channels_last:
+        x = np.moveaxis(x, 0, -1)
+    if x.shape[-1] >= 3:
+        rgb = x[..., :3]
+    else:
+        rgb = np.repeat(x[..., -1:], 3, axis=-1)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def heat_map(attr: np.ndarray, channels_last: bool = False) -> np.ndarray:
+    """Attributions of one image observation -> (H, W) relevance in [0, 1] (|.| summed over channels)."""
+    a = np.abs(np.asarray(attr, dtype=np.float64))
+    a = a.sum(-1) if channels_last else a.sum(0)
+    return normalise(a)
+
+
+def overlay(frame: np.ndarray, heat01: np.ndarray, alpha: float = 0.85) -> np.ndarray:
+    """The frame, dimmed, under the colour-mapped map; opacity grows with sqrt(relevance) so that
+    secondary evidence stays visible next to the peak."""
+    heat = colormap(heat01).astype(np.float64)
+    w = alpha * np.sqrt(np.clip(heat01, 0.0, 1.0))[..., None]
+    out = (1 - w) * frame.astype(np.float64) * 0.5 + w * heat
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def upscale(img: np.ndarray, min_side: int = 160) -> np.ndarray:
+    """Nearest-neighbour enlargement so tiny frames (Catch is 10x5) stay crisp in the viewer."""
+    factor = max(1, int(np.ceil(min_side / max(1, min(img.shape[:2])))))
+    return np.repeat(np.repeat(img, factor, axis=0), factor, axis=1)
+
+
+def grid(images: Sequence[np.ndarray], columns: int | None = None, pad: int = 2) -> np.ndarray:
+    """Tile (H, W, 3) images row-major with a white border."""
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to tile")
+    columns = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / columns))
+    h = max(im.shape[0] for im in images)
+    w = max(im.shape[1] for im in images)
+    out = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, dtype=np.uint8)
+    for k, im in enumerate(images):
+        r, c = divmod(k, columns)
+        y0, x0 = pad + r * (h + pad), pad + c * (w + pad)
+        out[y0 : y0 + im.shape[0], x0 : x0 + im.shape[1]] = im
+    return out
+
+
+def gif_bytes(frames: Sequence[np.ndarray], fps: float = 4.0) -> bytes:
+    """An animated GIF (looping) of (H, W, 3) ``uint8`` frames, encoded with Pillow."""
+    if not frames:
+        raise ValueError("no frames for the animation")
+    images = [Image.fromarray(f) for f in frames]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    return buf.getvalue()
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class ExplanationWriter:
+    """A TensorBoard writer for explanations that also saves every image as a PNG (or GIF) file."""
+
+    def __init__(self, logdir: str | Path, png_dir: str | Path | None = None) -> None:
+        self.logdir = Path(logdir)
+        self.writer = SummaryWriter(str(self.logdir))
+        self.png_dir = Path(png_dir) if png_dir is not None else None
+
+    def _file(self, tag: str, step: int | None, suffix: str) -> Path | None:
+        if self.png_dir is None:
+            return None
+        name = tag.replace("/", "__") + (f"__t{step:04d}" if step is not None else "") + suffix
+        path = self.png_dir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def image(self, tag: str, img: np.ndarray, step: int = 0, save_file: bool = True) -> None:
+        """A (H, W, 3) ``uint8`` image (already scaled: no float rescaling surprises)."""
+        self.writer.add_image(tag, img, global_step=step, dataformats="HWC")
+        path = self._file(tag, step, ".png") if save_file else None
+        if path is not None:
+            path.write_bytes(png_bytes(img))
+
+    def animation(self, tag: str, frames: Sequence[np.ndarray], step: int = 0, fps: float = 4.0) -> bytes:
+        """An animated GIF stored as an image summary (the images plugin serves it as image/gif)."""
+        data = gif_bytes(frames, fps)
+        h, w = frames[0].shape[:2]
+        image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=data)
+        summary = Summary(value=[Summary.Value(tag=tag, image=image)])
+        self.writer._get_file_writer().add_summary(summary, step)
+        path = self._file(tag, None, ".gif")
+        if path is not None:
+            path.write_bytes(data)
+        return data
+
+    def figure(self, tag: str, fig: Any, step: int = 0) -> None:
+        path = self._file(tag, step, ".png")
+        if path is not None:
+            fig.savefig(path, dpi=100, bbox_inches="tight")
+        self.writer.add_figure(tag, fig, global_step=step, close=True)
+
+    def scalar(self, tag: str, value: float, step: int = 0) -> None:
+        self.writer.add_scalar(tag, value, global_step=step)
+
+    def text(self, tag: str, text: str, step: int = 0) -> None:
+        self.writer.add_text(tag, text, global_step=step)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+def feature_time_figure(attr: np.ndarray, feature_names: Sequence[str] | None = None, title: str = "") -> Any:
+    """Feature x time heatmap of a vector agent's attributions over one episode ((T, F) in)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    a = np.asarray(attr, dtype=np.float64).reshape(attr.shape[0], -1)
+    fig, ax = plt.subplots(figsize=(8, 0.4 * a.shape[1] + 1.5))
+    lim = np.abs(a).max() or 1.0
+    im = ax.imshow(a.T, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    ax.set_xlabel("time step")
+    ax.set_yticks(range(a.shape[1]))
+    ax.set_yticklabels(feature_names or [f"x[{i}]" for i in range(a.shape[1])])
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label="attribution")
+    return fig
+
+
+def feature_bars_figure(attr: np.ndarray, feature_names: Sequence[str] | None = None, title: str = "") -> Any:
+    """Mean |attribution| per feature over an episode, as bars."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    a = np.abs(np.asarray(attr, dtype=np.float64).reshape(attr.shape[0], -1)).mean(0)
+    fig, ax = plt.subplots(figsize=(max(4, 0.6 * a.size + 2), 3))
+    ax.bar(range(a.size), a, color="tab:orange")
+    ax.set_xticks(range(a.size))
+    ax.set_xticklabels(feature_names or [f"x[{i}]" for i in range(a.size)])
+    ax.set_ylabel("mean |attribution|")
+    ax.set_title(title)
+    return fig

@@ -1,0 +1,257 @@
+"""explain/: attribution methods, their formulas, and their faithfulness on small trained agents."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch as th
+from captum.attr import Occlusion as CaptumOcclusion
+
+import rllab
+from explain.episodes import collect_states
+from explain.faithfulness import (
+    deletion_insertion,
+    pointing_game,
+    randomisation_cascade,
+    relevance_mass,
+    sanity_check,
+)
+from explain.methods import (
+    METHODS,
+    Greydanus,
+    IntegratedGradients,
+    Occlusion,
+    Saliency,
+    activation_maximisation,
+    gaussian_blur,
+    make_method,
+)
+
+
+def _trained(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs) -> Path:
+    cache = os.environ.get("RLLAB_TEST_CACHE")
+    run = (Path(cache) if cache else tmp_path_factory.getbasetemp() / "agents") / name
+    if (run / "agent.json").exists():
+        try:
+            if rllab.load(run).spec["training"].get("complete"):
+                return run
+        except rllab.RllabError:
+            pass
+        shutil.rmtree(run)
+    rllab.train(out=run, progress=False, **kwargs)
+    return run
+
+
+@pytest.fixture(scope="session")
+def catchd_ppo_path(tmp_path_factory) -> Path:
+    """PPO (small CNN) on CatchDistractors-v0, shipped hyperparameters, 40k steps, seed 0 (catches every ball)."""
+    return _trained(tmp_path_factory, "catchd-ppo-40k", algo="ppo", env="CatchDistractors-v0", seed=0, steps=40_000)
+
+
+@pytest.fixture(scope="session")
+def catchd_ppo(catchd_ppo_path) -> rllab.Agent:
+    return rllab.load(catchd_ppo_path)
+
+
+@pytest.fixture(scope="session")
+def catchd_states(catchd_ppo):
+    """About 100 states of 11 episodes, with their ground-truth masks."""
+    return collect_states(catchd_ppo, episodes=11, seed=100)
+
+
+@pytest.fixture(scope="session")
+def cartpole_dqn(tmp_path_factory) -> rllab.Agent:
+    """A barely trained DQN: only its shape matters (no critic)."""
+    path = _trained(tmp_path_factory, "cartpole-dqn-tiny", algo="dqn", env="CartPole-v1", seed=0, steps=300)
+    return rllab.load(path)
+
+
+# ------------------------------------------------------------------ methods
+def test_every_method_gives_maps_of_the_observation_shape(catchd_ppo, catchd_states):
+    obs = catchd_states.obs[:20]
+    for name in METHODS:
+        for target in ("action", "value"):
+            th.manual_seed(0)
+            method = make_method(name, catchd_ppo, target=target)
+            attr = method.attribute(obs)
+            assert attr.shape == (20, *catchd_ppo.observation_space.shape), (name, target)
+            assert th.isfinite(attr).all(), (name, target)
+            assert attr.abs().sum() > 0, (name, target)
+            assert method.describe()["target"] == target
+
+
+def test_saliency_is_the_absolute_input_gradient_of_the_chosen_logit(catchd_ppo, catchd_states):
+    x = th.as_tensor(catchd_states.obs[:8]).float().requires_grad_(True)
+    logits = catchd_ppo.logits(x)
+    a = logits.argmax(-1)
+    logits.gather(1, a.view(-1, 1)).sum().backward()
+    expected = x.grad.abs()
+    got = Saliency(catchd_ppo).attribute(catchd_states.obs[:8])
+    assert th.allclose(got, expected, atol=1e-6)
+    # chunking over the batch does not change the numbers
+    assert th.allclose(Saliency(catchd_ppo, batch_size=3).attribute(catchd_states.obs[:8]), expected, atol=1e-6)
+
+
+def test_integrated_gradients_is_complete(catchd_ppo, catchd_states):
+    """Sundararajan et al.'s completeness axiom: attributions sum to F(x) - F(baseline)."""
+    obs = th.as_tensor(catchd_states.obs[:10]).float()
+    for target in ("action", "value"):
+        ig = IntegratedGradients(catchd_ppo, target=target, n_steps=64)
+        attr = ig.attribute(obs)
+        with th.no_grad():
+            acts = catchd_ppo.logits(obs).argmax(-1) if target == "action" else None
+            gap = ig.scalar_output(obs, acts) - ig.scalar_output(th.zeros_like(obs), acts)
+        assert th.allclose(attr.flatten(1).sum(1), gap, rtol=0.03, atol=0.03), target
+        assert ig.describe()["baseline"] == "zeros"
+
+
+def test_greydanus_matches_the_paper_formula_pixel_by_pixel(catchd_ppo, catchd_states):
+    """S(t,i,j) = 1/2 ||pi(I) - pi(I*(1-M) + A(I)*M)||^2, M a Gaussian mask at (i, j), A a Gaussian blur."""
+    obs = th.as_tensor(catchd_states.obs[:4]).float()
+    for target in ("action", "value"):
+        g = Greydanus(catchd_ppo, target=target, sigma_mask=1.0, sigma_blur=1.5)
+        maps = g.attribute(obs)
+        blurred = gaussian_blur(obs, 1.5)
+        for i, j in [(0, 0), (3, 2), (9, 4)]:
+            yy, xx = th.meshgrid(th.arange(10.0), th.arange(5.0), indexing="ij")
+            m = th.exp(-((yy - i) ** 2 + (xx - j) ** 2) / 2.0)
+            perturbed = obs * (1 - m) + blurred * m
+            with th.no_grad():
+                if target == "action":
+                    s = 0.5 * ((catchd_ppo.logits(obs) - catchd_ppo.logits(perturbed)) ** 2).sum(-1)
+                else:
+                    s = 0.5 * (catchd_ppo.value(obs) - catchd_ppo.value(perturbed)) ** 2
+            assert th.allclose(maps[:, 0, i, j], s, rtol=1e-4, atol=1e-6), (target, i, j)
+    # a blurred frame keeps its total brightness away from the border
+    img = th.zeros(1, 1, 21, 21)
+    img[0, 0, 10, 10] = 255.0
+    assert abs(float(gaussian_blur(img, 2.0).sum()) - 255.0) < 1e-3
+
+
+def test_batched_occlusion_equals_a_per_state_captum_loop(catchd_ppo, catchd_states):
+    obs = th.as_tensor(catchd_states.obs[:12]).float()
+    acts = catchd_ppo.logits(obs).argmax(-1)
+    batched = Occlusion(catchd_ppo, window=(1, 2, 2), stride=(1, 1, 1)).attribute(obs)
+    occ = CaptumOcclusion(catchd_ppo.logits)
+    loop = th.cat(
+        [
+            occ.attribute(obs[k : k + 1], sliding_window_shapes=(1, 2, 2), strides=(1, 1, 1), target=int(acts[k]))
+            for k in range(12)
+        ]
+    )
+    assert th.allclose(batched, loop, atol=1e-5)
+
+
+def test_methods_that_cannot_apply_fail_clearly(cartpole_dqn, cartpole_ppo):
+    with pytest.raises(rllab.RllabError, match="critic"):
+        Saliency(cartpole_dqn, target="value")
+    with pytest.raises(rllab.RllabError, match="critic"):
+        activation_maximisation(cartpole_dqn, target="value")
+    with pytest.raises(rllab.RllabError, match="image"):
+        make_method("greydanus", cartpole_ppo)
+    with pytest.raises(rllab.RllabError, match="CNN|image"):
+        make_method("gradcam", cartpole_ppo)
+    with pytest.raises(rllab.RllabError, match="unknown explanation method"):
+        make_method("lime", cartpole_ppo)
+    with pytest.raises(rllab.RllabError, match="target"):
+        Saliency(cartpole_ppo, target="reward")
+    # the DQN agent is explained through its Q-values
+    assert Saliency(cartpole_dqn).attribute(np.zeros((3, 4), dtype=np.float32)).shape == (3, 4)
+
+
+def test_vector_agent_feature_attributions(cartpole_ppo):
+    states = collect_states(cartpole_ppo, episodes=1, seed=0)
+    obs = states.obs[:100]
+    ablation = make_method("ablation", cartpole_ppo).attribute(obs)
+    assert ablation.shape == (100, 4)
+    assert make_method("ablation", cartpole_ppo).describe()["baseline"] == "mean"
+    # CartPole's policy reads the pole (angle, angular velocity) much more than the cart position
+    for name in ("integrated_gradients", "ablation"):
+        rel = make_method(name, cartpole_ppo).attribute(obs).abs().mean(0)
+        assert rel[2] + rel[3] > 2 * rel[0], (name, rel)
+
+
+def test_activation_maximisation_stays_in_the_space_and_drives_each_action(catchd_ppo):
+    x = activation_maximisation(catchd_ppo, steps=150, seed=0)
+    assert x.shape == (3, 1, 10, 5)
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 255.0
+    with th.no_grad():
+        assert catchd_ppo.logits(x).argmax(-1).tolist() == [0, 1, 2]
+    assert th.equal(x, activation_maximisation(catchd_ppo, steps=150, seed=0))
+
+
+# ------------------------------------------------------------------ faithfulness metrics
+def test_relevance_mass_and_pointing_game_on_hand_made_maps(catchd_ppo):
+    masks = np.zeros((3, 10, 5), dtype=bool)
+    masks[:, 0, 1] = masks[:, 9, 2] = True
+    attr = np.zeros((3, 1, 10, 5))
+    attr[0, 0, 0, 1] = 3.0  # all mass on the ball
+    attr[1, 0, 0, 1], attr[1, 0, 5, 0] = -1.0, 3.0  # sign ignored; top pixel outside
+    attr[2] = 1.0  # constant map: a tie is a miss
+    np.testing.assert_allclose(relevance_mass(attr, masks, catchd_ppo), [1.0, 0.25, 2 / 50])
+    np.testing.assert_array_equal(pointing_game(attr, masks, catchd_ppo), [1.0, 0.0, 0.0])
+
+
+def test_catch_with_distractors_maps_land_on_the_ground_truth(catchd_ppo, catchd_states):
+    """Must-show (small agent): the best of IG / occlusion / Greydanus puts >= 75% of its mass on ball and paddle,
+    points at them >= 85% of the time, and each of them gets >= 10x a random map's mass."""
+    tr = catchd_states
+    assert len(tr) >= 90 and np.mean(np.asarray(tr.returns) > 0) >= 0.9
+    assert (tr.obs[:, 0][~tr.masks] > 0).mean() > 0.03  # distractors are lit outside the ground truth
+    random_mass = relevance_mass(make_method("random", catchd_ppo).attribute(tr.obs), tr.masks, catchd_ppo).mean()
+    results = {}
+    for name in ("integrated_gradients", "occlusion", "greydanus"):
+        attr = make_method(name, catchd_ppo).attribute(tr.obs, actions=tr.actions)
+        results[name] = (
+            relevance_mass(attr, tr.masks, catchd_ppo).mean(),
+            pointing_game(attr, tr.masks, catchd_ppo).mean(),
+        )
+        assert results[name][0] >= 10 * random_mass, (name, results[name], random_mass)
+    best = max(results, key=lambda k: results[k][0])
+    assert results[best][0] >= 0.75 and results[best][1] >= 0.85, results
+
+
+def test_deletion_beats_random_ordering(catchd_ppo, catchd_states, cartpole_ppo):
+    tr = catchd_states
+    attr = make_method("greydanus", catchd_ppo).attribute(tr.obs)
+    di = deletion_insertion(catchd_ppo, tr.obs, attr, seed=0)
+    assert di["deletion_auc"] < 0.8 * di["random_deletion_auc"], di
+    assert di["insertion_auc"] > di["random_insertion_auc"], di
+    # a random map is indistinguishable from a random ordering
+    rnd = deletion_insertion(catchd_ppo, tr.obs, make_method("random", catchd_ppo).attribute(tr.obs), seed=1)
+    assert abs(rnd["deletion_auc"] - rnd["random_deletion_auc"]) < 0.1
+    # curves start at the agent's own probability and end on the all-baseline input
+    assert di["deletion_curve"][0] > 0.8 and di["insertion_curve"][-1] == pytest.approx(di["deletion_curve"][0])
+    obs = collect_states(cartpole_ppo, episodes=1, seed=0).obs[:150]
+    for name in ("integrated_gradients", "occlusion", "ablation"):
+        d = deletion_insertion(cartpole_ppo, obs, make_method(name, cartpole_ppo).attribute(obs), seed=0)
+        assert d["deletion_auc"] < d["random_deletion_auc"], (name, d)
+
+
+def test_sanity_check_saliency_decorrelates_under_weight_randomisation(catchd_ppo, catchd_states):
+    layers = [name for name, _ in randomisation_cascade(catchd_ppo)]
+    assert layers[0] == "action_net" and layers[-1] == "features_extractor.cnn.0"
+    before = [p.detach().clone() for p in catchd_ppo.parameters()]
+    sc = sanity_check(catchd_ppo, catchd_states.obs[:60], lambda ag: Saliency(ag), seed=0)
+    assert all(th.equal(a, b) for a, b in zip(before, catchd_ppo.parameters(), strict=True))  # original untouched
+    assert [s["layer"] for s in sc["steps"]] == layers
+    assert sc["spearman_full"] < 0.3, sc
+    assert sc["steps"][0]["spearman"] > sc["spearman_full"] + 0.2, sc
+    assert 40 <= sc["region_size"] <= 50  # pixels lit in some of the 60 states
+
+
+def test_sanity_check_region_shows_the_sparse_input_trap(catchd_ppo, catchd_states):
+    """Occlusion-to-black maps are zero on unlit pixels whatever the weights: over all varying pixels they stay
+    correlated after full randomisation; over each state's lit pixels the randomisation shows."""
+    obs = catchd_states.obs[:60]
+    trivial = sanity_check(catchd_ppo, obs, lambda ag: Occlusion(ag), region="varying")
+    lit = sanity_check(catchd_ppo, obs, lambda ag: Occlusion(ag), region="lit")
+    assert trivial["spearman_full"] > 0.9
+    assert lit["spearman_full"] < trivial["spearman_full"] - 0.3
+    assert 2 <= lit["region_size"] <= 10  # ball, paddle and a few distractors
+    with pytest.raises(rllab.RllabError, match="region"):
+        sanity_check(catchd_ppo, obs, lambda ag: Occlusion(ag), region="everything")
