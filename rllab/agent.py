@@ -29,6 +29,7 @@ from rllab.environment import make_env
 from rllab.errors import RllabError
 from rllab.filters import build_filter, straight_through
 from rllab.policies import build_policy, transposed_image_space
+from rllab.purifier import build_purifier
 from rllab.spaces import describe, space_from_json, space_to_json, spaces_match
 
 
@@ -49,6 +50,11 @@ class Agent(nn.Module):
         self.transpose_image = bool(pre.get("transpose_image", False))
         self.filters = nn.ModuleList(
             build_filter(entry, self._layout(), *self._bounds()) for entry in pre.get("filters") or []
+        )
+        self.purifier = (
+            build_purifier(pre["purifier"], self.observation_space.shape, *self._bounds())
+            if pre.get("purifier")
+            else None
         )
         self.smoothing = pre.get("smoothing")
         if self.smoothing is not None:
@@ -133,6 +139,15 @@ class Agent(nn.Module):
             {"name": f.name, "params": f.params(), "differentiable": f.differentiable, "random": f.random}
             for f in self.filters
         ]
+        if self.purifier is not None:
+            out.append(
+                {
+                    "name": "purifier",
+                    "params": {"kind": self.purifier.kind, "hidden": self.purifier.hidden},
+                    "differentiable": True,
+                    "random": False,
+                }
+            )
         if self.smoothing is not None:
             mode = self.smoothing.get("mode", "mean")
             out.append(
@@ -170,6 +185,8 @@ class Agent(nn.Module):
         x = self.as_tensor(obs)
         for f in self.filters:
             x = straight_through(f, x) if (self._straight_through and not f.differentiable) else f(x)
+        if self.purifier is not None:
+            x = self.purifier(x)
         if self.transpose_image:
             x = x.permute(0, 3, 1, 2)
         if self.normalize_obs:

@@ -81,6 +81,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="sigma=S,n=N,mode=vote|mean",
         help="test-time noise smoothing over N noisy copies (Cohen et al. 2019 style)",
     )
+    p.add_argument("--purifier", choices=["dae"], help="train a denoising autoencoder in front of the agent")
+    p.add_argument("--purifier-sigma", type=float, default=0.1, help="corruption scale (pixel/255 or obs std)")
+    p.add_argument("--purifier-episodes", type=positive_int, default=20)
+    p.add_argument("--purifier-epochs", type=positive_int, default=30)
     p.add_argument("--out", required=True)
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation printed at the end")
     p.add_argument("--episodes", type=positive_int, default=10)
@@ -242,7 +246,17 @@ def cmd_defend(args: argparse.Namespace) -> int:
     from rllab.evaluation import evaluate
 
     smoothing = parse_spec("smooth:" + args.smooth)["params"] if args.smooth else None
-    agent = defend(args.run, args.out, filters=[parse_spec(f) for f in args.filter], smoothing=smoothing)
+    purifier = None
+    if args.purifier:
+        purifier = {
+            "sigma": args.purifier_sigma,
+            "episodes": args.purifier_episodes,
+            "epochs": args.purifier_epochs,
+            "seed": args.seed,
+        }
+    agent = defend(
+        args.run, args.out, filters=[parse_spec(f) for f in args.filter], smoothing=smoothing, purifier=purifier
+    )
     summary = evaluate(agent, episodes=args.episodes, seed=args.seed).summary()
     names = ", ".join(d["name"] for d in agent.defenses)
     print(f"defended {args.run} with {names} -> {args.out}")

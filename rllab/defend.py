@@ -54,6 +54,7 @@ def defend(
     out: str | Path,
     filters: list[dict[str, Any]] | None = None,
     smoothing: dict[str, Any] | None = None,
+    purifier: dict[str, Any] | None = None,
 ) -> Agent:
     """Write a defended copy of the checkpoint ``run`` to ``out`` and return it."""
     out = Path(out)
@@ -61,8 +62,8 @@ def defend(
         raise RllabError(f"{out} already holds a checkpoint")
     agent = load(run)
     filters = [dict(f) for f in filters or []]
-    if not filters and smoothing is None:
-        raise RllabError("nothing to do: give at least one --filter or --smooth")
+    if not filters and smoothing is None and purifier is None:
+        raise RllabError("nothing to do: give at least one --filter, --smooth or --purifier")
     for f in filters:
         if f["name"] not in FILTERS:
             raise RllabError(f"unknown input filter {f['name']!r}; known: {', '.join(FILTERS)}")
@@ -86,9 +87,18 @@ def defend(
             "n": n,
             "mode": smoothing.get("mode", "vote"),
         }
-    params = {"filters": filters, "smoothing": spec["preprocessing"].get("smoothing")}
+    trained = None
+    if purifier is not None:
+        from rllab.purifier import train_purifier
+
+        trained, summary = train_purifier(agent, **purifier)
+        spec["preprocessing"]["purifier"] = trained.spec()
+        purifier = {**{k: v for k, v in purifier.items() if k != "attack"}, **summary}
+    params = {"filters": filters, "smoothing": spec["preprocessing"].get("smoothing"), "purifier": purifier}
     spec["lineage"] = [*spec.get("lineage", []), lineage_entry(run, agent.spec, "defend", params)]
     defended = Agent(spec, agent.policy)
+    if trained is not None:
+        defended.purifier.load_state_dict(trained.state_dict())
     if agent.normalize_obs:
         defended.norm_mean.copy_(agent.norm_mean)
         defended.norm_var.copy_(agent.norm_var)

@@ -118,3 +118,22 @@ def test_defend_cli_and_errors(catch_ppo_path, cartpole_ppo_path, tmp_path, caps
     assert not (tmp_path / "c").exists() and not (tmp_path / "d" / "agent.json").exists()
     with pytest.raises(RllabError, match="odd size"):
         MedianFilter("chw", 0, 255, size=2)
+
+
+def test_denoising_purifier_reduces_noise_and_round_trips(catch_ppo_path, tmp_path):
+    defend(catch_ppo_path, tmp_path / "dae", purifier={"sigma": 0.1, "episodes": 10, "epochs": 20, "seed": 0})
+    again = rllab.load(tmp_path / "dae")
+    assert [d["name"] for d in again.defenses] == ["purifier"]
+    assert again.spec["lineage"][-1]["params"]["purifier"]["final_loss"] < 0.01
+    from robustness.certify import visited_states
+
+    clean = torch.as_tensor(visited_states(again, 3, 5), dtype=torch.float32)
+    noisy = (clean + torch.randn(clean.shape, generator=torch.Generator().manual_seed(0)) * 25.5).clamp(0, 255)
+    with torch.no_grad():
+        restored = again.purifier(noisy)
+    assert ((restored - clean) ** 2).mean() < 0.5 * ((noisy - clean) ** 2).mean()
+    torch.testing.assert_close(again.logits(noisy), rllab.load(tmp_path / "dae").logits(noisy))
+    x = noisy[:2].clone().requires_grad_()
+    again.logits(x)[:, 0].sum().backward()  # differentiable: white-box attacks go through it
+    assert x.grad.abs().sum() > 0
+    assert rllab.evaluate(again, episodes=20, seed=0).summary()["mean_return"] >= 0.9
