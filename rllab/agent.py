@@ -44,6 +44,7 @@ class Agent(nn.Module):
         super().__init__()
         self.spec = spec
         self.policy = policy
+        self.path: Path | None = None  # the checkpoint folder it was loaded from or last saved to
         self.observation_space = space_from_json(spec["observation_space"])
         self.action_space = space_from_json(spec["action_space"])
         pre = spec.get("preprocessing", {})
@@ -303,6 +304,7 @@ class Agent(nn.Module):
             spec["preprocessing"]["obs_normalization"]["var"] = self.norm_var.reshape(-1).tolist()
         out = write_checkpoint(path, spec, lambda p: save_model(self, str(p)))
         self.spec = spec
+        self.path = Path(out)
         return out
 
     def derive(
@@ -373,6 +375,7 @@ def load(path: str | Path, device: str = "cpu", env_id: str | None = None) -> Ag
             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
     agent.eval()
+    agent.path = Path(path)
     return agent
 
 

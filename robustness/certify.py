@@ -180,8 +180,13 @@ class CertificationReport:
     settings: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "unit": self.unit, "states": self.states, "rows": self.rows,
-                "settings": self.settings}
+        return {
+            "method": self.method,
+            "unit": self.unit,
+            "states": self.states,
+            "rows": self.rows,
+            "settings": self.settings,
+        }
 
 
 def visited_states(agent: Agent, episodes: int, seed: int) -> np.ndarray:
@@ -192,8 +197,16 @@ def visited_states(agent: Agent, episodes: int, seed: int) -> np.ndarray:
     return np.concatenate(seen, axis=0)
 
 
-def certify(agent: Agent, eps: list[float], episodes: int = 5, seed: int = 0, method: str = "ibp",
-            sigma: float = 0.1, n: int = 1000, alpha: float = 0.001) -> CertificationReport:
+def certify(
+    agent: Agent,
+    eps: list[float],
+    episodes: int = 5,
+    seed: int = 0,
+    method: str = "ibp",
+    sigma: float = 0.1,
+    n: int = 1000,
+    alpha: float = 0.001,
+) -> CertificationReport:
     states = visited_states(agent, episodes, seed)
     unit = "pixel/255" if agent.is_image else "obs std"
     rows = []
@@ -201,21 +214,32 @@ def certify(agent: Agent, eps: list[float], episodes: int = 5, seed: int = 0, me
         for e in eps:
             t = time.perf_counter()
             res = certify_ibp(agent, states, e)
-            rows.append({"eps": e, "certified_fraction": float(res["certified"].float().mean()),
-                         "median_margin_lower": float(res["margin_lower"].median()),
-                         "wall_s": round(time.perf_counter() - t, 3)})
+            rows.append(
+                {
+                    "eps": e,
+                    "certified_fraction": float(res["certified"].float().mean()),
+                    "median_margin_lower": float(res["margin_lower"].median()),
+                    "wall_s": round(time.perf_counter() - t, 3),
+                }
+            )
         settings: dict[str, Any] = {"norm": "linf"}
     elif method == "smoothing":
         res = certify_smoothing(agent, states, sigma, n=n, alpha=alpha)
         radius = res["radius"].numpy()
         for e in eps:
-            rows.append({"eps": e, "certified_fraction": float((radius >= e).mean()),
-                         "abstain_fraction": float((radius < 0).mean())})
+            rows.append(
+                {
+                    "eps": e,
+                    "certified_fraction": float((radius >= e).mean()),
+                    "abstain_fraction": float((radius < 0).mean()),
+                }
+            )
         settings = {"norm": "l2", "sigma": sigma, "n": n, "alpha": alpha}
     else:
         raise RllabError(f"unknown certification method {method!r}; use ibp or smoothing")
-    return CertificationReport(method, unit, int(states.shape[0]), rows,
-                               {**settings, "episodes": episodes, "seed": seed})
+    return CertificationReport(
+        method, unit, int(states.shape[0]), rows, {**settings, "episodes": episodes, "seed": seed}
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -253,8 +277,16 @@ def _cmd(args: argparse.Namespace) -> int:
     agent = load(args.run)
     if args.episodes <= 0:
         raise RllabError("--episodes must be positive")
-    report = certify(agent, parse_eps_list(args.eps), episodes=args.episodes, seed=args.seed, method=args.method,
-                     sigma=args.sigma, n=args.samples, alpha=args.alpha)
+    report = certify(
+        agent,
+        parse_eps_list(args.eps),
+        episodes=args.episodes,
+        seed=args.seed,
+        method=args.method,
+        sigma=args.sigma,
+        n=args.samples,
+        alpha=args.alpha,
+    )
     norm = report.settings["norm"]
     print(f"{args.run}: {report.method} certification over {report.states} visited states ({norm}, unit {report.unit})")
     for row in report.rows:

@@ -32,6 +32,7 @@ import torch as th
 
 from rllab.agent import Agent, load
 from rllab.errors import RllabError
+from robustness.attacks.base import Attack
 
 ENV_ID = "rllab/Attacked-v0"
 
@@ -194,3 +195,52 @@ class LearnedAttack:
         if self.mode == "direct":
             return np.clip(x + np.clip(a, -1.0, 1.0) * radius, low, high).astype(np.float32)
         return pa_ad_actor(agent, x, a, radius, low, high, self.pgd_steps)
+
+
+class LearnedAttackAdapter(Attack):
+    """The learned adversary as an attack of the suite: one adversary per eps.
+
+    ``adversary`` is a trained adversary checkpoint (used at every eps, a note in the card
+    says for which eps it was trained); without it, an adversary is trained with
+    ``adv_steps`` PPO steps for each eps at first use and saved beside the victim
+    (``VICTIM/adversaries/``).
+    """
+
+    name = "learned"
+    kind = "learned adversary (PA-AD director, white-box PGD actor)"
+
+    def __init__(self, adversary: str | Path | None = None, adv_steps: int = 30_000) -> None:
+        super().__init__()
+        self.adversary_path, self.adv_steps = adversary, adv_steps
+        self._by_eps: dict[float, LearnedAttack] = {}
+        self._victim_path: Path | None = None
+        self.trained: dict[str, str] = {}
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            **super().settings(),
+            "adversary": str(self.adversary_path) if self.adversary_path else None,
+            "adv_steps": self.adv_steps if self.adversary_path is None else None,
+            "trained_adversaries": self.trained,
+        }
+
+    def prepare(self, agent: Agent, seed: int) -> None:
+        self._seed = seed
+        self._victim_path = agent.path
+
+    def __call__(self, agent: Agent, obs: th.Tensor, threat: Any) -> th.Tensor:
+        if threat.eps not in self._by_eps:
+            if self.adversary_path is not None:
+                self._by_eps[threat.eps] = LearnedAttack(self.adversary_path, eps=threat.eps)
+            else:
+                if self._victim_path is None:
+                    raise RllabError("training a learned adversary needs the victim loaded from a checkpoint folder")
+                out = self._victim_path / "adversaries" / f"learned-eps{threat.eps:g}-s{self._seed}"
+                if not (out / "agent.json").exists():
+                    train_adversary(
+                        self._victim_path, threat.eps, steps=self.adv_steps, seed=self._seed, out=out, progress=False
+                    )
+                self.trained[f"{threat.eps:g}"] = str(out)
+                self._by_eps[threat.eps] = LearnedAttack(out, eps=threat.eps)
+        perturbed = self._by_eps[threat.eps](agent, obs)
+        return threat.project(th.as_tensor(perturbed, device=obs.device), obs)

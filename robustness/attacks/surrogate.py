@@ -1,0 +1,168 @@
+"""Black-box transfer through a behaviour-cloned surrogate (Papernot et al. 2017; Huang et al. 2017).
+
+1. Query the victim for its actions on observations it visits (its own rollouts), up to a
+   query budget; every labelled observation is one query.
+2. Train a surrogate policy on those labels by cross-entropy (behaviour cloning). Its
+   architecture is configurable and by default differs from the victim's.
+3. At attack time, run PGD on the surrogate (white-box on the surrogate, no victim
+   gradients and no further victim queries) and hand the perturbed observation to the victim.
+
+The card reports the queries, the surrogate's agreement with the victim on held-out states,
+and the evaluation reports the step-level transfer rate (the fraction of perturbed steps
+where the victim's action changed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import torch as th
+import torch.nn.functional as F
+from torch import nn
+from torch.distributions import Categorical
+
+from rllab.agent import Agent
+from rllab.errors import RllabError
+from rllab.evaluation import run_episodes
+from robustness.attacks.base import Attack
+from robustness.attacks.pgd import PGD
+from robustness.threat import ThreatModel
+
+
+class SurrogatePolicy(nn.Module):
+    """A standalone classifier over raw observations, with the agent-like calls PGD needs."""
+
+    def __init__(
+        self,
+        obs_shape: tuple[int, ...],
+        n_actions: int,
+        hidden: list[int],
+        image: bool,
+        center: np.ndarray,
+        scale: np.ndarray,
+    ) -> None:
+        super().__init__()
+        self.is_discrete, self.has_critic, self.has_q = True, False, False
+        self.register_buffer("center", th.as_tensor(center, dtype=th.float32))
+        self.register_buffer("scale", th.as_tensor(np.maximum(scale, 1e-6), dtype=th.float32))
+        layers: list[nn.Module] = []
+        if image:
+            c = obs_shape[0]
+            layers += [nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU()]
+            n_in = 16 * int(np.prod(obs_shape[1:]))
+        else:
+            n_in = int(np.prod(obs_shape))
+        layers.append(nn.Flatten())
+        for h in hidden:
+            layers += [nn.Linear(n_in, h), nn.ReLU()]
+            n_in = h
+        layers.append(nn.Linear(n_in, n_actions))
+        self.net = nn.Sequential(*layers)
+
+    @property
+    def device(self) -> th.device:
+        return self.center.device
+
+    def logits(self, obs: th.Tensor) -> th.Tensor:
+        return self.net((obs.float() - self.center) / self.scale)
+
+    def action_dist(self, obs: th.Tensor) -> Categorical:
+        return Categorical(logits=self.logits(obs))
+
+    def straight_through(self):
+        return contextlib.nullcontext()
+
+
+class SurrogateTransfer(Attack):
+    name = "surrogate"
+    kind = "black-box (transfer)"
+
+    def __init__(
+        self,
+        queries: int = 20_000,
+        hidden: list[int] | None = None,
+        steps: int = 10,
+        objective: str = "action",
+        epochs: int = 30,
+        holdout: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if queries < 10:
+            raise RllabError("the surrogate needs a query budget of at least 10")
+        self.budget, self.hidden, self.epochs, self.holdout = queries, hidden or [128, 128], epochs, holdout
+        self.pgd = PGD(objective=objective, steps=steps)
+        self.surrogate: SurrogatePolicy | None = None
+        self.agreement: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"surrogate:{self.pgd.objective}"
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            **super().settings(),
+            "query_budget": self.budget,
+            "queries_used": self.queries,
+            "surrogate_hidden": self.hidden,
+            "surrogate_epochs": self.epochs,
+            "objective": self.pgd.objective,
+            "steps": self.pgd.steps,
+            "step_size": "2.5*eps/steps",
+            "random_start": True,
+            "restarts": 1,
+            "heldout_agreement": self.agreement,
+        }
+
+    def prepare(self, agent: Agent, seed: int) -> None:
+        if not agent.is_discrete:
+            raise RllabError("the surrogate transfer attack needs a discrete-action victim")
+        obs_list: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        budget = self.budget
+
+        def query(obs: np.ndarray, ctx: dict[str, Any]) -> np.ndarray:
+            actions = agent.act(obs)  # the victim's answer is all the attacker sees
+            room = budget - sum(len(o) for o in obs_list)
+            if room > 0:
+                obs_list.append(obs[:room].astype(np.float32))
+                labels.append(np.asarray(actions[:room]))
+            return actions
+
+        episodes = 1
+        while sum(len(o) for o in obs_list) < budget and episodes <= 4096:
+            run_episodes(agent, episodes, seed=seed + 50_000 + episodes, act_fn=query)
+            episodes *= 2
+        x = th.as_tensor(np.concatenate(obs_list))
+        y = th.as_tensor(np.concatenate(labels)).long()
+        self.queries = int(len(x))
+        gen = th.Generator().manual_seed(seed)
+        perm = th.randperm(len(x), generator=gen)
+        n_test = max(1, int(self.holdout * len(x)))
+        test, train = perm[:n_test], perm[n_test:]
+        center = x[train].mean(0).numpy() if not agent.is_image else np.zeros(x.shape[1:], dtype=np.float32)
+        scale = x[train].std(0).numpy() if not agent.is_image else np.full(x.shape[1:], 255.0, dtype=np.float32)
+        th.manual_seed(seed)
+        model = SurrogatePolicy(
+            tuple(x.shape[1:]), int(agent.action_space.n), self.hidden, agent.is_image, center, scale
+        ).to(agent.device)
+        opt = th.optim.Adam(model.parameters(), lr=1e-3)
+        xd, yd = x.to(agent.device), y.to(agent.device)
+        for _ in range(self.epochs):
+            order = train[th.randperm(len(train), generator=gen)]
+            for i in range(0, len(order), 256):
+                idx = order[i : i + 256]
+                loss = F.cross_entropy(model.logits(xd[idx]), yd[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        model.eval()
+        with th.no_grad():
+            self.agreement = float((model.logits(xd[test]).argmax(-1) == yd[test]).float().mean())
+        self.surrogate = model
+
+    def __call__(self, agent: Agent, obs: th.Tensor, threat: ThreatModel) -> th.Tensor:
+        if self.surrogate is None:
+            raise RllabError("the surrogate attack must be prepared (trained) before use")
+        return self.pgd(self.surrogate, obs, threat)  # type: ignore[arg-type]

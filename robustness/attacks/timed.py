@@ -1,0 +1,69 @@
+"""The strategically-timed attack (Lin et al. 2017, "Tactics of Adversarial Attack on Deep RL Agents").
+
+Attack only at steps where the agent strongly prefers one action:
+``c(s) = max_a pi(a|s) - min_a pi(a|s) > threshold`` (eq. 1 of the paper, on the policy's
+softmax), and never on more than ``max_fraction`` of the steps seen so far. Elsewhere the
+observation is left clean. The card reports the fraction of steps actually attacked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch as th
+
+from rllab.agent import Agent
+from rllab.errors import RllabError
+from robustness.attacks.base import Attack
+from robustness.threat import ThreatModel
+
+
+class StrategicallyTimed(Attack):
+    name = "timed"
+
+    def __init__(self, base: Attack, threshold: float = 0.5, max_fraction: float = 0.25) -> None:
+        super().__init__()
+        if not 0 <= max_fraction <= 1:
+            raise RllabError("max_fraction must be in [0, 1]")
+        self.base, self.threshold, self.max_fraction = base, threshold, max_fraction
+        self.kind = base.kind
+        self.steps_seen = 0
+        self.steps_attacked = 0
+
+    @property
+    def label(self) -> str:
+        return f"timed({self.base.label})"
+
+    @property
+    def fraction_attacked(self) -> float:
+        return self.steps_attacked / self.steps_seen if self.steps_seen else 0.0
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "attack": self.name,
+            "kind": self.kind,
+            "base": self.base.settings(),
+            "threshold": self.threshold,
+            "max_fraction": self.max_fraction,
+            "fraction_attacked": round(self.fraction_attacked, 4),
+        }
+
+    def prepare(self, agent: Agent, seed: int) -> None:
+        self.steps_seen = self.steps_attacked = 0
+        self.base.prepare(agent, seed)
+
+    def __call__(self, agent: Agent, obs: th.Tensor, threat: ThreatModel) -> th.Tensor:
+        if not agent.is_discrete:
+            raise RllabError("the strategically-timed attack needs a discrete-action agent")
+        with th.no_grad():
+            p = th.softmax(agent.logits(obs), -1)
+            gap = p.max(-1).values - p.min(-1).values
+        order = th.argsort(gap, descending=True)
+        self.steps_seen += obs.shape[0]
+        room = int(self.max_fraction * self.steps_seen) - self.steps_attacked
+        chosen = order[gap[order] > self.threshold][: max(room, 0)]
+        out = obs.clone()
+        if len(chosen):
+            out[chosen] = self.base(agent, obs[chosen], threat)
+            self.steps_attacked += len(chosen)
+        return out

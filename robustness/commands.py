@@ -1,0 +1,143 @@
+"""``rllab attack`` and ``rllab report``."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+
+from rllab.errors import RllabError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("attack", help="evaluate a checkpoint under observation attacks; writes a report")
+    p.add_argument("run", help="checkpoint folder")
+    p.add_argument(
+        "--attack",
+        default="pgd",
+        help="comma list of noise, fgsm, pgd, torchattacks-{fgsm,pgd,pgdl2,apgd,square}, surrogate, "
+        "timed, learned; or 'all' for the standard suite",
+    )
+    p.add_argument(
+        "--objective", default=None, help="action | kl | value | targeted (default: action, kl if continuous)"
+    )
+    p.add_argument(
+        "--eps", default="0.1", help="comma list; pixel/255 for images (4/255 ok), obs-std units for vectors"
+    )
+    p.add_argument("--norm", choices=["linf", "l2"], default="linf")
+    p.add_argument("--steps", type=int, default=10, help="PGD steps")
+    p.add_argument("--restarts", type=int, default=1)
+    p.add_argument("--queries", type=int, default=20_000, help="surrogate: victim query budget")
+    p.add_argument("--bpda", action="store_true", help="pass gradients through non-differentiable defenses")
+    p.add_argument("--eot", type=int, default=1, help="average gradients over N draws of random defenses")
+    p.add_argument("--adversary", help="learned: a trained adversary checkpoint")
+    p.add_argument("--adv-steps", type=int, default=30_000, help="learned: PPO steps to train one adversary per eps")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--n-envs", type=int, default=16)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", help="report folder (default RUN/attacks/<time>)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_attack)
+
+    p = sub.add_parser("report", help="put several agents' attack results side by side (leaderboard)")
+    p.add_argument("runs", nargs="+", help="run folders (their latest attack results) or results.json files")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from rllab.agent import load
+    from robustness.evaluate import build_attack, evaluate
+    from robustness.report import write_report
+    from robustness.threat import parse_eps
+
+    agent = load(args.run, device=args.device)
+    eps = parse_eps(args.eps)
+    if args.episodes <= 0 or args.steps <= 0 or args.n_envs <= 0:
+        raise RllabError("--episodes, --steps and --n-envs must be positive")
+    objective = args.objective or ("action" if agent.is_discrete else "kl")
+    names = [a.strip() for a in args.attack.split(",") if a.strip()]
+    if names == ["all"]:
+        attacks = None
+    else:
+        attacks = [
+            build_attack(
+                n,
+                objective=objective,
+                steps=args.steps,
+                restarts=args.restarts,
+                queries=args.queries,
+                bpda=args.bpda,
+                eot=args.eot,
+                adversary=args.adversary,
+                adv_steps=args.adv_steps,
+            )
+            for n in names
+        ]
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else Path(args.run) / "attacks" / stamp
+    tb_dir = Path(args.run) / "tb" / f"attack-{stamp}"
+    writer = SummaryWriter(str(tb_dir))
+
+    def on_row(name: str, e: float, row: dict) -> None:
+        step = int(round(e * 10_000))  # TensorBoard steps are integers: eps x 1e4
+        writer.add_scalar(f"attack/{name}/mean_return", row["mean_return"], step)
+        writer.add_scalar(f"attack/{name}/action_change_rate", row.get("action_change_rate", 0.0), step)
+
+    card = evaluate(
+        agent,
+        attacks=attacks,
+        eps=eps,
+        episodes=args.episodes,
+        seed=args.seed,
+        norm=args.norm,
+        n_envs=args.n_envs,
+        steps=args.steps,
+        objective=objective,
+        progress=not args.no_progress,
+        on_row=on_row,
+    )
+    card["agent"]["run"] = str(args.run)
+    writer.add_scalar("attack/clean/mean_return", card["clean"]["mean_return"], 0)
+    writer.add_text("attack/settings", "```\n" + json.dumps(card["attacks"], indent=2) + "\n```")
+    writer.close()
+    paths = write_report(card, out)
+    _print_summary(card)
+    print(f"report: {paths['html']}  {paths['md']}  card: {paths['json']}  tensorboard: {tb_dir}")
+    return 0
+
+
+def _print_summary(card: dict) -> None:
+    tm = card["threat_model"]
+    print(
+        f"{card['agent']['algo']} on {card['agent']['env']}: clean {card['clean']['mean_return']:.3g} "
+        f"({tm['norm']}, eps in {tm['unit']}, {card['episodes']} episodes)"
+    )
+    for name, by_eps in card["results"].items():
+        cells = "  ".join(f"eps {k}: {r['mean_return']:.3g}" for k, r in by_eps.items())
+        print(f"  {name:<28} {cells}")
+    for f in card.get("flags", []):
+        print(f"  ! {f}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from robustness.report import leaderboard, load_card, render_leaderboard, write_atomic
+
+    cards = {}
+    for run in args.runs:
+        path = Path(run)
+        if not path.exists():
+            raise RllabError(f"no such run or file {path}")
+        cards[str(path)] = load_card(path)
+    board = leaderboard(cards)
+    out = Path(args.out)
+    write_atomic(out / "leaderboard.json", json.dumps(board, indent=2) + "\n")
+    text = render_leaderboard(board)
+    write_atomic(out / "leaderboard.md", text)
+    print(text)
+    print(f"leaderboard: {out / 'leaderboard.md'}  {out / 'leaderboard.json'}")
+    return 0

@@ -1,0 +1,226 @@
+"""Attacked evaluation: every attack at every budget, next to the clean and the random-noise numbers.
+
+Episodes run batched over ``n_envs`` environments: one attack call per vector step for all
+active environments. Every perturbed observation is checked against the budget; a
+violation stops the run (``BudgetViolation``). Episode ``j`` uses seed ``seed + j`` for every
+row, so rows differ only by the attack.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch as th
+
+from rllab.agent import Agent
+from rllab.errors import RllabError
+from rllab.evaluation import confidence_interval, run_episodes
+from robustness.attacks import FGSM, PGD, StrategicallyTimed, SurrogateTransfer, TorchAttack, UniformNoise
+from robustness.attacks.base import Attack
+from robustness.attacks.pgd import check_objective
+from robustness.threat import ThreatModel
+
+ATTACK_NAMES = (
+    "noise",
+    "fgsm",
+    "pgd",
+    "torchattacks-fgsm",
+    "torchattacks-pgd",
+    "torchattacks-pgdl2",
+    "torchattacks-apgd",
+    "torchattacks-square",
+    "surrogate",
+    "timed",
+    "learned",
+)
+
+
+def build_attack(
+    name: str,
+    objective: str = "action",
+    steps: int = 10,
+    restarts: int = 1,
+    alpha: float | None = None,
+    queries: int = 20_000,
+    bpda: bool = False,
+    eot: int = 1,
+    adversary: str | None = None,
+    adv_steps: int = 30_000,
+) -> Attack:
+    """An attack by its CLI name."""
+    if name == "noise":
+        return UniformNoise()
+    if name == "fgsm":
+        return FGSM(objective, bpda=bpda, eot=eot)
+    if name == "pgd":
+        return PGD(objective, steps=steps, alpha=alpha, restarts=restarts, bpda=bpda, eot=eot)
+    if name.startswith("torchattacks-"):
+        key = {"fgsm": "FGSM", "pgd": "PGD", "pgdl2": "PGDL2", "apgd": "APGD", "square": "Square"}.get(name[13:])
+        if key is None:
+            raise RllabError(f"unknown attack {name!r}")
+        return TorchAttack(key, steps=steps, alpha=alpha, restarts=restarts)
+    if name == "surrogate":
+        surrogate_objective = objective if objective != "value" else "action"  # the surrogate has no critic
+        return SurrogateTransfer(queries=queries, steps=steps, objective=surrogate_objective)
+    if name == "timed":
+        return StrategicallyTimed(PGD(objective, steps=steps, alpha=alpha, restarts=restarts))
+    if name == "learned":
+        from robustness.learned_adversary import LearnedAttackAdapter
+
+        return LearnedAttackAdapter(adversary=adversary, adv_steps=adv_steps)
+    raise RllabError(f"unknown attack {name!r}; choose from {', '.join(ATTACK_NAMES)} or 'all'")
+
+
+def standard_suite(agent: Agent, steps: int = 10, norm: str = "linf", queries: int = 20_000) -> list[Attack]:
+    """``--attack all``: every attack that applies to this agent and norm."""
+    objectives = ["kl"] if not agent.is_discrete else ["action", "kl", "targeted"]
+    if agent.has_critic or agent.has_q:
+        objectives.append("value")
+    suite: list[Attack] = [FGSM(objectives[0])]
+    suite += [PGD(o, steps=steps) for o in objectives]
+    if agent.is_discrete:
+        suite += [
+            TorchAttack("PGD" if norm == "linf" else "PGDL2", steps=steps),
+            TorchAttack("APGD", steps=steps),
+            TorchAttack("Square", queries=100),
+            SurrogateTransfer(queries=queries, steps=steps),
+            StrategicallyTimed(PGD("action", steps=steps)),
+        ]
+    return suite
+
+
+def _row(result: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    r = np.asarray(result.returns, dtype=np.float64)
+    lo, hi = confidence_interval(r)
+    return {
+        "mean_return": float(r.mean()),
+        "std_return": float(r.std(ddof=1)) if r.size > 1 else 0.0,
+        "ci95_return": [lo, hi],
+        "min_return": float(r.min()),
+        "max_return": float(r.max()),
+        "episodes": int(r.size),
+        "seeds": [result.seed + j for j in range(r.size)],
+        "returns": [float(x) for x in r],
+        **extra,
+    }
+
+
+def attacked_run(
+    agent: Agent, attack: Attack | None, threat: ThreatModel, episodes: int, seed: int, n_envs: int
+) -> dict[str, Any]:
+    """One row of the card: ``attack`` (None = clean) at ``threat``'s budget."""
+    changed = total = 0
+    sizes: list[float] = []
+
+    def act_fn(obs: np.ndarray, ctx: dict[str, Any]) -> np.ndarray:
+        nonlocal changed, total
+        x = agent.as_tensor(obs)
+        if attack is None:
+            return agent.act(x)
+        adv = attack(agent, x, threat)
+        sizes.extend(threat.check(adv, x, attack.label).tolist())
+        a_adv, a_clean = agent.act(adv), agent.act(x)
+        same = np.all(np.asarray(a_adv == a_clean).reshape(len(a_adv), -1), axis=1)
+        changed += int((~same).sum())
+        total += len(a_adv)
+        return a_adv
+
+    t = time.perf_counter()
+    result = run_episodes(agent, episodes, seed=seed, n_envs=n_envs, act_fn=act_fn)
+    extra: dict[str, Any] = {"wall_s": round(time.perf_counter() - t, 3)}
+    if attack is not None:
+        extra.update(
+            action_change_rate=changed / max(total, 1),
+            mean_perturbation=float(np.mean(sizes)) if sizes else 0.0,
+            steps=total,
+        )
+    return _row(result, extra)
+
+
+def evaluate(
+    agent: Agent,
+    attacks: list[Attack | str] | None = None,
+    eps: list[float] | tuple[float, ...] = (0.1,),
+    episodes: int = 20,
+    seed: int = 0,
+    norm: str = "linf",
+    n_envs: int = 16,
+    steps: int = 10,
+    objective: str = "action",
+    progress: bool = True,
+    on_row: Callable[[str, float, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """The result card for ``agent`` under ``attacks`` (names or objects; None = the standard suite) at each eps."""
+    if episodes <= 0:
+        raise RllabError(f"episodes must be positive, got {episodes}")
+    eps = [float(e) for e in eps]
+    if any(e < 0 for e in eps):
+        raise RllabError(f"eps must be >= 0, got {min(eps)}")
+    if attacks is None:
+        attack_objs = standard_suite(agent, steps=steps, norm=norm)
+    else:
+        attack_objs = [build_attack(a, objective=objective, steps=steps) if isinstance(a, str) else a for a in attacks]
+    for a in attack_objs:  # fail early, before any episode runs
+        if isinstance(a, PGD):
+            check_objective(agent, a.objective)
+        if isinstance(a, (TorchAttack, SurrogateTransfer, StrategicallyTimed)) and not agent.is_discrete:
+            raise RllabError(f"{a.label} needs a discrete-action agent")
+    attack_objs = [UniformNoise(), *[a for a in attack_objs if not isinstance(a, UniformNoise)]]
+    for a in attack_objs:
+        a.prepare(agent, seed)
+    threats = [ThreatModel.for_agent(agent, e, norm) for e in eps]
+    total = 1 + len(attack_objs) * len(eps)
+    bar = _progress(total, progress)
+    clean = attacked_run(agent, None, threats[0], episodes, seed, n_envs)
+    bar.update(1)
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    for a in attack_objs:
+        rows[a.label] = {}
+        for threat in threats:
+            bar.set_description(f"{a.label} eps={threat.eps:g}")
+            th.manual_seed(seed)
+            row = attacked_run(agent, a, threat, episodes, seed, n_envs)
+            if isinstance(a, StrategicallyTimed):
+                row["fraction_attacked"] = a.fraction_attacked
+                a.steps_seen = a.steps_attacked = 0
+            if isinstance(a, SurrogateTransfer):
+                row["transfer_rate"] = row["action_change_rate"]
+            rows[a.label][f"{threat.eps:g}"] = row
+            if on_row is not None:
+                on_row(a.label, threat.eps, row)
+            bar.update(1)
+    bar.close()
+    return {
+        "agent": {
+            "algo": agent.algo,
+            "env": agent.env_id,
+            "lineage": agent.spec.get("lineage", []),
+            "defenses": agent.defenses,
+            "final_eval": agent.spec.get("training", {}).get("final_eval"),
+        },
+        "threat_model": {
+            "norm": norm,
+            "unit": threats[0].unit,
+            "eps": eps,
+            "per_eps": [t.describe() for t in threats],
+            "perturbation": "of the observation the agent sees, not of the environment state",
+            "image_inputs": "perturbed observations are fed as floats (not rounded to uint8)"
+            if agent.is_image
+            else None,
+        },
+        "episodes": episodes,
+        "seed": seed,
+        "n_envs": n_envs,
+        "attacks": {a.label: a.settings() for a in attack_objs},
+        "clean": clean,
+        "results": rows,
+    }
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit="row", leave=False)

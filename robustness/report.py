@@ -1,0 +1,296 @@
+"""The evaluation report: ``results.json`` (the card), ``report.md`` and a self-contained ``report.html``.
+
+Also the sanity flags, in the spirit of AutoAttack's checks (Croce & Hein 2020): a report
+that shows any of these is more likely to reflect a weak attack or gradient masking than a
+robust agent.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rllab.errors import RllabError
+
+GRADIENT_KINDS = ("white-box",)
+
+
+def _strongest(card: dict[str, Any], eps_key: str) -> tuple[str, dict[str, Any]] | None:
+    rows = [
+        (name, by_eps[eps_key]) for name, by_eps in card["results"].items() if name != "noise" and eps_key in by_eps
+    ]
+    return min(rows, key=lambda r: r[1]["mean_return"]) if rows else None
+
+
+def sanity_flags(card: dict[str, Any]) -> list[str]:
+    flags: list[str] = []
+    eps_keys = [f"{e:g}" for e in card["threat_model"]["eps"]]
+    kinds = {name: s.get("kind", "") for name, s in card["attacks"].items()}
+    for name, by_eps in card["results"].items():
+        means = [by_eps[k]["mean_return"] for k in eps_keys if k in by_eps]
+        for a, b, ka, kb in zip(means, means[1:], eps_keys, eps_keys[1:], strict=False):
+            ci = by_eps[kb]["ci95_return"]
+            if b > a and ci[0] > a and name != "noise":
+                flags.append(
+                    f"{name}: return rises from {a:.3g} at eps {ka} to {b:.3g} at eps {kb} "
+                    "(a stronger budget should not help the agent)"
+                )
+    for k in eps_keys:
+        noise = card["results"].get("noise", {}).get(k)
+        grads = {n: r[k] for n, r in card["results"].items() if kinds.get(n) in GRADIENT_KINDS and k in r}
+        if noise and grads and all(noise["mean_return"] < r["mean_return"] for r in grads.values()):
+            flags.append(
+                f"eps {k}: random noise ({noise['mean_return']:.3g}) beats every gradient attack "
+                "(gradient masking or a broken attack)"
+            )
+        black = {n: r[k] for n, r in card["results"].items() if "black-box" in kinds.get(n, "") and k in r}
+        if black and grads:
+            best_black = min(black.items(), key=lambda kv: kv[1]["mean_return"])
+            best_grad = min(grads.values(), key=lambda r: r["mean_return"])
+            if best_black[1]["mean_return"] < best_grad["mean_return"]:
+                flags.append(
+                    f"eps {k}: black-box {best_black[0]} ({best_black[1]['mean_return']:.3g}) beats the best "
+                    f"white-box attack ({best_grad['mean_return']:.3g}): a sign of gradient masking"
+                )
+        steps = {}
+        for n, s in card["attacks"].items():
+            if s.get("attack") in ("pgd", "fgsm") and k in card["results"].get(n, {}):
+                steps.setdefault(s.get("objective"), []).append((s.get("steps", 1), card["results"][n][k]))
+        for objective, runs in steps.items():
+            runs.sort(key=lambda r: r[0])
+            for (s1, r1), (s2, r2) in zip(runs, runs[1:], strict=False):
+                if s2 > s1 and r2["mean_return"] > r1["ci95_return"][1]:
+                    flags.append(
+                        f"eps {k}: {s2}-step PGD ({objective}) leaves a higher return than {s1} steps "
+                        f"({r2['mean_return']:.3g} > {r1['mean_return']:.3g})"
+                    )
+    if any(d.get("differentiable") is False or d.get("random") for d in card["agent"].get("defenses", [])):
+        adaptive = [n for n, s in card["attacks"].items() if s.get("bpda") or (s.get("eot") or 1) > 1]
+        if not adaptive:
+            flags.append(
+                "the agent has non-differentiable or random defenses and no attack here was adaptive "
+                "(BPDA/EOT): these numbers are non-adaptive only"
+            )
+    return flags
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _svg_plot(card: dict[str, Any], width: int = 640, height: int = 360) -> str:
+    eps = card["threat_model"]["eps"]
+    series = {"clean": [card["clean"]["mean_return"]] * len(eps)}
+    for name, by_eps in card["results"].items():
+        series[name] = [by_eps[f"{e:g}"]["mean_return"] for e in eps]
+    values = [v for s in series.values() for v in s]
+    lo, hi = min(values), max(values)
+    if hi - lo < 1e-9:
+        hi = lo + 1.0
+    pad = 50
+    xs = [pad + (width - 2 * pad) * (i / max(len(eps) - 1, 1)) for i in range(len(eps))]
+
+    def y(v: float) -> float:
+        return height - pad - (height - 2 * pad) * (v - lo) / (hi - lo)
+
+    palette = [
+        "#000000",
+        "#888888",
+        "#d62728",
+        "#1f77b4",
+        "#2ca02c",
+        "#ff7f0e",
+        "#9467bd",
+        "#8c564b",
+        "#e377c2",
+        "#17becf",
+        "#bcbd22",
+        "#7f7f7f",
+    ]
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + 220}" height="{height}" '
+        'font-family="sans-serif" font-size="11">',
+        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="black"/>',
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="black"/>',
+        f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">eps ({html.escape(card["threat_model"]["unit"])}'
+        f", {card['threat_model']['norm']})</text>",
+        f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">'
+        "mean return</text>",
+    ]
+    for x, e in zip(xs, eps, strict=True):
+        parts.append(f'<text x="{x:.1f}" y="{height - pad + 14}" text-anchor="middle">{e:.3g}</text>')
+    for v in (lo, (lo + hi) / 2, hi):
+        parts.append(f'<text x="{pad - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
+    for i, (name, vals) in enumerate(series.items()):
+        color = palette[i % len(palette)]
+        dash = ' stroke-dasharray="5,4"' if name in ("clean", "noise") else ""
+        pts = " ".join(f"{x:.1f},{y(v):.1f}" for x, v in zip(xs, vals, strict=True))
+        parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
+        parts += [f'<circle cx="{x:.1f}" cy="{y(v):.1f}" r="3" fill="{color}"/>' for x, v in zip(xs, vals, strict=True)]
+        parts.append(f'<text x="{width - pad + 16}" y="{pad + 14 * i}" fill="{color}">{html.escape(name)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _table(card: dict[str, Any]) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
+    eps_keys = [f"{e:g}" for e in card["threat_model"]["eps"]]
+    header = ["attack", "kind", *[f"eps {k}" for k in eps_keys]]
+    clean = card["clean"]
+    rows = [["clean", "-", *[f"{clean['mean_return']:.3g} ± {clean['std_return']:.2g}"] * len(eps_keys)]]
+    strongest = {k: (_strongest(card, k) or ("", None))[0] for k in eps_keys}
+    bold: set[tuple[int, int]] = set()
+    for name, by_eps in card["results"].items():
+        cells = [name, card["attacks"].get(name, {}).get("kind", "")]
+        for j, k in enumerate(eps_keys):
+            r = by_eps.get(k)
+            if r is None:
+                cells.append("-")
+                continue
+            lo, hi = r["ci95_return"]
+            extra = f", changed {r['action_change_rate']:.0%}" if "action_change_rate" in r else ""
+            cells.append(f"{r['mean_return']:.3g} [{lo:.3g}, {hi:.3g}]{extra}")
+            if strongest[k] == name:
+                bold.add((len(rows), j + 2))
+        rows.append(cells)
+    return header, rows, bold
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    tm = card["threat_model"]
+    header, rows, bold = _table(card)
+    lines = [
+        f"# Attacked evaluation: {card['agent']['algo']} on {card['agent']['env']}",
+        "",
+        f"Threat model: {tm['norm']} ball on the observation the agent sees; eps in **{tm['unit']}**. "
+        f"{card['episodes']} episodes per row (seeds {card['seed']}..{card['seed'] + card['episodes'] - 1}), "
+        "mean return [95% CI]; `changed` is the fraction of attacked steps whose action changed. "
+        "Bold: the strongest attack at that eps.",
+    ]
+    if tm.get("image_inputs"):
+        lines.append(f"Image observations: {tm['image_inputs']}.")
+    if tm["unit"] == "obs std":
+        for d in tm["per_eps"]:
+            raw = ", ".join(f"{v:.3g}" for v in d["raw_budget_per_feature"])
+            lines.append(f"- eps {d['eps']:g} std = raw per-feature budget [{raw}]")
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, row in enumerate(rows):
+        cells = [f"**{c}**" if (i, j) in bold else c for j, c in enumerate(row)]
+        lines.append("| " + " | ".join(cells) + " |")
+    flags = card.get("flags", [])
+    lines += ["", "## Sanity flags", ""] + ([f"- ⚠ {f}" for f in flags] or ["- none raised"])
+    lines += ["", "## Attack settings", "", "```json", json.dumps(card["attacks"], indent=2), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def render_html(card: dict[str, Any]) -> str:
+    tm = card["threat_model"]
+    header, rows, bold = _table(card)
+    table = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    for i, row in enumerate(rows):
+        cells = "".join(
+            f'<td class="{"best" if (i, j) in bold else ""}">{html.escape(c)}</td>' for j, c in enumerate(row)
+        )
+        table.append(f"<tr>{cells}</tr>")
+    table.append("</table>")
+    flags = card.get("flags", [])
+    flag_html = "".join(f"<li>{html.escape(f)}</li>" for f in flags) or "<li>none raised</li>"
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>rllab attack report: {html.escape(card["agent"]["env"])}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} td.best{{background:#fdd;font-weight:bold}}</style>
+</head><body>
+<h1>Attacked evaluation: {html.escape(card["agent"]["algo"])} on {html.escape(card["agent"]["env"])}</h1>
+<p>Threat model: {html.escape(tm["norm"])} ball on the observation the agent sees; eps in
+<b>{html.escape(tm["unit"])}</b>. {card["episodes"]} episodes per row, seeds {card["seed"]}..{
+        card["seed"] + card["episodes"] - 1
+    }. Highlighted: the strongest attack at each eps.</p>
+{_svg_plot(card)}
+{"".join(table)}
+<h2>Sanity flags</h2><ul>{flag_html}</ul>
+<h2>Attack settings</h2><pre>{html.escape(json.dumps(card["attacks"], indent=2))}</pre>
+</body></html>
+"""
+
+
+def write_report(card: dict[str, Any], out: Path) -> dict[str, Path]:
+    card["flags"] = sanity_flags(card)
+    paths = {"json": out / "results.json", "md": out / "report.md", "html": out / "report.html"}
+    write_atomic(paths["json"], json.dumps(card, indent=2) + "\n")
+    write_atomic(paths["md"], render_markdown(card))
+    write_atomic(paths["html"], render_html(card))
+    return paths
+
+
+# ------------------------------------------------------------------ leaderboard
+def load_card(path: Path) -> dict[str, Any]:
+    """A run folder (its latest attack card) or a results.json file."""
+    if path.is_dir():
+        cards = sorted((path / "attacks").glob("*/results.json"), key=lambda p: p.stat().st_mtime)
+        if not cards:
+            raise RllabError(f"{path} has no attack results; run `rllab attack {path}` first")
+        path = cards[-1]
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RllabError(f"cannot read {path}: {exc}") from None
+
+
+def leaderboard(cards: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Agents side by side: clean, noise and worst-case return at each eps (sorted by worst case)."""
+    eps_sets = [set(f"{e:g}" for e in c["threat_model"]["eps"]) for c in cards.values()]
+    common = sorted(set.intersection(*eps_sets), key=float)
+    if not common:
+        raise RllabError("the results share no eps value to compare")
+    units = {c["threat_model"]["unit"] for c in cards.values()}
+    board: dict[str, Any] = {"eps": [float(e) for e in common], "unit": sorted(units), "by_eps": {}}
+    for k in common:
+        entries = []
+        for name, c in cards.items():
+            worst = _strongest(c, k)
+            entries.append(
+                {
+                    "agent": name,
+                    "lineage": [s.get("transform") for s in c["agent"].get("lineage", [])],
+                    "clean": c["clean"]["mean_return"],
+                    "noise": c["results"].get("noise", {}).get(k, {}).get("mean_return"),
+                    "worst_case": worst[1]["mean_return"] if worst else None,
+                    "worst_attack": worst[0] if worst else None,
+                }
+            )
+        entries.sort(key=lambda e: -(e["worst_case"] if e["worst_case"] is not None else -1e18))
+        board["by_eps"][k] = entries
+    return board
+
+
+def render_leaderboard(board: dict[str, Any]) -> str:
+    lines = [
+        "# Robustness leaderboard",
+        "",
+        f"Sorted by worst-case mean return at each eps ({', '.join(board['unit'])}).",
+        "",
+    ]
+    for k, entries in board["by_eps"].items():
+        lines += [
+            f"## eps {k}",
+            "",
+            "| rank | agent | lineage | clean | noise | worst case | strongest attack |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for i, e in enumerate(entries, 1):
+            lineage = " > ".join(t for t in e["lineage"] if t) or "-"
+            noise = f"{e['noise']:.3g}" if e["noise"] is not None else "-"
+            worst = f"{e['worst_case']:.3g}" if e["worst_case"] is not None else "-"
+            lines.append(
+                f"| {i} | {e['agent']} | {lineage} | {e['clean']:.3g} | {noise} | {worst} | "
+                f"{e['worst_attack'] or '-'} |"
+            )
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,148 @@
+"""The threat model: an observation-space ball with an explicit unit.
+
+The adversary perturbs the observation the agent sees, within ``||delta / scale|| <= eps``
+(``linf`` or ``l2``), where ``scale`` says what one unit of ``eps`` is in raw observation
+units: 255 for image observations (so ``eps = 1/255`` is one grey level) and, for vector
+observations, the per-feature standard deviation of the agent's own observations stored in
+the checkpoint (SA-PPO's convention). Perturbed observations are clipped to the observation
+space's finite bounds; clipping never increases either norm, because the clean observation
+lies inside the bounds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch as th
+
+from rllab.agent import Agent
+from rllab.errors import RllabError
+
+NORMS = ("linf", "l2")
+
+
+class BudgetViolation(RllabError):
+    """An attack returned a perturbation outside its budget: a bug, never a result."""
+
+
+def parse_eps(text: str) -> list[float]:
+    """``"0.05,0.1"`` or ``"1/255,4/255"`` -> floats (>= 0)."""
+    out = []
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        num, _, den = item.partition("/")
+        try:
+            value = float(num) / (float(den) if den else 1.0)
+        except (ValueError, ZeroDivisionError):
+            raise RllabError(f"bad eps {item!r}; use numbers like 0.1 or 4/255") from None
+        if value < 0 or not np.isfinite(value):
+            raise RllabError(f"eps must be a finite number >= 0, got {item}")
+        out.append(value)
+    if not out:
+        raise RllabError("no eps given")
+    return out
+
+
+@dataclass
+class ThreatModel:
+    eps: float
+    norm: str
+    unit: str
+    scale: th.Tensor  # raw units per eps unit, observation-shaped
+    low: th.Tensor
+    high: th.Tensor
+
+    @classmethod
+    def for_agent(cls, agent: Agent, eps: float, norm: str = "linf") -> ThreatModel:
+        if norm not in NORMS:
+            raise RllabError(f"unknown norm {norm!r}; use linf or l2")
+        if eps < 0:
+            raise RllabError(f"eps must be >= 0, got {eps}")
+        shape = agent.observation_space.shape
+        if agent.is_image:
+            scale, unit = np.full(shape, 255.0, dtype=np.float32), "pixel/255"
+        else:
+            if agent.obs_std is None:
+                raise RllabError("the checkpoint has no observation statistics (obs_stats) to scale vector budgets")
+            scale, unit = np.asarray(agent.obs_std, dtype=np.float32).reshape(shape), "obs std"
+        space = agent.observation_space
+        low = np.broadcast_to(np.asarray(space.low, dtype=np.float32), shape)
+        high = np.broadcast_to(np.asarray(space.high, dtype=np.float32), shape)
+        dev = agent.device
+        return cls(
+            eps,
+            norm,
+            unit,
+            th.as_tensor(scale, device=dev),
+            th.as_tensor(low.copy(), device=dev),
+            th.as_tensor(high.copy(), device=dev),
+        )
+
+    # -- geometry (in eps units: z = delta / scale) ----------------------------------
+    def _flat_norm(self, z: th.Tensor) -> th.Tensor:
+        flat = z.reshape(z.shape[0], -1)
+        return flat.abs().amax(1) if self.norm == "linf" else flat.norm(dim=1)
+
+    def project(self, x_adv: th.Tensor, x: th.Tensor) -> th.Tensor:
+        """Nearest point of the ball around ``x`` (then clipped to the observation bounds)."""
+        safe = th.where(self.scale > 0, self.scale, th.ones_like(self.scale))
+        z = (x_adv - x) / safe * (self.scale > 0)
+        if self.norm == "linf":
+            z = z.clamp(-self.eps, self.eps)
+        else:
+            n = z.reshape(z.shape[0], -1).norm(dim=1).clamp_min(1e-12)
+            factor = th.clamp(self.eps / n, max=1.0).view(-1, *[1] * (z.dim() - 1))
+            z = z * factor
+        return th.maximum(th.minimum(x + z * self.scale, self.high), self.low)
+
+    def step(self, x_adv: th.Tensor, grad: th.Tensor, alpha: float) -> th.Tensor:
+        """One ascent step of size ``alpha`` (eps units): signed for linf, normalised for l2."""
+        g = grad * self.scale  # the gradient with respect to z
+        if self.norm == "linf":
+            return x_adv + alpha * g.sign() * self.scale
+        n = g.reshape(g.shape[0], -1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (g.dim() - 1))
+        return x_adv + alpha * g / n * self.scale
+
+    def random_point(self, x: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
+        """Uniform in the ball (linf: per coordinate; l2: uniform direction and radius eps * U^(1/d))."""
+        shape = x.shape
+        if self.norm == "linf":
+            z = (th.rand(shape, generator=generator, device=x.device) * 2 - 1) * self.eps
+        else:
+            d = int(np.prod(shape[1:]))
+            v = th.randn(shape, generator=generator, device=x.device)
+            v = v / v.reshape(shape[0], -1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (len(shape) - 1))
+            r = th.rand(shape[0], generator=generator, device=x.device) ** (1.0 / d) * self.eps
+            z = v * r.view(-1, *[1] * (len(shape) - 1))
+        return self.project(x + z * self.scale, x)
+
+    def size(self, x_adv: th.Tensor, x: th.Tensor) -> th.Tensor:
+        """Per-observation perturbation norm in eps units."""
+        safe = th.where(self.scale > 0, self.scale, th.ones_like(self.scale))
+        return self._flat_norm((x_adv - x) / safe * (self.scale > 0))
+
+    def check(self, x_adv: th.Tensor, x: th.Tensor, attack: str) -> th.Tensor:
+        """Raises ``BudgetViolation`` unless every perturbation is within eps (+1e-6) and the bounds."""
+        sizes = self.size(x_adv, x)
+        worst = float(sizes.max()) if sizes.numel() else 0.0
+        if worst > self.eps + 1e-6:
+            raise BudgetViolation(
+                f"{attack} produced a perturbation of size {worst:.6g} > eps {self.eps:.6g} "
+                f"({self.norm}, {self.unit}): refusing to report it"
+            )
+        if bool(((x_adv < self.low - 1e-4) | (x_adv > self.high + 1e-4)).any()):
+            raise BudgetViolation(f"{attack} left the observation space's bounds")
+        leaked = (self.scale == 0) & (x_adv != x)
+        if bool(leaked.any()):
+            raise BudgetViolation(f"{attack} perturbed a feature whose budget is zero")
+        return sizes
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"eps": self.eps, "norm": self.norm, "unit": self.unit}
+        if self.unit == "obs std":
+            out["raw_budget_per_feature"] = (self.eps * self.scale).reshape(-1).tolist()
+        return out
