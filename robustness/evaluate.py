@@ -82,13 +82,10 @@ def standard_suite(agent: Agent, steps: int = 10, norm: str = "linf", queries: i
     suite: list[Attack] = [FGSM(objectives[0])]
     suite += [PGD(o, steps=steps) for o in objectives]
     if agent.is_discrete:
-        suite += [
-            TorchAttack("PGD" if norm == "linf" else "PGDL2", steps=steps),
-            TorchAttack("APGD", steps=steps),
-            TorchAttack("Square", queries=100),
-            SurrogateTransfer(queries=queries, steps=steps),
-            StrategicallyTimed(PGD("action", steps=steps)),
-        ]
+        suite += [TorchAttack("PGD" if norm == "linf" else "PGDL2", steps=steps), TorchAttack("APGD", steps=steps)]
+        if norm == "linf" or agent.is_image:  # torchattacks' l2 Square needs images
+            suite.append(TorchAttack("Square", queries=100))
+        suite += [SurrogateTransfer(queries=queries, steps=steps), StrategicallyTimed(PGD("action", steps=steps))]
     return suite
 
 

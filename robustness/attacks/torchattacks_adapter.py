@@ -133,6 +133,8 @@ class TorchAttack(Attack):
         wanted = TORCHATTACKS[self.attack]
         if wanted not in ("both", threat.norm):
             raise RllabError(f"{self.name} is an {wanted} attack; the threat model is {threat.norm}")
+        if self.attack == "Square" and threat.norm == "l2" and (not agent.is_image or min(obs.shape[-2:]) < 5):
+            raise RllabError("torchattacks' l2 Square attack needs image observations at least 5 pixels on a side")
         obs = obs.detach()
         if threat.eps == 0:
             return obs.clone()

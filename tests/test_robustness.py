@@ -1,0 +1,269 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import rllab
+from rllab.cli import main
+from rllab.errors import RllabError
+from robustness.attacks import FGSM, PGD, StrategicallyTimed, SurrogateTransfer, TorchAttack, UniformNoise
+from robustness.attacks.base import Attack
+from robustness.attacks.torchattacks_adapter import BoxModel, box_for
+from robustness.evaluate import attacked_run, evaluate
+from robustness.report import leaderboard, sanity_flags, write_report
+from robustness.threat import BudgetViolation, ThreatModel, parse_eps
+
+
+def _states(agent, n=64, seed=0):
+    from robustness.certify import visited_states
+
+    return torch.as_tensor(visited_states(agent, 2, seed)[:n], dtype=torch.float32)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_projection_in_std_units_for_vectors(cartpole_ppo, norm):
+    t = ThreatModel.for_agent(cartpole_ppo, 0.3, norm)
+    assert t.unit == "obs std"
+    std = torch.as_tensor(cartpole_ppo.obs_std)
+    x = torch.zeros(5, 4)
+    far = x + torch.randn(5, 4, generator=torch.Generator().manual_seed(0)) * 10 * std
+    p = t.project(far, x)
+    z = (p - x) / std
+    size = z.abs().amax(1) if norm == "linf" else z.norm(dim=1)
+    assert torch.all(size <= 0.3 + 1e-6) and torch.all(size >= 0.3 - 1e-4)  # on the sphere: far points project to it
+    inside = x + 0.1 * std
+    torch.testing.assert_close(t.project(inside, x), inside) if norm == "linf" else None
+    r = t.random_point(x, torch.Generator().manual_seed(1))
+    assert torch.all(t.size(r, x) <= 0.3 + 1e-6)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_projection_in_pixel_units_clips_to_the_image_range(catch_ppo, norm):
+    t = ThreatModel.for_agent(catch_ppo, 8 / 255, norm)
+    assert t.unit == "pixel/255"
+    x = torch.zeros(2, 1, 10, 5)
+    x[:, 0, 9, 2] = 255
+    p = t.project(x + 100.0 * torch.randn_like(x), x)
+    assert p.min() >= 0 and p.max() <= 255
+    z = (p - x) / 255
+    size = z.abs().amax((1, 2, 3)) if norm == "linf" else z.flatten(1).norm(dim=1)
+    assert torch.all(size <= 8 / 255 + 1e-6)
+    if norm == "linf":
+        assert torch.all((p - x).abs() <= 8.0 + 1e-4)
+
+
+def test_clipping_to_finite_observation_bounds(cartpole_ppo):
+    t = ThreatModel.for_agent(cartpole_ppo, 100.0, "linf")  # a huge budget: only the bounds stop it
+    x = torch.zeros(1, 4)
+    p = t.project(torch.full((1, 4), 1e6), x)
+    assert p[0, 0] == pytest.approx(4.8) and p[0, 2] == pytest.approx(0.41887903)
+    assert p[0, 1] > 1.0  # velocity bounds are infinite: the ball decides
+
+
+def test_budget_violations_fail_loudly(cartpole_ppo):
+    t = ThreatModel.for_agent(cartpole_ppo, 0.1)
+    x = torch.zeros(3, 4)
+    with pytest.raises(BudgetViolation, match="refusing to report"):
+        t.check(x + 0.2 * torch.as_tensor(cartpole_ppo.obs_std), x, "bad")
+
+    class Cheater(Attack):
+        name = "cheater"
+
+        def __call__(self, agent, obs, threat):
+            return obs + 1.0
+
+    with pytest.raises(BudgetViolation):
+        attacked_run(cartpole_ppo, Cheater(), t, episodes=1, seed=0, n_envs=1)
+
+
+def test_parse_eps_units():
+    assert parse_eps("1/255,4/255") == [1 / 255, 4 / 255]
+    with pytest.raises(RllabError, match=">= 0"):
+        parse_eps("-0.1")
+    with pytest.raises(RllabError, match="bad eps"):
+        parse_eps("abc")
+
+
+def test_torchattacks_adapter_round_trip(cartpole_ppo, catch_ppo):
+    for agent in (cartpole_ppo, catch_ppo):
+        x = _states(agent, 16)
+        t = ThreatModel.for_agent(agent, 0.25 if not agent.is_image else 4 / 255)
+        low, width, eps_u = box_for(agent, x, t)
+        model = BoxModel(agent, low, width)
+        u = model.to_u(x)
+        assert u.dim() == 4 and u.min() >= 0 and u.max() <= 1
+        torch.testing.assert_close(model.to_obs(u), x, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(model(u), agent.logits(x), atol=1e-4, rtol=1e-4)
+        # one torchattacks eps unit along any feature is eps of the threat model
+        moved = model.to_obs(u + eps_u)
+        torch.testing.assert_close(t.size(moved, x), torch.full((16,), t.eps), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("agent_name,eps", [("cartpole_ppo", 0.3), ("catch_ppo", 16 / 255)])
+def test_own_pgd_agrees_with_torchattacks_pgd(request, agent_name, eps):
+    agent = request.getfixturevalue(agent_name)
+    x = _states(agent, 64)
+    t = ThreatModel.for_agent(agent, eps)
+    ours = PGD("action", steps=10, random_start=False)(agent, x, t)
+    theirs = TorchAttack("PGD", steps=10, random_start=False)(agent, x, t)
+    tol = 1e-3 * float(t.scale.max()) * eps
+    assert (ours - theirs).abs().max() <= tol + 1e-5
+    np.testing.assert_array_equal(agent.act(ours), agent.act(theirs))
+
+
+def test_every_attack_stays_in_budget_and_fgsm_is_one_step(cartpole_ppo):
+    x = _states(cartpole_ppo, 32)
+    for norm in ("linf", "l2"):
+        t = ThreatModel.for_agent(cartpole_ppo, 0.2, norm)
+        attacks = [
+            UniformNoise(),
+            FGSM("action"),
+            PGD("kl", restarts=2),
+            PGD("value"),
+            PGD("targeted"),
+            TorchAttack("APGD", steps=5),
+            TorchAttack("PGD" if norm == "linf" else "PGDL2"),
+        ]
+        attacks += [TorchAttack("Square", queries=20)] if norm == "linf" else []
+        for a in attacks:
+            t.check(a(cartpole_ppo, x, t), x, a.label)
+    t = ThreatModel.for_agent(cartpole_ppo, 0.2, "linf")
+    f = FGSM("action")(cartpole_ppo, x, t)
+    z = ((f - x) / t.scale).abs()
+    assert torch.allclose(z[z > 0], torch.tensor(0.2), atol=1e-5)  # every moved feature moved by exactly eps
+
+
+def test_strongest_gradient_attack_is_no_weaker_than_noise(cartpole_ppo):
+    card = evaluate(cartpole_ppo, attacks=["pgd", PGD("kl")], eps=[0.5], episodes=4, seed=0, progress=False)
+    noise = card["results"]["noise"]["0.5"]["mean_return"]
+    strongest = min(card["results"][n]["0.5"]["mean_return"] for n in ("pgd-10:action", "pgd-10:kl"))
+    assert strongest <= noise
+    assert strongest <= 0.2 * card["clean"]["mean_return"]  # the KL attack breaks the CartPole agent at 0.5 std
+    assert noise >= 0.9 * card["clean"]["mean_return"]
+
+
+def test_surrogate_learns_the_victim_and_counts_queries(cartpole_ppo):
+    s = SurrogateTransfer(queries=3000, epochs=20)
+    s.prepare(cartpole_ppo, seed=0)
+    assert s.queries == 3000 and s.agreement >= 0.9
+    x = _states(cartpole_ppo, 32)
+    t = ThreatModel.for_agent(cartpole_ppo, 0.5)
+    t.check(s(cartpole_ppo, x, t), x, s.label)
+    assert s.settings()["queries_used"] == 3000
+
+
+def test_timed_attack_respects_its_cap(cartpole_ppo):
+    timed = StrategicallyTimed(PGD("kl"), threshold=0.0, max_fraction=0.25)
+    t = ThreatModel.for_agent(cartpole_ppo, 0.5)
+    row = attacked_run(cartpole_ppo, timed, t, episodes=2, seed=0, n_envs=2)
+    assert timed.fraction_attacked <= 0.25 + 1e-9 and timed.fraction_attacked > 0.2
+    assert row["action_change_rate"] <= 0.25 + 1e-9
+
+
+def test_bad_input_is_one_clear_error(cartpole_ppo_path, tmp_path, capsys):
+    assert main(["attack", str(cartpole_ppo_path), "--eps", "-1"]) == 2
+    assert "eps must be" in capsys.readouterr().err
+    assert main(["attack", str(cartpole_ppo_path), "--attack", "magic"]) == 2
+    assert "unknown attack 'magic'" in capsys.readouterr().err
+    nb = rllab.train(
+        "reinforce",
+        "CartPole-v1",
+        seed=0,
+        steps=512,
+        out=tmp_path / "nb",
+        progress=False,
+        overrides={"use_baseline": False},
+        final_eval_episodes=1,
+    )
+    assert main(["attack", str(tmp_path / "nb"), "--objective", "value", "--out", str(tmp_path / "o")]) == 2
+    assert "needs a critic or Q-function" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    cont = rllab.train(
+        "ppo", "Pendulum-v1", seed=0, steps=256, out=tmp_path / "pend", progress=False, final_eval_episodes=1
+    )
+    with pytest.raises(RllabError, match="needs discrete actions"):
+        evaluate(cont, attacks=[PGD("action")], eps=[0.1], episodes=1, progress=False)
+
+
+def test_attack_command_writes_a_parseable_report_and_the_leaderboard_sorts(cartpole_ppo_path, tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert (
+        main(
+            [
+                "attack",
+                str(cartpole_ppo_path),
+                "--attack",
+                "pgd,fgsm",
+                "--objective",
+                "kl",
+                "--eps",
+                "0.1,0.5",
+                "--episodes",
+                "3",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    card = json.loads((out / "results.json").read_text())
+    assert set(card["results"]) == {"noise", "pgd-10:kl", "fgsm:kl"}
+    row = card["results"]["pgd-10:kl"]["0.5"]
+    for key in (
+        "mean_return",
+        "std_return",
+        "ci95_return",
+        "min_return",
+        "episodes",
+        "seeds",
+        "action_change_rate",
+        "mean_perturbation",
+        "wall_s",
+    ):
+        assert key in row
+    assert (
+        card["threat_model"]["unit"] == "obs std"
+        and len(card["threat_model"]["per_eps"][0]["raw_budget_per_feature"]) == 4
+    )
+    assert card["attacks"]["pgd-10:kl"]["steps"] == 10 and card["attacks"]["pgd-10:kl"]["random_start"] is True
+    md = (out / "report.md").read_text()
+    assert "obs std" in md and "**" in md
+    html = (out / "report.html").read_text()
+    assert html.startswith("<!doctype html>") and "<svg" in html and "http" not in html.split("<svg")[0]
+    # two agents side by side; a made-up stronger agent ranks first
+    weak = json.loads((out / "results.json").read_text())
+    strong = json.loads((out / "results.json").read_text())
+    for by_eps in strong["results"].values():
+        for r in by_eps.values():
+            r["mean_return"] = 500.0
+    (tmp_path / "strong.json").write_text(json.dumps(strong))
+    board = leaderboard({"weak": weak, "strong": strong})
+    assert [e["agent"] for e in board["by_eps"]["0.5"]] == ["strong", "weak"]
+    assert (
+        main(["report", str(out / "results.json"), str(tmp_path / "strong.json"), "--out", str(tmp_path / "lb")]) == 0
+    )
+    assert (tmp_path / "lb" / "leaderboard.md").exists()
+
+
+def test_sanity_flags_fire_on_suspicious_cards():
+    def row(m):
+        return {"mean_return": m, "ci95_return": [m - 1, m + 1], "std_return": 1.0}
+
+    card = {
+        "threat_model": {"eps": [0.1, 0.2]},
+        "agent": {"defenses": [{"name": "median", "differentiable": False}]},
+        "attacks": {
+            "noise": {"kind": "random"},
+            "pgd-10:action": {"kind": "white-box", "attack": "pgd", "objective": "action", "steps": 10},
+            "surrogate:action": {"kind": "black-box (transfer)"},
+        },
+        "results": {
+            "noise": {"0.1": row(50), "0.2": row(40)},
+            "pgd-10:action": {"0.1": row(60), "0.2": row(90)},
+            "surrogate:action": {"0.1": row(55), "0.2": row(30)},
+        },
+    }
+    flags = " | ".join(sanity_flags(card))
+    assert "return rises" in flags and "noise" in flags and "black-box" in flags and "non-adaptive" in flags
