@@ -11,7 +11,7 @@ from robustness.attacks import FGSM, PGD, StrategicallyTimed, SurrogateTransfer,
 from robustness.attacks.base import Attack
 from robustness.attacks.torchattacks_adapter import BoxModel, box_for
 from robustness.evaluate import attacked_run, evaluate
-from robustness.report import leaderboard, sanity_flags, write_report
+from robustness.report import leaderboard, sanity_flags
 from robustness.threat import BudgetViolation, ThreatModel, parse_eps
 
 
@@ -166,7 +166,7 @@ def test_bad_input_is_one_clear_error(cartpole_ppo_path, tmp_path, capsys):
     assert "eps must be" in capsys.readouterr().err
     assert main(["attack", str(cartpole_ppo_path), "--attack", "magic"]) == 2
     assert "unknown attack 'magic'" in capsys.readouterr().err
-    nb = rllab.train(
+    rllab.train(
         "reinforce",
         "CartPole-v1",
         seed=0,
