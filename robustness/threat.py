@@ -82,6 +82,10 @@ class ThreatModel:
             th.as_tensor(high.copy(), device=dev),
         )
 
+    def __post_init__(self) -> None:
+        self.safe_scale = th.where(self.scale > 0, self.scale, th.ones_like(self.scale))
+        self.free = self.scale > 0  # features whose budget is not zero
+
     # -- geometry (in eps units: z = delta / scale) ----------------------------------
     def _flat_norm(self, z: th.Tensor) -> th.Tensor:
         flat = z.reshape(z.shape[0], -1)
@@ -89,8 +93,7 @@ class ThreatModel:
 
     def project(self, x_adv: th.Tensor, x: th.Tensor) -> th.Tensor:
         """Nearest point of the ball around ``x`` (then clipped to the observation bounds)."""
-        safe = th.where(self.scale > 0, self.scale, th.ones_like(self.scale))
-        z = (x_adv - x) / safe * (self.scale > 0)
+        z = (x_adv - x) / self.safe_scale * self.free
         if self.norm == "linf":
             z = z.clamp(-self.eps, self.eps)
         else:
@@ -122,8 +125,7 @@ class ThreatModel:
 
     def size(self, x_adv: th.Tensor, x: th.Tensor) -> th.Tensor:
         """Per-observation perturbation norm in eps units."""
-        safe = th.where(self.scale > 0, self.scale, th.ones_like(self.scale))
-        return self._flat_norm((x_adv - x) / safe * (self.scale > 0))
+        return self._flat_norm((x_adv - x) / self.safe_scale * self.free)
 
     def check(self, x_adv: th.Tensor, x: th.Tensor, attack: str) -> th.Tensor:
         """Raises ``BudgetViolation`` unless every perturbation is within eps (+1e-6) and the bounds."""

@@ -83,8 +83,10 @@ class PGD(Attack):
         random_start: bool = True,
         bpda: bool = False,
         eot: int = 1,
+        amp: bool = False,
     ) -> None:
         super().__init__()
+        self.amp = amp  # bf16 autocast of the forward/backward passes (CUDA); the ascent itself stays fp32
         if steps < 1 or restarts < 1 or eot < 1:
             raise RllabError("PGD needs steps >= 1, restarts >= 1 and eot >= 1")
         if objective not in OBJECTIVES:
@@ -115,6 +117,7 @@ class PGD(Attack):
             "step_size": "2.5*eps/steps" if self.alpha is None else f"{self.alpha}*eps",
             "restarts": self.restarts,
             "random_start": self.random_start,
+            "amp": self.amp,
             "bpda": self.bpda,
             "eot": self.eot,
         }
@@ -123,8 +126,8 @@ class PGD(Attack):
         grad = th.zeros_like(x)
         for _ in range(self.eot):
             x = x.detach().requires_grad_(True)
-            with self.agent_mode():
-                loss = loss_fn(x).sum()
+            with self.agent_mode(), th.autocast(x.device.type, dtype=th.bfloat16, enabled=self.amp):
+                loss = loss_fn(x).float().sum()
             (g,) = th.autograd.grad(loss, x)
             grad += g
         return grad / self.eot

@@ -1,0 +1,113 @@
+"""The attacks issue's "must show" figures, on agents trained with the foundation's defaults (seed 0).
+
+- CartPole-v1 PPO: the strongest attack of the suite at eps = 0.5 std (linf) brings the mean
+  return to <= 20% of clean, while noise of the same budget keeps >= 90%.
+- Catch-v0 PPO (pixels): the breaking budget, the smallest eps in {1,2,4,8,16,32}/255 at which
+  the strongest attack brings the catch rate below 20%, must be <= 32/255 while noise keeps
+  >= 90% of the clean catch rate at that budget.
+- Surrogate transfer on the CartPole agent: queries, held-out agreement (>= 90% with <= 20k
+  queries) and the step-level transfer rate.
+
+Full reports go to runs/bench-attack/*/attacks/acceptance/; the figures to
+bench/results/attack_acceptance.{json,md}.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+import rllab
+from robustness.evaluate import evaluate
+from robustness.report import write_report
+
+RESULTS = Path(__file__).parent / "results"
+WORK = Path("runs/bench-attack")
+
+
+def trained(algo: str, env: str) -> Path:
+    run = WORK / f"{algo}-{env}-s0"
+    if not (run / "agent.json").exists():
+        rllab.train(algo, env, seed=0, out=run, progress=False)
+    return run
+
+
+def catch_rate(mean_return: float) -> float:
+    return (mean_return + 1.0) / 2.0  # Catch returns +1 or -1 per episode
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    out: dict = {}
+    cp_path = trained("ppo", "CartPole-v1")
+    cp = rllab.load(cp_path)
+    card = evaluate(cp, attacks=None, eps=[0.5], episodes=20, seed=0, progress=False)
+    write_report(card, cp_path / "attacks" / "acceptance")
+    clean = card["clean"]["mean_return"]
+    rows = {n: r["0.5"] for n, r in card["results"].items()}
+    strongest = min((n for n in rows if n != "noise"), key=lambda n: rows[n]["mean_return"])
+    sur = next(n for n in rows if n.startswith("surrogate"))
+    out["cartpole"] = {
+        "clean": clean, "noise": rows["noise"]["mean_return"], "strongest_attack": strongest,
+        "strongest_return": rows[strongest]["mean_return"],
+        "strongest_fraction_of_clean": rows[strongest]["mean_return"] / clean,
+        "noise_fraction_of_clean": rows["noise"]["mean_return"] / clean,
+        "passed": rows[strongest]["mean_return"] <= 0.2 * clean and rows["noise"]["mean_return"] >= 0.9 * clean,
+        "all": {n: r["mean_return"] for n, r in rows.items()},
+    }
+    settings = card["attacks"][sur]
+    out["surrogate"] = {"queries": settings["queries_used"], "heldout_agreement": settings["heldout_agreement"],
+                        "transfer_rate": rows[sur]["transfer_rate"], "return": rows[sur]["mean_return"],
+                        "passed": settings["queries_used"] <= 20_000 and settings["heldout_agreement"] >= 0.9}
+
+    catch_path = trained("ppo", "Catch-v0")
+    catch = rllab.load(catch_path)
+    grid = [k / 255 for k in (1, 2, 4, 8, 16, 32)]
+    card = evaluate(catch, attacks=None, eps=grid, episodes=100, seed=0, progress=False)
+    write_report(card, catch_path / "attacks" / "acceptance")
+    clean_rate = catch_rate(card["clean"]["mean_return"])
+    table = []
+    breaking = None
+    for e in grid:
+        k = f"{e:g}"
+        attacked = {n: catch_rate(r[k]["mean_return"]) for n, r in card["results"].items() if n != "noise"}
+        name = min(attacked, key=attacked.get)
+        noise = catch_rate(card["results"]["noise"][k]["mean_return"])
+        table.append({"eps_255": round(e * 255), "strongest": name, "catch_rate": attacked[name], "noise": noise})
+        if breaking is None and attacked[name] < 0.2:
+            breaking = {"eps_255": round(e * 255), "attack": name, "catch_rate": attacked[name], "noise": noise}
+    out["catch"] = {"clean_catch_rate": clean_rate, "grid": table, "breaking_budget": breaking,
+                    "passed": breaking is not None and breaking["noise"] >= 0.9 * clean_rate}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "attack_acceptance.json").write_text(json.dumps(out, indent=2) + "\n")
+    c, s, k = out["cartpole"], out["surrogate"], out["catch"]
+    lines = ["# Attack acceptance (PPO agents with the shipped defaults, seed 0)", "",
+             "| check | measured | goal | passed |", "|---|---|---|---|",
+             f"| CartPole strongest at 0.5 std | {c['strongest_attack']}: {c['strongest_return']:.1f} "
+             f"({c['strongest_fraction_of_clean']:.0%} of clean {c['clean']:.0f}) | <= 20% | "
+             f"{'yes' if c['strongest_fraction_of_clean'] <= 0.2 else 'NO'} |",
+             f"| CartPole noise at 0.5 std | {c['noise']:.1f} ({c['noise_fraction_of_clean']:.0%}) | >= 90% | "
+             f"{'yes' if c['noise_fraction_of_clean'] >= 0.9 else 'NO'} |",
+             f"| Surrogate | {s['queries']} queries, agreement {s['heldout_agreement']:.3f}, transfer rate "
+             f"{s['transfer_rate']:.3f}, return {s['return']:.1f} | <= 20k queries, >= 0.90 | "
+             f"{'yes' if s['passed'] else 'NO'} |"]
+    if k["breaking_budget"]:
+        b = k["breaking_budget"]
+        lines.append(f"| Catch breaking budget | {b['eps_255']}/255 ({b['attack']}: catch rate {b['catch_rate']:.2f}, "
+                     f"noise {b['noise']:.2f}, clean {k['clean_catch_rate']:.2f}) | <= 32/255, noise >= 90% | "
+                     f"{'yes' if k['passed'] else 'NO'} |")
+    else:
+        lines.append("| Catch breaking budget | not reached on the grid | <= 32/255 | NO |")
+    lines += ["", "Catch grid (catch rate of the strongest attack and of noise):", "",
+              "| eps | strongest attack | catch rate | noise |", "|---|---|---|---|"]
+    lines += [f"| {r['eps_255']}/255 | {r['strongest']} | {r['catch_rate']:.2f} | {r['noise']:.2f} |" for r in table]
+    lines += ["", "CartPole at 0.5 std, every attack (mean return over 20 episodes):", "",
+              "| attack | return |", "|---|---|"] + [f"| {n} | {v:.1f} |" for n, v in c["all"].items()]
+    (RESULTS / "attack_acceptance.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

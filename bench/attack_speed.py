@@ -1,0 +1,85 @@
+"""Batched attacked evaluation vs a per-environment torchattacks loop, same agent, same steps.
+
+- ``rllab``: PGD-10 (action objective) through ``robustness.evaluate.attacked_run`` over 16
+  environments stepped together: one attack call per vector step.
+- ``loop``: the way it is usually written by hand: one environment, and for each step a
+  ``torchattacks.PGD`` call on that single observation (through the same threat-model adapter).
+
+Both run the same number of environment steps on the same agent (PPO CartPole-v1, shipped
+defaults, seed 0), one torch thread. Writes bench/results/attack_speed.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+import rllab
+from robustness.attacks import PGD, TorchAttack
+from robustness.evaluate import attacked_run
+from robustness.threat import ThreatModel
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def agent_path(workdir: Path) -> Path:
+    run = workdir / "ppo-CartPole-v1-s0"
+    if not (run / "agent.json").exists():
+        rllab.train("ppo", "CartPole-v1", seed=0, out=run, progress=False)
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--episodes", type=int, default=16)
+    parser.add_argument("--eps", type=float, default=0.1)
+    parser.add_argument("--workdir", default="runs/bench-attack")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    agent = rllab.load(agent_path(Path(args.workdir)))
+    threat = ThreatModel.for_agent(agent, args.eps)
+
+    t = time.perf_counter()
+    batched = attacked_run(agent, PGD("action", steps=10), threat, args.episodes, seed=0, n_envs=16)
+    batched_s = time.perf_counter() - t
+    steps = batched["steps"]
+
+    # the hand-written baseline: one env, torchattacks PGD per step, until the same number of steps
+    env = agent.make_env()
+    attack = TorchAttack("PGD", steps=10)
+    done_steps, episode = 0, 0
+    t = time.perf_counter()
+    obs, _ = env.reset(seed=0)
+    while done_steps < steps:
+        x = torch.as_tensor(obs[None], dtype=torch.float32)
+        action = agent.act(attack(agent, x, threat))[0]
+        obs, _, term, trunc, _ = env.step(action)
+        done_steps += 1
+        if term or trunc:
+            episode += 1
+            obs, _ = env.reset(seed=episode)
+    loop_s = time.perf_counter() - t
+
+    out = {"benchmark": "attack_speed", "agent": "ppo CartPole-v1 seed 0", "attack": "PGD-10, action objective",
+           "eps": args.eps, "unit": "obs std", "steps": steps, "torch_threads": 1, "machine": platform.platform(),
+           "rllab_batched_16_envs": {"wall_s": round(batched_s, 3), "steps_per_s": round(steps / batched_s, 1)},
+           "torchattacks_loop_1_env": {"wall_s": round(loop_s, 3), "steps_per_s": round(steps / loop_s, 1)},
+           "speedup": round(loop_s / batched_s, 2)}
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "attack_speed.json").write_text(json.dumps(out, indent=2) + "\n")
+    md = (f"# Attacked evaluation speed (PGD-10, {steps} environment steps, CPU, 1 thread)\n\n"
+          "| variant | wall (s) | env steps/s |\n|---|---|---|\n"
+          f"| rllab, batched over 16 envs | {batched_s:.2f} | {steps / batched_s:.0f} |\n"
+          f"| torchattacks.PGD per step, 1 env | {loop_s:.2f} | {steps / loop_s:.0f} |\n\n"
+          f"Speed-up: **{loop_s / batched_s:.1f}x** (goal >= 20x).\n")
+    (RESULTS / "attack_speed.md").write_text(md)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
