@@ -38,7 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-freq", type=int, help="evaluate every N steps (default steps/10; 0: never)")
     p.add_argument("--eval-episodes", type=positive_int, default=5, help="episodes per periodic evaluation")
     p.add_argument("--save-freq", type=int, help="checkpoint every N steps (default steps/10; 0: only at the end)")
-    p.add_argument("--defense", help="adversarial training: sa-reg (SA-PPO regulariser) or adv-obs")
+    p.add_argument(
+        "--defense",
+        help="adversarial training: sa-reg (SA-PPO regulariser), adv-obs, or atla (alternating learned adversary)",
+    )
     p.add_argument("--eps", type=float, default=0.1, help="defense budget (pixel/255 or obs-std units)")
     p.add_argument("--defense-coef", type=float, default=0.1, help="sa-reg: weight of the KL regulariser")
     p.add_argument("--defense-steps", type=positive_int, default=10, help="PGD steps of the inner maximisation")

@@ -162,4 +162,12 @@ def _adv_obs(model: BaseAlgorithm, **kwargs: Any) -> dict[str, Any]:
     return install(model, "adv-obs", **kwargs)
 
 
-TRAINING_DEFENSES.update({"sa-reg": _sa_reg, "adv-obs": _adv_obs})
+def _atla(model: BaseAlgorithm, **kwargs: Any) -> dict[str, Any]:
+    from robustness.learned_adversary import install_atla
+
+    kwargs.pop("coef", None)
+    kwargs.pop("ramp", None)
+    return install_atla(model, **kwargs)
+
+
+TRAINING_DEFENSES.update({"sa-reg": _sa_reg, "adv-obs": _adv_obs, "atla": _atla})

@@ -50,7 +50,7 @@ class AttackedEnv(gym.Env):
 
     def __init__(
         self,
-        victim: str,
+        victim: str | Agent,
         eps: float,
         mode: str = "pa-ad",
         pgd_steps: int = 10,
@@ -60,8 +60,9 @@ class AttackedEnv(gym.Env):
             raise RllabError(f"eps must be >= 0, got {eps}")
         if mode not in ("pa-ad", "direct"):
             raise RllabError(f"unknown adversary mode {mode!r}; use pa-ad or direct")
-        self.victim_path, self.eps, self.mode, self.pgd_steps = str(victim), float(eps), mode, int(pgd_steps)
-        self.victim = load(victim)
+        self.eps, self.mode, self.pgd_steps = float(eps), mode, int(pgd_steps)
+        # a live Agent (ATLA trains against the victim as it learns) or a checkpoint folder
+        self.victim = victim if isinstance(victim, Agent) else load(victim)
         self.env = self.victim.make_env(**(victim_env_kwargs or {}))
         space = self.victim.observation_space
         self.low = np.asarray(space.low, dtype=np.float32)
@@ -244,3 +245,101 @@ class LearnedAttackAdapter(Attack):
                 self._by_eps[threat.eps] = LearnedAttack(out, eps=threat.eps)
         perturbed = self._by_eps[threat.eps](agent, obs)
         return threat.project(th.as_tensor(perturbed, device=obs.device), obs)
+
+
+# ------------------------------------------------------------------------------ ATLA
+class AdversarialObservations:
+    """A VecEnv wrapper: the victim's rollouts see observations perturbed by the current adversary."""
+
+    def __init__(self, venv: Any, attacked: AttackedEnv, adversary: Any) -> None:
+        from stable_baselines3.common.vec_env import VecEnvWrapper
+
+        class _Wrapper(VecEnvWrapper):
+            def reset(inner):  # noqa: N805
+                return self.perturb(inner.venv.reset())
+
+            def step_wait(inner):  # noqa: N805
+                obs, rewards, dones, infos = inner.venv.step_wait()
+                return self.perturb(obs), rewards, dones, infos
+
+        self.attacked, self.adversary = attacked, adversary
+        self.vec = _Wrapper(venv)
+
+    def perturb(self, obs: np.ndarray) -> np.ndarray:
+        if self.attacked.eps == 0:
+            return obs
+        action, _ = self.adversary.predict(obs.astype(np.float32), deterministic=False)
+        return self.attacked.perturb(obs.astype(np.float32), action).astype(obs.dtype)
+
+
+def install_atla(
+    model: Any, eps: float, seed: int = 0, steps: int = 10, adv_every: int = 8, adv_steps: int = 2048, **_: Any
+) -> dict[str, Any]:
+    """ATLA (Zhang et al. 2021): alternate victim and adversary training.
+
+    The victim's rollouts see observations perturbed by a PA-AD adversary; every ``adv_every``
+    victim updates the adversary trains ``adv_steps`` PPO steps against the current victim.
+    Vector budgets use the std of observations under the initial (untrained) policy.
+    """
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    from rllab.agent import Agent as _Agent
+    from rllab.agent import spec_skeleton
+    from rllab.policies import default_extractor
+
+    if not hasattr(model, "rollout_buffer"):
+        raise RllabError("--defense atla needs an on-policy algorithm (reinforce, a2c, ppo)")
+    venv = model.get_env()
+    if isinstance(venv, VecNormalize) or type(venv).__name__ == "VecTransposeImage":
+        raise RllabError("--defense atla supports environments without observation normalisation or transposition")
+    env_id = venv.get_attr("spec")[0].id
+    obs_space, act_space = model.observation_space, model.action_space
+    kwargs = {"features_extractor": default_extractor(obs_space)} if len(obs_space.shape) == 3 else {}
+    spec = spec_skeleton("ppo", env_id, {}, [], obs_space, act_space, "ActorCriticPolicy", kwargs, has_critic=True)
+    probe = gym.make(env_id)
+    seen, (o, _) = [], probe.reset(seed=seed)
+    for _ in range(2000):
+        seen.append(np.asarray(o, dtype=np.float64))
+        o, _, term, trunc, _ = probe.step(probe.action_space.sample())
+        if term or trunc:
+            o, _ = probe.reset()
+    probe.close()
+    x = np.stack(seen)
+    spec["obs_stats"] = {"mean": x.mean(0).reshape(-1).tolist(), "std": x.std(0).reshape(-1).tolist()}
+    victim = _Agent(spec, model.policy)  # a live view: it shares the policy being trained
+    attacked = [AttackedEnv(victim, eps, pgd_steps=steps) for _ in range(4)]
+    adversary = PPO(
+        "MlpPolicy",
+        DummyVecEnv([lambda a=a: a for a in attacked]),
+        n_steps=128,
+        batch_size=256,
+        n_epochs=10,
+        learning_rate=1e-3,
+        ent_coef=0.01,
+        seed=seed,
+        device=model.device,
+        verbose=0,
+    )
+    wrapper = AdversarialObservations(venv, attacked[0], adversary)
+    model.env = wrapper.vec
+    train = model.train
+    updates = {"n": 0}
+
+    def train_then_adversary() -> None:
+        train()
+        updates["n"] += 1
+        if updates["n"] % adv_every == 0:
+            adversary.learn(adv_steps, reset_num_timesteps=False)
+            model.logger.record("train/atla_adversary_steps", adversary.num_timesteps)
+
+    model.train = train_then_adversary
+    return {
+        "name": "atla",
+        "eps": eps,
+        "unit": "pixel/255" if victim.is_image else "initial-policy obs std",
+        "pgd_steps": steps,
+        "adv_every": adv_every,
+        "adv_steps": adv_steps,
+        "adversary": "PA-AD (PPO director)",
+    }
