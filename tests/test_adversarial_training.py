@@ -100,3 +100,36 @@ def test_defense_errors(tmp_path, capsys):
         == 2
     )
     assert "unknown training defense 'magic'" in capsys.readouterr().err
+
+
+def test_atla_alternates_victim_and_adversary(tmp_path):
+    from robustness import learned_adversary
+
+    seen = []
+    original = learned_adversary.AdversarialObservations.perturb
+
+    def spy(self, obs):
+        out = original(self, obs)
+        seen.append(np.abs(out - obs).max())
+        return out
+
+    learned_adversary.AdversarialObservations.perturb = spy
+    try:
+        agent = rllab.train(
+            "ppo",
+            "CartPole-v1",
+            seed=0,
+            steps=2048,
+            out=tmp_path / "atla",
+            progress=False,
+            final_eval_episodes=2,
+            eval_freq=0,
+            defense="atla",
+            defense_kwargs={"eps": 0.3, "steps": 3, "adv_every": 2, "adv_steps": 256},
+        )
+    finally:
+        learned_adversary.AdversarialObservations.perturb = original
+    cfg = agent.spec["training"]["config"]["defense"]
+    assert cfg["name"] == "atla" and cfg["adv_every"] == 2
+    assert max(seen) > 0  # the victim's rollouts really saw perturbed observations
+    assert agent.spec["lineage"][0]["transform"] == "adversarial-training:atla"
