@@ -4,7 +4,8 @@
   return to <= 20% of clean, while noise of the same budget keeps >= 90%.
 - Catch-v0 PPO (pixels): the breaking budget, the smallest eps in {1,2,4,8,16,32}/255 at which
   the strongest attack brings the catch rate below 20%, must be <= 32/255 while noise keeps
-  >= 90% of the clean catch rate at that budget.
+  >= 90% of the clean catch rate at that budget (64/255 is added to locate the break when it
+  lies beyond the issue's grid).
 - Surrogate transfer on the CartPole agent: queries, held-out agreement (>= 90% with <= 20k
   queries) and the step-level transfer rate.
 
@@ -50,7 +51,9 @@ def main() -> None:
     strongest = min((n for n in rows if n != "noise"), key=lambda n: rows[n]["mean_return"])
     sur = next(n for n in rows if n.startswith("surrogate"))
     out["cartpole"] = {
-        "clean": clean, "noise": rows["noise"]["mean_return"], "strongest_attack": strongest,
+        "clean": clean,
+        "noise": rows["noise"]["mean_return"],
+        "strongest_attack": strongest,
         "strongest_return": rows[strongest]["mean_return"],
         "strongest_fraction_of_clean": rows[strongest]["mean_return"] / clean,
         "noise_fraction_of_clean": rows["noise"]["mean_return"] / clean,
@@ -58,13 +61,17 @@ def main() -> None:
         "all": {n: r["mean_return"] for n, r in rows.items()},
     }
     settings = card["attacks"][sur]
-    out["surrogate"] = {"queries": settings["queries_used"], "heldout_agreement": settings["heldout_agreement"],
-                        "transfer_rate": rows[sur]["transfer_rate"], "return": rows[sur]["mean_return"],
-                        "passed": settings["queries_used"] <= 20_000 and settings["heldout_agreement"] >= 0.9}
+    out["surrogate"] = {
+        "queries": settings["queries_used"],
+        "heldout_agreement": settings["heldout_agreement"],
+        "transfer_rate": rows[sur]["transfer_rate"],
+        "return": rows[sur]["mean_return"],
+        "passed": settings["queries_used"] <= 20_000 and settings["heldout_agreement"] >= 0.9,
+    }
 
     catch_path = trained("ppo", "Catch-v0")
     catch = rllab.load(catch_path)
-    grid = [k / 255 for k in (1, 2, 4, 8, 16, 32)]
+    grid = [k / 255 for k in (1, 2, 4, 8, 16, 32, 64)]  # 64/255 beyond the grid, to locate the break
     card = evaluate(catch, attacks=None, eps=grid, episodes=100, seed=0, progress=False)
     write_report(card, catch_path / "attacks" / "acceptance")
     clean_rate = catch_rate(card["clean"]["mean_return"])
@@ -78,33 +85,53 @@ def main() -> None:
         table.append({"eps_255": round(e * 255), "strongest": name, "catch_rate": attacked[name], "noise": noise})
         if breaking is None and attacked[name] < 0.2:
             breaking = {"eps_255": round(e * 255), "attack": name, "catch_rate": attacked[name], "noise": noise}
-    out["catch"] = {"clean_catch_rate": clean_rate, "grid": table, "breaking_budget": breaking,
-                    "passed": breaking is not None and breaking["noise"] >= 0.9 * clean_rate}
+    out["catch"] = {
+        "clean_catch_rate": clean_rate,
+        "grid": table,
+        "breaking_budget": breaking,
+        "passed": breaking is not None and breaking["eps_255"] <= 32 and breaking["noise"] >= 0.9 * clean_rate,
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "attack_acceptance.json").write_text(json.dumps(out, indent=2) + "\n")
     c, s, k = out["cartpole"], out["surrogate"], out["catch"]
-    lines = ["# Attack acceptance (PPO agents with the shipped defaults, seed 0)", "",
-             "| check | measured | goal | passed |", "|---|---|---|---|",
-             f"| CartPole strongest at 0.5 std | {c['strongest_attack']}: {c['strongest_return']:.1f} "
-             f"({c['strongest_fraction_of_clean']:.0%} of clean {c['clean']:.0f}) | <= 20% | "
-             f"{'yes' if c['strongest_fraction_of_clean'] <= 0.2 else 'NO'} |",
-             f"| CartPole noise at 0.5 std | {c['noise']:.1f} ({c['noise_fraction_of_clean']:.0%}) | >= 90% | "
-             f"{'yes' if c['noise_fraction_of_clean'] >= 0.9 else 'NO'} |",
-             f"| Surrogate | {s['queries']} queries, agreement {s['heldout_agreement']:.3f}, transfer rate "
-             f"{s['transfer_rate']:.3f}, return {s['return']:.1f} | <= 20k queries, >= 0.90 | "
-             f"{'yes' if s['passed'] else 'NO'} |"]
+    lines = [
+        "# Attack acceptance (PPO agents with the shipped defaults, seed 0)",
+        "",
+        "| check | measured | goal | passed |",
+        "|---|---|---|---|",
+        f"| CartPole strongest at 0.5 std | {c['strongest_attack']}: {c['strongest_return']:.1f} "
+        f"({c['strongest_fraction_of_clean']:.0%} of clean {c['clean']:.0f}) | <= 20% | "
+        f"{'yes' if c['strongest_fraction_of_clean'] <= 0.2 else 'NO'} |",
+        f"| CartPole noise at 0.5 std | {c['noise']:.1f} ({c['noise_fraction_of_clean']:.0%}) | >= 90% | "
+        f"{'yes' if c['noise_fraction_of_clean'] >= 0.9 else 'NO'} |",
+        f"| Surrogate | {s['queries']} queries, agreement {s['heldout_agreement']:.3f}, transfer rate "
+        f"{s['transfer_rate']:.3f}, return {s['return']:.1f} | <= 20k queries, >= 0.90 | "
+        f"{'yes' if s['passed'] else 'NO'} |",
+    ]
     if k["breaking_budget"]:
         b = k["breaking_budget"]
-        lines.append(f"| Catch breaking budget | {b['eps_255']}/255 ({b['attack']}: catch rate {b['catch_rate']:.2f}, "
-                     f"noise {b['noise']:.2f}, clean {k['clean_catch_rate']:.2f}) | <= 32/255, noise >= 90% | "
-                     f"{'yes' if k['passed'] else 'NO'} |")
+        lines.append(
+            f"| Catch breaking budget | {b['eps_255']}/255 ({b['attack']}: catch rate {b['catch_rate']:.2f}, "
+            f"noise {b['noise']:.2f}, clean {k['clean_catch_rate']:.2f}) | <= 32/255, noise >= 90% | "
+            f"{'yes' if k['passed'] else 'NO'} |"
+        )
     else:
-        lines.append("| Catch breaking budget | not reached on the grid | <= 32/255 | NO |")
-    lines += ["", "Catch grid (catch rate of the strongest attack and of noise):", "",
-              "| eps | strongest attack | catch rate | noise |", "|---|---|---|---|"]
+        lines.append("| Catch breaking budget | not reached up to 64/255 | <= 32/255 | NO |")
+    lines += [
+        "",
+        "Catch grid (catch rate of the strongest attack and of noise):",
+        "",
+        "| eps | strongest attack | catch rate | noise |",
+        "|---|---|---|---|",
+    ]
     lines += [f"| {r['eps_255']}/255 | {r['strongest']} | {r['catch_rate']:.2f} | {r['noise']:.2f} |" for r in table]
-    lines += ["", "CartPole at 0.5 std, every attack (mean return over 20 episodes):", "",
-              "| attack | return |", "|---|---|"] + [f"| {n} | {v:.1f} |" for n, v in c["all"].items()]
+    lines += [
+        "",
+        "CartPole at 0.5 std, every attack (mean return over 20 episodes):",
+        "",
+        "| attack | return |",
+        "|---|---|",
+    ] + [f"| {n} | {v:.1f} |" for n, v in c["all"].items()]
     (RESULTS / "attack_acceptance.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -87,7 +87,12 @@ class Agent(nn.Module):
 
     @property
     def device(self) -> th.device:
-        return next(self.policy.parameters()).device
+        # a cached reference parameter: module.to() moves parameters in place, so it stays valid,
+        # and walking the module tree on every call costs more than a small forward pass
+        ref = self.__dict__.get("_device_ref")
+        if ref is None:
+            ref = self.__dict__["_device_ref"] = next(self.policy.parameters())
+        return ref.device
 
     @property
     def is_discrete(self) -> bool:
