@@ -47,13 +47,13 @@ def main() -> None:
         paths[defense], out["train_s"][defense] = run(defense, defense=defense, defense_kwargs={"eps": EPS, **kw})
     smooth = WORK / "vanilla-smoothed"
     if not (smooth / "agent.json").exists():
-        defend(paths["vanilla"], smooth, smoothing={"sigma": 0.25, "n": 32, "mode": "vote"})
+        defend(paths["vanilla"], smooth, smoothing={"sigma": 0.25, "n": 8, "mode": "vote"})
     paths["smoothed (vote)"] = smooth
 
     cards = {}
     for name, path in paths.items():
         agent = rllab.load(path)
-        card = evaluate(agent, attacks=None, eps=[EPS], episodes=20, seed=0, progress=False)
+        card = evaluate(agent, attacks=None, eps=[EPS], episodes=10, seed=0, progress=False)
         card["agent"]["run"] = str(path)
         write_report(card, path / "attacks" / "acceptance")
         cards[name] = card
@@ -114,7 +114,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "defense_acceptance.json").write_text(json.dumps(out, indent=2) + "\n")
     lines = [
-        f"# Defenses on CartPole-v1 (PPO, seed 0), eps = {EPS} std, linf, 20 episodes",
+        f"# Defenses on CartPole-v1 (PPO, seed 0), eps = {EPS} std, linf, 10 episodes",
         "",
         "| agent | train s | clean | noise | worst case | strongest attack |",
         "|---|---|---|---|---|---|",

@@ -86,6 +86,13 @@ def standard_suite(agent: Agent, steps: int = 10, norm: str = "linf", queries: i
         if norm == "linf" or agent.is_image:  # torchattacks' l2 Square needs images
             suite.append(TorchAttack("Square", queries=100))
         suite += [SurrogateTransfer(queries=queries, steps=steps), StrategicallyTimed(PGD("action", steps=steps))]
+    # Adaptive evaluation (Athalye et al. 2018): defenses that are non-differentiable get BPDA,
+    # random ones EOT, added automatically so no report shows a defense only against naive attacks.
+    defenses = agent.defenses
+    bpda = any(not d["differentiable"] for d in defenses)
+    eot = 8 if any(d["random"] for d in defenses) else 1
+    if bpda or eot > 1:
+        suite += [PGD(o, steps=steps, bpda=bpda, eot=eot) for o in objectives if o != "value"]
     return suite
 
 

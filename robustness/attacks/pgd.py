@@ -128,8 +128,9 @@ class PGD(Attack):
             x = x.detach().requires_grad_(True)
             with self.agent_mode(), th.autocast(x.device.type, dtype=th.bfloat16, enabled=self.amp):
                 loss = loss_fn(x).float().sum()
-            (g,) = th.autograd.grad(loss, x)
-            grad += g
+            if loss.requires_grad:  # a vote-smoothed agent has no gradient at all: masked, not an error
+                (g,) = th.autograd.grad(loss, x, allow_unused=True)
+                grad += g if g is not None else 0.0
         return grad / self.eot
 
     def agent_mode(self):

