@@ -366,6 +366,10 @@ def load(path: str | Path, device: str = "cpu", env_id: str | None = None) -> Ag
     spec = read_spec(path)
     if env_id is not None and env_id != spec["env"]["id"]:
         raise RllabError(f"checkpoint {path} is for {spec['env']['id']!r}, not {env_id!r}")
+    if spec.get("quantization"):  # int8 checkpoints rebuild their quantised layers first
+        from rllab.transforms.quantize import load_quantized
+
+        return load_quantized(path, device)
     agent = agent_from_spec(spec, resolve_device(device))
     try:
         missing, unexpected = load_model(agent, str(Path(path) / WEIGHTS_FILE), strict=False, device=str(agent.device))

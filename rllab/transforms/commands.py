@@ -1,0 +1,172 @@
+"""``rllab distill | prune | quantize``: compression transforms from checkpoint to checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch as th
+
+from rllab.agent import Agent
+from rllab.checkpoint import SPEC_FILE, WEIGHTS_FILE
+from rllab.errors import RllabError
+
+
+def default_out(parent: Path, transform: str) -> Path:
+    return parent.parent / f"{parent.name}-{transform}"
+
+
+def finish(
+    agent: Agent, out: str | Path | None, parent: Agent, parent_path: Path, transform: str, seed: int, episodes: int
+) -> Agent:
+    """Save a transformed agent with its compression summary, then say where and what it is."""
+    from rllab.transforms.summary import compression_summary, parameter_counts, summary_line
+
+    out = Path(out) if out is not None else default_out(Path(parent_path), transform)
+    if out.resolve() == Path(parent_path).resolve():
+        raise RllabError("--out must differ from the input checkpoint")
+    if (out / SPEC_FILE).exists():
+        raise RllabError(f"{out} already holds a checkpoint; choose another --out")
+    created = not out.exists()
+    try:
+        agent.save(out)
+        summary = compression_summary(agent, out, episodes=episodes, seed=seed)
+        summary["parent"] = {
+            "parameters": parameter_counts(parent),
+            "file_bytes": (Path(parent_path) / WEIGHTS_FILE).stat().st_size,
+        }
+        agent.spec["compression"] = summary
+        agent.spec["lineage"][-1]["summary"] = {
+            k: summary[k] for k in ("parameters", "file_bytes", "latency_s", "mean_return")
+        }
+        agent.save(out)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)  # never leave a half-made checkpoint behind
+        raise
+    print(f"rllab {transform}: wrote {out}")
+    print(f"  {summary_line(summary)}")
+    pp = summary["parent"]["parameters"]
+    print(
+        f"  parent {parent_path}: params {pp['policy']['total']:,} (actor {pp['actor']['total']:,}), "
+        f"file {summary['parent']['file_bytes'] / 1024:.1f} KiB"
+    )
+    return agent
+
+
+def _json_arg(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RllabError(f"--policy-kwargs must be a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise RllabError("--policy-kwargs must be a JSON object")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("distill", help="distil one or more teachers into a smaller student (new checkpoint)")
+    p.add_argument("teacher", nargs="+", help="teacher checkpoint folder(s); several form an averaged ensemble")
+    p.add_argument("--arch", default="16,16", help="student hidden layers, e.g. 16,16")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature (Hinton et al. 2015)")
+    p.add_argument("--data", default="mixed", choices=["teacher", "student", "mixed"], help="who visits the states")
+    p.add_argument("--steps", type=int, default=20_000, help="states gathered in total")
+    p.add_argument("--rounds", type=int, default=5, help="data-gathering rounds (DAgger iterations)")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the aggregated data after each round")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--critic", action="store_true", help="also distil the state-value critic")
+    p.add_argument(
+        "--policy-kwargs", help='JSON overrides, e.g. \'{"features_extractor_kwargs": {"features_dim": 32}}\''
+    )
+    p.add_argument("--episodes", type=int, default=20, help="evaluation episodes for the summary")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output checkpoint (default TEACHER-distill)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("prune", help="prune an agent's weights or hidden units, with fine-tuning (new checkpoint)")
+    p.add_argument("run", help="checkpoint folder")
+    p.add_argument("--sparsity", type=float, default=0.9, help="fraction of weights (or hidden units) removed")
+    p.add_argument("--structured", action="store_true", help="remove whole hidden units (smaller, faster network)")
+    p.add_argument("--importance", default="magnitude", choices=["magnitude", "gradient"])
+    p.add_argument("--iterative", type=int, default=1, help="prune-then-fine-tune rounds")
+    p.add_argument("--finetune", default="distill", choices=["distill", "rl", "none"])
+    p.add_argument(
+        "--steps", type=int, default=10_000, help="states (distill) or environment steps (rl) per fine-tuning round"
+    )
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--episodes", type=int, default=20, help="evaluation episodes for the summary")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output checkpoint (default RUN-prune)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("quantize", help="post-training dynamic int8 quantisation (new checkpoint)")
+    p.add_argument("run", help="checkpoint folder")
+    p.add_argument("--dtype", default="int8", choices=["int8"])
+    p.add_argument(
+        "--min-features", type=int, default=16, help="layers with fewer inputs or outputs than this stay float"
+    )
+    p.add_argument("--episodes", type=int, default=20, help="evaluation episodes for the summary")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output checkpoint (default RUN-quantize)")
+    p.set_defaults(func=cmd_quantize)
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from rllab.transforms.distill import distill
+
+    th.manual_seed(args.seed)
+    distill(
+        args.teacher,
+        args.arch,
+        args.out,
+        args.temperature,
+        args.data,
+        args.steps,
+        args.rounds,
+        args.epochs,
+        args.lr,
+        critic=args.critic,
+        policy_kwargs=_json_arg(args.policy_kwargs),
+        seed=args.seed,
+        eval_episodes=args.episodes,
+        progress=not args.no_progress,
+    )
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from rllab.transforms.prune import prune
+
+    prune(
+        args.run,
+        args.sparsity,
+        args.out,
+        structured=args.structured,
+        importance=args.importance,
+        iterative=args.iterative,
+        finetune=args.finetune,
+        steps=args.steps,
+        epochs=args.epochs,
+        lr=args.lr,
+        seed=args.seed,
+        eval_episodes=args.episodes,
+        progress=not args.no_progress,
+    )
+    return 0
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from rllab.transforms.quantize import quantize
+
+    quantize(
+        args.run, args.dtype, args.out, seed=args.seed, eval_episodes=args.episodes, min_features=args.min_features
+    )
+    return 0
