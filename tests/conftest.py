@@ -17,7 +17,8 @@ import rllab
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-def _trained(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs) -> Path:
+def trained_run(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs) -> Path:
+    """A run folder trained once per session (or reused from RLLAB_TEST_CACHE when complete)."""
     cache = os.environ.get("RLLAB_TEST_CACHE")
     root = Path(cache) if cache else tmp_path_factory.getbasetemp() / "agents"
     run = root / name
@@ -37,13 +38,13 @@ def _trained(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs) -> P
 @pytest.fixture(scope="session")
 def cartpole_ppo_path(tmp_path_factory) -> Path:
     """PPO on CartPole-v1 with the shipped defaults, seed 0 (mean return 500)."""
-    return _trained(tmp_path_factory, "cartpole-ppo", algo="ppo", env="CartPole-v1", seed=0, steps=100_000)
+    return trained_run(tmp_path_factory, "cartpole-ppo", algo="ppo", env="CartPole-v1", seed=0, steps=100_000)
 
 
 @pytest.fixture(scope="session")
 def catch_ppo_path(tmp_path_factory) -> Path:
     """PPO (small CNN) on Catch-v0 with the shipped defaults, seed 0."""
-    return _trained(tmp_path_factory, "catch-ppo", algo="ppo", env="Catch-v0", seed=0, steps=60_000)
+    return trained_run(tmp_path_factory, "catch-ppo", algo="ppo", env="Catch-v0", seed=0, steps=60_000)
 
 
 @pytest.fixture(scope="session")

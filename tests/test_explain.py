@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -30,26 +28,13 @@ from explain.methods import (
     gaussian_blur,
     make_method,
 )
-
-
-def _trained(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs) -> Path:
-    cache = os.environ.get("RLLAB_TEST_CACHE")
-    run = (Path(cache) if cache else tmp_path_factory.getbasetemp() / "agents") / name
-    if (run / "agent.json").exists():
-        try:
-            if rllab.load(run).spec["training"].get("complete"):
-                return run
-        except rllab.RllabError:
-            pass
-        shutil.rmtree(run)
-    rllab.train(out=run, progress=False, **kwargs)
-    return run
+from tests.conftest import trained_run
 
 
 @pytest.fixture(scope="session")
 def catchd_ppo_path(tmp_path_factory) -> Path:
     """PPO (small CNN) on CatchDistractors-v0, shipped hyperparameters, 40k steps, seed 0 (catches every ball)."""
-    return _trained(tmp_path_factory, "catchd-ppo-40k", algo="ppo", env="CatchDistractors-v0", seed=0, steps=40_000)
+    return trained_run(tmp_path_factory, "catchd-ppo-40k", algo="ppo", env="CatchDistractors-v0", seed=0, steps=40_000)
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +51,7 @@ def catchd_states(catchd_ppo):
 @pytest.fixture(scope="session")
 def cartpole_dqn(tmp_path_factory) -> rllab.Agent:
     """A barely trained DQN: only its shape matters (no critic)."""
-    path = _trained(tmp_path_factory, "cartpole-dqn-tiny", algo="dqn", env="CartPole-v1", seed=0, steps=300)
+    path = trained_run(tmp_path_factory, "cartpole-dqn-tiny", algo="dqn", env="CartPole-v1", seed=0, steps=300)
     return rllab.load(path)
 
 
