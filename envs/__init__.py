@@ -6,8 +6,9 @@ Importing this package registers:
 - ``CatchDistractors-v0``: the same game with 3 moving distractor pixels of
   intensity 128 that never affect reward (for explanation ground truth).
 
-Both accept ``rows``, ``columns``, ``distractors``, ``distractor_intensity`` and
-``distractor_mode`` through ``gymnasium.make(id, **kwargs)``.
+Both accept ``rows``, ``columns``, ``distractors``, ``distractor_intensity``,
+``distractor_mode`` and ``scale`` (pixels per cell) through
+``gymnasium.make(id, **kwargs)`` or ``rllab train --env-kwargs '{scale: 3}'``.
 """
 
 from __future__ import annotations

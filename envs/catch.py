@@ -9,7 +9,12 @@ Observations are ``uint8`` images of shape ``(1, rows, columns)`` (channel
 first, so Stable-Baselines3 uses them as they are): ball and paddle are 255,
 optional distractors are lit at ``distractor_intensity``. Distractors move or
 flicker at random and never affect the reward. ``info["mask"]`` is a boolean
-``(rows, columns)`` array marking the pixels that matter (ball and paddle only).
+``(rows, columns)`` array (times ``scale``) marking the pixels that matter (ball and paddle only).
+
+``scale=k`` renders every cell as a ``k x k`` block of pixels (observation
+``(1, rows*k, columns*k)``, mask scaled the same way): objects then span several
+pixels, as in Atari frames, which is what pixel-level tools (median filters,
+deletion curves) assume. The game itself does not change.
 """
 
 from __future__ import annotations
@@ -33,10 +38,13 @@ class CatchEnv(gym.Env[np.ndarray, np.int64]):
         distractors: int = 0,
         distractor_intensity: int = 128,
         distractor_mode: str = "move",
+        scale: int = 1,
         render_mode: str | None = None,
     ) -> None:
         if rows < 3 or columns < 2:
             raise ValueError(f"Catch needs rows >= 3 and columns >= 2, got {rows}x{columns}")
+        if int(scale) != scale or scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {scale!r}")
         if distractors < 0:
             raise ValueError(f"distractors must be >= 0, got {distractors}")
         if not 0 < distractor_intensity < 255:
@@ -47,8 +55,11 @@ class CatchEnv(gym.Env[np.ndarray, np.int64]):
         self.n_distractors = distractors
         self.distractor_intensity = distractor_intensity
         self.distractor_mode = distractor_mode
+        self.scale = int(scale)
         self.render_mode = render_mode
-        self.observation_space = spaces.Box(0, 255, shape=(1, rows, columns), dtype=np.uint8)
+        self.observation_space = spaces.Box(
+            0, 255, shape=(1, rows * self.scale, columns * self.scale), dtype=np.uint8
+        )
         self.action_space = spaces.Discrete(3)
         self._ball = np.zeros(2, dtype=np.int64)
         self._paddle = columns // 2
@@ -92,19 +103,28 @@ class CatchEnv(gym.Env[np.ndarray, np.int64]):
             self._lit = self.np_random.random(self.n_distractors) < 0.5
 
     # -- rendering ----------------------------------------------------------
-    def ground_truth_mask(self) -> np.ndarray:
+    def _cell_mask(self) -> np.ndarray:
         mask = np.zeros((self.rows, self.columns), dtype=bool)
         mask[self._ball[0], self._ball[1]] = True
         mask[self.rows - 1, self._paddle] = True
         return mask
+
+    def _upscale(self, a: np.ndarray) -> np.ndarray:
+        if self.scale == 1:
+            return a
+        return np.repeat(np.repeat(a, self.scale, axis=0), self.scale, axis=1)
+
+    def ground_truth_mask(self) -> np.ndarray:
+        """Boolean mask of the observation's pixels that matter (ball and paddle)."""
+        return self._upscale(self._cell_mask())
 
     def _obs(self) -> np.ndarray:
         frame = np.zeros((self.rows, self.columns), dtype=np.uint8)
         if self.n_distractors:
             d = self._distractors[self._lit]
             frame[d[:, 0], d[:, 1]] = self.distractor_intensity
-        frame[self.ground_truth_mask()] = 255
-        return frame[None]
+        frame[self._cell_mask()] = 255
+        return self._upscale(frame)[None]
 
     def _info(self) -> dict[str, Any]:
         return {"mask": self.ground_truth_mask()}
@@ -113,5 +133,5 @@ class CatchEnv(gym.Env[np.ndarray, np.int64]):
         if self.render_mode != "rgb_array":
             return None
         frame = self._obs()[0]
-        scale = 16
+        scale = max(1, 16 // self.scale)
         return np.repeat(np.repeat(np.stack([frame] * 3, axis=-1), scale, axis=0), scale, axis=1)

@@ -96,3 +96,22 @@ def test_bad_arguments_are_rejected():
         CatchEnv(rows=2)
     with pytest.raises(ValueError):
         CatchEnv(distractor_intensity=255)
+    with pytest.raises(ValueError):
+        CatchEnv(scale=0)
+
+
+def test_scale_renders_each_cell_as_a_block_and_keeps_the_game():
+    small, big = CatchEnv(distractors=2), CatchEnv(distractors=2, scale=3)
+    assert big.observation_space.shape == (1, 30, 15)
+    o1, i1 = small.reset(seed=4)
+    o3, i3 = big.reset(seed=4)
+    for a in [LEFT, RIGHT, STAY, RIGHT, LEFT, STAY, STAY, RIGHT, LEFT]:
+        assert o3.shape == (1, 30, 15) and i3["mask"].shape == (30, 15)
+        np.testing.assert_array_equal(o3[0], np.kron(o1[0], np.ones((3, 3), dtype=np.uint8)))
+        np.testing.assert_array_equal(i3["mask"], np.kron(i1["mask"], np.ones((3, 3), dtype=bool)))
+        assert i3["mask"].sum() == 18
+        o1, r1, t1, _, i1 = small.step(a)
+        o3, r3, t3, _, i3 = big.step(a)
+        assert (r1, t1) == (r3, t3)
+        if t1:
+            break
