@@ -46,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--defense-coef", type=float, default=0.1, help="sa-reg: weight of the KL regulariser")
     p.add_argument("--defense-steps", type=positive_int, default=10, help="PGD steps of the inner maximisation")
     p.add_argument("--defense-ramp", type=float, default=0.5, help="fraction of training over which eps ramps up")
+    p.add_argument(
+        "--defense-solver",
+        choices=["pgd", "ibp"],
+        help="sa-reg: inner maximisation by PGD (default) or the IBP upper bound of the KL (SA-PPO convex variant)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=cmd_train)
@@ -142,6 +147,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             "coef": args.defense_coef,
             "steps": args.defense_steps,
             "ramp": args.defense_ramp,
+            **({"solver": args.defense_solver} if args.defense_solver else {}),
         }
         if args.defense
         else None,

@@ -4,8 +4,11 @@
   State Observations", SA-PPO, eq. 5 and Algorithm 2 with the PGD solver): adds
   ``coef * mean_s max_{s' in B_eps(s)} KL(pi(.|s) || pi(.|s'))`` to the policy loss, with
   ``pi(.|s)`` held fixed (detached) as in the reference implementation; the inner max is
-  solved with a few signed-gradient PGD steps from a random start. ``eps`` ramps linearly
-  from 0 over the first ``ramp`` fraction of training.
+  solved with a few signed-gradient PGD steps from a random start (``solver="pgd"``), or
+  replaced by a sound upper bound computed with interval bound propagation
+  (``solver="ibp"``, the convex-relaxation variant of SA-PPO with IBP in place of
+  CROWN-IBP; see :func:`kl_upper_bound`). ``eps`` ramps linearly from 0 over the first
+  ``ramp`` fraction of training.
 - ``adv-obs``: the naive baseline: every minibatch's observations are replaced by PGD
   perturbations that maximise the same KL before the algorithm's own loss is computed.
 
@@ -26,7 +29,8 @@ from typing import Any
 import numpy as np
 import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
+from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
 from stable_baselines3.common.running_mean_std import RunningMeanStd
 from torch.distributions import kl_divergence
 
@@ -68,13 +72,61 @@ def kl_pgd(
     return adv.detach()
 
 
+def kl_upper_bound(policy, obs: th.Tensor, radius: th.Tensor, low: th.Tensor, high: th.Tensor) -> th.Tensor:
+    """Per state, an upper bound of ``max_{|s' - s| <= radius} KL(pi(.|s) || pi(.|s'))`` by IBP.
+
+    The box (clipped to the observation space) is pushed through the actor with interval
+    bound propagation up to the last hidden layer. For a categorical policy, with
+    ``p = pi(.|s)`` fixed and ``U_ij`` the upper bound of the logit difference
+    ``z'_j - z'_i`` (last layer applied to the row differences ``W_j - W_i``),
+    ``KL = sum_i p_i (log p_i + log sum_j exp(z'_j - z'_i)) <= sum_i p_i (log p_i + logsumexp_j U_ij)``.
+    For a diagonal Gaussian with state-independent std ``sigma`` and mean bounds ``[l, u]``,
+    ``KL <= sum_k max(mu_k - l_k, u_k - mu_k)^2 / (2 sigma_k^2)``. The bound is 0 at radius 0,
+    differentiable in the weights, and (being sound) never below the KL that PGD finds.
+    """
+    from robustness.certify import actor_layers, propagate
+
+    lo = th.clamp(th.maximum(obs - radius, low), max=high)
+    hi = th.clamp(th.minimum(obs + radius, high), min=low)
+    lo = preprocess_obs(lo, policy.observation_space, policy.normalize_images)
+    hi = preprocess_obs(hi, policy.observation_space, policy.normalize_images)
+    c, r = (lo + hi) / 2, (hi - lo) / 2
+    layers = actor_layers(policy)
+    for layer in layers[:-1]:
+        c, r = propagate(layer, c, r)
+    last = layers[-1]
+    dist = policy.action_dist
+    with th.no_grad():
+        clean = _dist(policy, obs)
+    if isinstance(dist, CategoricalDistribution):
+        w_diff = last.weight.unsqueeze(0) - last.weight.unsqueeze(1)  # [i, j] = W_j - W_i
+        b_diff = last.bias.unsqueeze(0) - last.bias.unsqueeze(1)
+        upper = th.einsum("ijh,bh->bij", w_diff, c) + b_diff + th.einsum("ijh,bh->bij", w_diff.abs(), r)
+        logp = clean.logits  # normalised log-probabilities
+        return (logp.exp() * (logp + th.logsumexp(upper, dim=-1))).sum(-1)
+    if isinstance(dist, DiagGaussianDistribution):
+        mc, mr = propagate(last, c, r)
+        mu, sigma = clean.mean, clean.stddev
+        dev = th.maximum(mu - (mc - mr), (mc + mr) - mu)
+        return (dev.square() / (2 * sigma.square())).sum(-1)
+    raise RllabError(f"the IBP solver of sa-reg supports categorical and Gaussian policies, not {type(dist).__name__}")
+
+
 class _StateAdversary:
     """Holds the settings, the running observation statistics and the current eps."""
 
     def __init__(
-        self, model: BaseAlgorithm, mode: str, eps: float, coef: float, steps: int, ramp: float, seed: int
+        self,
+        model: BaseAlgorithm,
+        mode: str,
+        eps: float,
+        coef: float,
+        steps: int,
+        ramp: float,
+        seed: int,
+        solver: str = "pgd",
     ) -> None:
-        self.model, self.mode = model, mode
+        self.model, self.mode, self.solver = model, mode, solver
         self.eps, self.coef, self.steps, self.ramp = eps, coef, steps, ramp
         space = model.policy.observation_space
         self.image = is_image_space(space, check_channels=False)
@@ -103,16 +155,29 @@ class _StateAdversary:
 
 
 def install(
-    model: BaseAlgorithm, mode: str, eps: float, coef: float = 0.1, steps: int = 10, ramp: float = 0.5, seed: int = 0
+    model: BaseAlgorithm,
+    mode: str,
+    eps: float,
+    coef: float = 0.1,
+    steps: int = 10,
+    ramp: float = 0.5,
+    seed: int = 0,
+    solver: str = "pgd",
 ) -> dict[str, Any]:
     """Attach ``sa-reg`` or ``adv-obs`` to an on-policy SB3 model; returns the settings to record."""
     if mode not in ("sa-reg", "adv-obs"):
         raise RllabError(f"unknown training defense {mode!r}; use sa-reg or adv-obs")
+    if solver not in ("pgd", "ibp") or (mode == "adv-obs" and solver != "pgd"):
+        raise RllabError(f"unknown solver {solver!r} for {mode}; sa-reg takes pgd or ibp, adv-obs pgd")
     if eps < 0 or coef < 0 or steps < 1 or not 0 <= ramp <= 1:
         raise RllabError("defense settings need eps >= 0, coef >= 0, steps >= 1 and 0 <= ramp <= 1")
     if not hasattr(model, "rollout_buffer"):
         raise RllabError(f"--defense {mode} needs an on-policy algorithm (reinforce, a2c, ppo)")
-    adv = _StateAdversary(model, mode, eps, coef, steps, ramp, seed)
+    adv = _StateAdversary(model, mode, eps, coef, steps, ramp, seed, solver)
+    if solver == "ibp":
+        from robustness.certify import actor_layers
+
+        actor_layers(model.policy)  # fails early, with a clear message, on networks IBP cannot bound
     policy = model.policy
     evaluate_actions = policy.evaluate_actions
     optimizer_step = policy.optimizer.step
@@ -129,10 +194,13 @@ def install(
     def step_with_regulariser(*args: Any, **kwargs: Any):
         if mode == "sa-reg" and adv.last_obs is not None and adv.current_eps() > 0 and adv.coef > 0:
             obs = adv.last_obs
-            perturbed = kl_pgd(policy, obs, adv.radius(obs), adv.low, adv.high, adv.steps, adv.generator)
-            with th.no_grad():
-                clean = _dist(policy, obs)
-            reg = _kl(clean, _dist(policy, perturbed)).mean()
+            if adv.solver == "ibp":
+                reg = kl_upper_bound(policy, obs, adv.radius(obs), adv.low, adv.high).mean()
+            else:
+                perturbed = kl_pgd(policy, obs, adv.radius(obs), adv.low, adv.high, adv.steps, adv.generator)
+                with th.no_grad():
+                    clean = _dist(policy, obs)
+                reg = _kl(clean, _dist(policy, perturbed)).mean()
             (adv.coef * reg).backward()
             th.nn.utils.clip_grad_norm_(policy.parameters(), getattr(model, "max_grad_norm", 0.5))
             adv.last_reg = float(reg.detach())
@@ -147,7 +215,8 @@ def install(
         "eps": eps,
         "unit": "pixel/255" if adv.image else "running obs std",
         "coef": coef,
-        "pgd_steps": steps,
+        "solver": solver,
+        "pgd_steps": steps if solver == "pgd" else 0,
         "ramp": ramp,
         "norm": "linf",
         "objective": "kl",
@@ -165,6 +234,8 @@ def _adv_obs(model: BaseAlgorithm, **kwargs: Any) -> dict[str, Any]:
 def _atla(model: BaseAlgorithm, **kwargs: Any) -> dict[str, Any]:
     from robustness.learned_adversary import install_atla
 
+    if kwargs.pop("solver", "pgd") != "pgd":
+        raise RllabError("atla trains its adversary with PPO; --defense-solver applies to sa-reg only")
     kwargs.pop("coef", None)
     kwargs.pop("ramp", None)
     return install_atla(model, **kwargs)

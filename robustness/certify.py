@@ -55,8 +55,11 @@ def unit_scale(agent: Agent) -> th.Tensor:
 
 
 def _actor_layers(agent: Agent) -> list[nn.Module]:
-    """The modules from the policy's (preprocessed) input to the action scores, in order."""
-    policy = agent.policy
+    return actor_layers(agent.policy)
+
+
+def actor_layers(policy: nn.Module) -> list[nn.Module]:
+    """The modules from an SB3 policy's (preprocessed) input to its action scores, in order."""
     if isinstance(policy, DQNPolicy):
         extractor, head = policy.q_net.features_extractor, list(policy.q_net.q_net)
     else:
@@ -71,7 +74,8 @@ def _actor_layers(agent: Agent) -> list[nn.Module]:
     return [*front, *head]
 
 
-def _propagate(layer: nn.Module, c: th.Tensor, r: th.Tensor) -> Interval:
+def propagate(layer: nn.Module, c: th.Tensor, r: th.Tensor) -> Interval:
+    """Interval (centre, radius) through one layer (differentiable: IBP training uses it too)."""
     if isinstance(layer, nn.Linear):
         return layer(c), r @ layer.weight.abs().t()
     if isinstance(layer, nn.Conv2d):
@@ -93,7 +97,7 @@ def action_score_bounds(agent: Agent, obs: th.Tensor, eps: float) -> tuple[th.Te
     c, r = _input_box(agent, obs, eps)
     layers = _actor_layers(agent)
     for layer in layers:
-        c, r = _propagate(layer, c, r)
+        c, r = propagate(layer, c, r)
     return agent.logits(obs), c - r, c + r
 
 
@@ -124,7 +128,7 @@ def certify_ibp(agent: Agent, obs: Any, eps: float) -> dict[str, th.Tensor]:
     c, r = _input_box(agent, agent.as_tensor(obs), eps)
     layers = _actor_layers(agent)
     for layer in layers[:-1]:
-        c, r = _propagate(layer, c, r)
+        c, r = propagate(layer, c, r)
     last = layers[-1]
     assert isinstance(last, nn.Linear)
     action = agent.logits(obs).argmax(-1)

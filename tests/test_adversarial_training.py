@@ -4,7 +4,7 @@ import torch
 
 import rllab
 from rllab.cli import main
-from robustness.adversarial_training import _dist, _kl, kl_pgd
+from robustness.adversarial_training import _dist, _kl, kl_pgd, kl_upper_bound
 
 
 def _box(agent):
@@ -38,6 +38,54 @@ def test_regulariser_is_zero_at_eps_zero(cartpole_ppo):
     adv = kl_pgd(policy, obs, torch.zeros(4), low, high, steps=5)
     with torch.no_grad():
         assert _kl(_dist(policy, obs), _dist(policy, adv)).abs().max() == 0
+
+
+@pytest.mark.parametrize("env", ["CartPole-v1", "Pendulum-v1"])
+def test_ibp_kl_bound_is_sound_zero_at_eps_zero_and_differentiable(env):
+    from stable_baselines3 import PPO
+
+    torch.manual_seed(0)
+    policy = PPO("MlpPolicy", env, seed=0, device="cpu").policy
+    obs = torch.randn(32, *policy.observation_space.shape)
+    low, high = torch.full_like(obs[0], -1e6), torch.full_like(obs[0], 1e6)
+    radius = torch.full_like(obs[0], 0.3)
+    assert kl_upper_bound(policy, obs, radius * 0, low, high).abs().max() < 1e-6
+    bound = kl_upper_bound(policy, obs, radius, low, high)
+    assert torch.all(bound > 0)
+    gen = torch.Generator().manual_seed(0)
+    worst = torch.zeros(len(obs))
+    with torch.no_grad():
+        clean = _dist(policy, obs)
+        for _ in range(1000 // 50):
+            noise = (torch.rand((50, *obs.shape), generator=gen) * 2 - 1) * radius
+            kls = torch.stack([_kl(clean, _dist(policy, obs + n)) for n in noise])
+            worst = torch.maximum(worst, kls.max(0).values)
+    adv = kl_pgd(policy, obs, radius, low, high, steps=20, generator=gen)
+    with torch.no_grad():
+        worst = torch.maximum(worst, _kl(clean, _dist(policy, adv)))
+    assert torch.all(worst <= bound + 1e-6), "the IBP bound must contain every perturbation's KL"
+    bound.sum().backward()
+    assert policy.action_net.weight.grad is not None and policy.action_net.weight.grad.abs().sum() > 0
+
+
+def test_ibp_solver_trains_and_is_recorded(tmp_path, capsys):
+    common = dict(algo="ppo", env="CartPole-v1", seed=0, steps=1024, progress=False, final_eval_episodes=2, eval_freq=0)
+    plain = rllab.train(out=tmp_path / "plain", **common)
+    ibp = rllab.train(
+        out=tmp_path / "ibp",
+        defense="sa-reg",
+        defense_kwargs={"eps": 0.5, "coef": 1.0, "ramp": 0.0, "solver": "ibp"},
+        **common,
+    )
+    assert not all(
+        torch.equal(a, b) for a, b in zip(plain.state_dict().values(), ibp.state_dict().values(), strict=True)
+    )
+    cfg = ibp.spec["training"]["config"]["defense"]
+    assert cfg["solver"] == "ibp" and cfg["pgd_steps"] == 0
+    args = ["train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "256", "--defense", "adv-obs"]
+    assert main([*args, "--defense-solver", "ibp", "--out", str(tmp_path / "x")]) == 2
+    assert "sa-reg takes pgd or ibp" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "agent.json").exists()
 
 
 @pytest.mark.parametrize("defense", ["sa-reg", "adv-obs"])
