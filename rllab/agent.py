@@ -67,6 +67,7 @@ class Agent(nn.Module):
                 "smoothing_sigma", th.as_tensor(self.smoothing["sigma"], dtype=th.float32), persistent=False
             )
         self._straight_through = False
+        self._unaware = False
         norm = pre.get("obs_normalization")
         self.normalize_obs = norm is not None
         if self.normalize_obs:
@@ -175,6 +176,19 @@ class Agent(nn.Module):
         finally:
             self._straight_through = previous
 
+    @contextmanager
+    def unaware(self) -> Iterator[Agent]:
+        """Within this block the agent runs without its input defenses (filters, purifier, smoothing).
+
+        What a defense-unaware ("oblivious", Carlini & Wagner 2017) attacker differentiates: the
+        bare network. The perturbation it finds is then fed to the defended agent as usual.
+        """
+        previous, self._unaware = self._unaware, True
+        try:
+            yield self
+        finally:
+            self._unaware = previous
+
     # ------------------------------------------------------------- forward
     def as_tensor(self, obs: Any) -> th.Tensor:
         """A batch of raw observations as a float tensor on the agent's device (grad kept)."""
@@ -189,9 +203,9 @@ class Agent(nn.Module):
     def preprocess(self, obs: Any) -> th.Tensor:
         """Raw observations -> what the SB3 policy's own preprocessing expects."""
         x = self.as_tensor(obs)
-        for f in self.filters:
+        for f in self.filters if not self._unaware else ():
             x = straight_through(f, x) if (self._straight_through and not f.differentiable) else f(x)
-        if self.purifier is not None:
+        if self.purifier is not None and not self._unaware:
             x = self.purifier(x)
         if self.transpose_image:
             x = x.permute(0, 3, 1, 2)
@@ -226,7 +240,7 @@ class Agent(nn.Module):
         probabilities (discrete) or scores; ``vote`` returns log vote shares, so the argmax is
         the majority vote (its gradient is zero; under ``straight_through`` the mean's is used).
         """
-        if self.smoothing is None:
+        if self.smoothing is None or self._unaware:
             return self._raw_scores(obs)
         x = self.as_tensor(obs)
         n = int(self.smoothing["n"])

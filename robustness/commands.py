@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "timed, learned; or 'all' for the standard suite",
     )
     p.add_argument(
-        "--objective", default=None, help="action | kl | value | targeted (default: action, kl if continuous)"
+        "--objective", default=None, help="action | kl | value | targeted | margin (default: action, kl if continuous)"
     )
     p.add_argument(
         "--eps", default="0.1", help="comma list; pixel/255 for images (4/255 ok), obs-std units for vectors"

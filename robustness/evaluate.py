@@ -93,6 +93,9 @@ def standard_suite(agent: Agent, steps: int = 10, norm: str = "linf", queries: i
     eot = 8 if any(d["random"] for d in defenses) else 1
     if bpda or eot > 1:
         suite += [PGD(o, steps=steps, bpda=bpda, eot=eot) for o in objectives if o != "value"]
+    if defenses:
+        # the defense-unaware attacker, the baseline a defense is usually reported against
+        suite += [PGD(o, steps=steps, unaware=True) for o in objectives if o != "value"]
     return suite
 
 

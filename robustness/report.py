@@ -26,9 +26,19 @@ def _strongest(card: dict[str, Any], eps_key: str) -> tuple[str, dict[str, Any]]
     return min(rows, key=lambda r: r[1]["mean_return"]) if rows else None
 
 
+def eps_label(card: dict[str, Any], key: str) -> str:
+    """``0.12549`` -> ``32/255`` for pixel budgets; other units as they are."""
+    if card.get("threat_model", {}).get("unit") == "pixel/255":
+        v = float(key) * 255
+        if abs(v - round(v)) < 1e-3:
+            return f"{round(v)}/255"
+    return key
+
+
 def sanity_flags(card: dict[str, Any]) -> list[str]:
     flags: list[str] = []
     eps_keys = [f"{e:g}" for e in card["threat_model"]["eps"]]
+    lab = {k: eps_label(card, k) for k in eps_keys}
     kinds = {name: s.get("kind", "") for name, s in card["attacks"].items()}
     for name, by_eps in card["results"].items():
         means = [by_eps[k]["mean_return"] for k in eps_keys if k in by_eps]
@@ -36,7 +46,7 @@ def sanity_flags(card: dict[str, Any]) -> list[str]:
             ci = by_eps[kb]["ci95_return"]
             if b > a and ci[0] > a and name != "noise":
                 flags.append(
-                    f"{name}: return rises from {a:.3g} at eps {ka} to {b:.3g} at eps {kb} "
+                    f"{name}: return rises from {a:.3g} at eps {lab[ka]} to {b:.3g} at eps {lab[kb]} "
                     "(a stronger budget should not help the agent)"
                 )
     for k in eps_keys:
@@ -44,7 +54,7 @@ def sanity_flags(card: dict[str, Any]) -> list[str]:
         grads = {n: r[k] for n, r in card["results"].items() if kinds.get(n) in GRADIENT_KINDS and k in r}
         if noise and grads and all(noise["mean_return"] < r["mean_return"] for r in grads.values()):
             flags.append(
-                f"eps {k}: random noise ({noise['mean_return']:.3g}) beats every gradient attack "
+                f"eps {lab[k]}: random noise ({noise['mean_return']:.3g}) beats every gradient attack "
                 "(gradient masking or a broken attack)"
             )
         black = {n: r[k] for n, r in card["results"].items() if "black-box" in kinds.get(n, "") and k in r}
@@ -53,7 +63,7 @@ def sanity_flags(card: dict[str, Any]) -> list[str]:
             best_grad = min(grads.values(), key=lambda r: r["mean_return"])
             if best_black[1]["mean_return"] < best_grad["mean_return"]:
                 flags.append(
-                    f"eps {k}: black-box {best_black[0]} ({best_black[1]['mean_return']:.3g}) beats the best "
+                    f"eps {lab[k]}: black-box {best_black[0]} ({best_black[1]['mean_return']:.3g}) beats the best "
                     f"white-box attack ({best_grad['mean_return']:.3g}): a sign of gradient masking"
                 )
         steps = {}
@@ -65,8 +75,28 @@ def sanity_flags(card: dict[str, Any]) -> list[str]:
             for (s1, r1), (s2, r2) in zip(runs, runs[1:], strict=False):
                 if s2 > s1 and r2["mean_return"] > r1["ci95_return"][1]:
                     flags.append(
-                        f"eps {k}: {s2}-step PGD ({objective}) leaves a higher return than {s1} steps "
+                        f"eps {lab[k]}: {s2}-step PGD ({objective}) leaves a higher return than {s1} steps "
                         f"({r2['mean_return']:.3g} > {r1['mean_return']:.3g})"
+                    )
+        # a defense that only holds against the non-adaptive version of an attack masks gradients
+        for n, s in card["attacks"].items():
+            if not (s.get("bpda") or (s.get("eot") or 1) > 1) or k not in card["results"].get(n, {}):
+                continue
+            adaptive_row = card["results"][n][k]
+            for m, t in card["attacks"].items():
+                same = t.get("attack") == s.get("attack") and t.get("objective") == s.get("objective")
+                if m == n or not same or t.get("bpda") or (t.get("eot") or 1) > 1:
+                    continue
+                plain = card["results"].get(m, {}).get(k)
+                if plain and adaptive_row["mean_return"] < plain["ci95_return"][0]:
+                    why = (
+                        "it attacks the bare network and ignores the defense"
+                        if t.get("defense_aware") is False
+                        else "the defense masks its gradients"
+                    )
+                    flags.append(
+                        f"eps {lab[k]}: {m} ({plain['mean_return']:.3g}) overstates robustness ({why}): the adaptive "
+                        f"{n} brings the return to {adaptive_row['mean_return']:.3g}; trust the adaptive row"
                     )
     if any(d.get("differentiable") is False or d.get("random") for d in card["agent"].get("defenses", [])):
         adaptive = [n for n, s in card["attacks"].items() if s.get("bpda") or (s.get("eot") or 1) > 1]
@@ -142,13 +172,19 @@ def _svg_plot(card: dict[str, Any], width: int = 640, height: int = 360) -> str:
 
 def _table(card: dict[str, Any]) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
     eps_keys = [f"{e:g}" for e in card["threat_model"]["eps"]]
-    header = ["attack", "kind", *[f"eps {k}" for k in eps_keys]]
+    header = ["attack", "kind", "adaptive", *[f"eps {eps_label(card, k)}" for k in eps_keys]]
     clean = card["clean"]
-    rows = [["clean", "-", *[f"{clean['mean_return']:.3g} ± {clean['std_return']:.2g}"] * len(eps_keys)]]
+    rows = [["clean", "-", "-", *[f"{clean['mean_return']:.3g} ± {clean['std_return']:.2g}"] * len(eps_keys)]]
     strongest = {k: (_strongest(card, k) or ("", None))[0] for k in eps_keys}
     bold: set[tuple[int, int]] = set()
     for name, by_eps in card["results"].items():
-        cells = [name, card["attacks"].get(name, {}).get("kind", "")]
+        settings = card["attacks"].get(name, {})
+        adaptive = (["BPDA"] if settings.get("bpda") else []) + (
+            [f"EOT x{settings['eot']}"] if (settings.get("eot") or 1) > 1 else []
+        )
+        if settings.get("defense_aware") is False:
+            adaptive = ["no: defense-unaware"]
+        cells = [name, settings.get("kind", ""), " + ".join(adaptive) or "-"]
         for j, k in enumerate(eps_keys):
             r = by_eps.get(k)
             if r is None:
@@ -158,7 +194,7 @@ def _table(card: dict[str, Any]) -> tuple[list[str], list[list[str]], set[tuple[
             extra = f", changed {r['action_change_rate']:.0%}" if "action_change_rate" in r else ""
             cells.append(f"{r['mean_return']:.3g} [{lo:.3g}, {hi:.3g}]{extra}")
             if strongest[k] == name:
-                bold.add((len(rows), j + 2))
+                bold.add((len(rows), j + 3))
         rows.append(cells)
     return header, rows, bold
 
@@ -172,7 +208,9 @@ def render_markdown(card: dict[str, Any]) -> str:
         f"Threat model: {tm['norm']} ball on the observation the agent sees; eps in **{tm['unit']}**. "
         f"{card['episodes']} episodes per row (seeds {card['seed']}..{card['seed'] + card['episodes'] - 1}), "
         "mean return [95% CI]; `changed` is the fraction of attacked steps whose action changed. "
-        "Bold: the strongest attack at that eps.",
+        "Bold: the strongest attack at that eps. `adaptive`: BPDA (the defense's non-differentiable "
+        "filters are bypassed on the backward pass) and/or EOT (gradients averaged over its randomness); "
+        "`defense-unaware`: the attack differentiates the bare network and ignores the defense.",
     ]
     if tm.get("image_inputs"):
         lines.append(f"Image observations: {tm['image_inputs']}.")

@@ -137,3 +137,39 @@ def test_denoising_purifier_reduces_noise_and_round_trips(catch_ppo_path, tmp_pa
     again.logits(x)[:, 0].sum().backward()  # differentiable: white-box attacks go through it
     assert x.grad.abs().sum() > 0
     assert rllab.evaluate(again, episodes=20, seed=0).summary()["mean_return"] >= 0.9
+
+
+def test_bit_depth_masks_plain_pgd_and_bpda_and_unaware_attacks_see_through(catch_ppo_path, tmp_path):
+    from robustness.attacks import PGD
+    from robustness.evaluate import standard_suite
+    from robustness.threat import ThreatModel
+
+    agent = defend(catch_ppo_path, tmp_path / "bits", filters=[{"name": "bit_depth", "params": {"bits": 2}}])
+    bare = rllab.load(catch_ppo_path)
+    env = agent.make_env()
+    obs = torch.tensor(np.stack([env.reset(seed=s)[0] for s in range(32)]), dtype=torch.float32)
+    threat = ThreatModel.for_agent(agent, 64 / 255)
+    with torch.no_grad():
+        clean = agent.logits(obs).argmax(-1)
+    # 2 bits: levels 0, 85, 170, 255; a 64/255 budget never reaches a new level on its own,
+    # and round() gives a naive attacker a zero gradient: plain PGD cannot move the input at all
+    torch.manual_seed(0)
+    plain = PGD("margin", steps=10, random_start=False)(agent, obs, threat)
+    assert torch.equal(plain, obs)
+    torch.manual_seed(0)
+    unaware = PGD("margin", steps=10, random_start=False, unaware=True)(agent, obs, threat)
+    torch.manual_seed(0)
+    reference = PGD("margin", steps=10, random_start=False)(bare, obs, threat)
+    torch.testing.assert_close(unaware, reference)  # the unaware attacker differentiates the bare network
+    assert agent.filters and not agent._unaware
+    with agent.unaware():
+        torch.testing.assert_close(agent.logits(obs), bare.logits(obs))
+    # BPDA moves the input; whatever it finds stays in budget
+    torch.manual_seed(0)
+    bpda = PGD("margin", steps=10, random_start=False, bpda=True)(agent, obs, threat)
+    assert (bpda - obs).abs().max() <= 64 + 1e-4 and not torch.equal(bpda, obs)
+    with torch.no_grad():
+        assert torch.equal(agent.logits(plain).argmax(-1), clean)
+    labels = [a.label for a in standard_suite(agent)]
+    assert "pgd-10:action+bpda" in labels and "pgd-10:action+unaware" in labels
+    assert not any("unaware" in a.label or "bpda" in a.label for a in standard_suite(bare))

@@ -267,3 +267,21 @@ def test_sanity_flags_fire_on_suspicious_cards():
     }
     flags = " | ".join(sanity_flags(card))
     assert "return rises" in flags and "noise" in flags and "black-box" in flags and "non-adaptive" in flags
+    assert "overstates robustness" not in flags
+
+    # the same defense, now with the adaptive (BPDA) version of the PGD attack beside the plain one
+    card["attacks"]["pgd-10:action+bpda"] = {**card["attacks"]["pgd-10:action"], "bpda": True}
+    card["results"]["pgd-10:action+bpda"] = {"0.1": row(59.5), "0.2": row(10)}
+    card["results"]["pgd-10:action"]["0.2"] = row(35)
+    flags = sanity_flags(card)
+    masked = [f for f in flags if "overstates robustness" in f]
+    assert len(masked) == 1 and masked[0].startswith("eps 0.2: pgd-10:action (35)")  # not at 0.1: within the CI
+    assert "masks its gradients" in masked[0]
+    assert not any("non-adaptive only" in f for f in flags)
+    from robustness.report import render_markdown
+
+    card.update(clean=row(100), episodes=10, seed=0, flags=flags)
+    card["agent"].update(algo="ppo", env="Catch-v0")
+    card["threat_model"].update(norm="linf", unit="pixel/255")
+    md = render_markdown(card)
+    assert "| pgd-10:action+bpda | white-box | BPDA |" in md and "| pgd-10:action | white-box | - |" in md

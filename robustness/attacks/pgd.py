@@ -10,11 +10,18 @@ eps from the clean observation. Objectives ``L`` (maximised):
   continuous actions too);
 - ``value``: minus the critic's ``V(s')``, or for DQN minus ``Q(s', a_clean)`` (Pattanaik et
   al. 2018);
-- ``targeted``: minus the cross-entropy towards the agent's least-preferred clean action.
+- ``targeted``: minus the cross-entropy towards the agent's least-preferred clean action;
+- ``margin``: the best other action's score minus the clean action's, on raw scores (the
+  Carlini-Wagner margin, as in AutoAttack's DLR family). Unlike the cross-entropy it does not
+  saturate: on a very confident agent, float32 softmax probabilities of exactly 1 make the
+  cross-entropy's gradient exactly zero and signed-gradient PGD stands still.
 
 Gradients go through the whole agent (preprocessing included). ``bpda=True`` passes them
 through non-differentiable input defenses as the identity, ``eot=k`` averages them over ``k``
-draws of a random defense (Athalye et al. 2018).
+draws of a random defense (Athalye et al. 2018). ``unaware=True`` is the defense-unaware
+("oblivious") attacker: it differentiates the bare network, without the agent's input
+defenses, and the defended agent then sees its perturbation, the setting in which input
+filters are usually reported robust and the one an adaptive attack must be compared with.
 """
 
 from __future__ import annotations
@@ -31,13 +38,13 @@ from rllab.errors import RllabError
 from robustness.attacks.base import Attack
 from robustness.threat import ThreatModel
 
-OBJECTIVES = ("action", "kl", "value", "targeted")
+OBJECTIVES = ("action", "kl", "value", "targeted", "margin")
 
 
 def check_objective(agent: Agent, objective: str) -> None:
     if objective not in OBJECTIVES:
         raise RllabError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
-    if objective in ("action", "targeted") and not agent.is_discrete:
+    if objective in ("action", "targeted", "margin") and not agent.is_discrete:
         raise RllabError(f"objective {objective!r} needs discrete actions; use kl for continuous actions")
     if objective == "value" and not (agent.has_critic or agent.has_q):
         raise RllabError(f"objective 'value' needs a critic or Q-function; this {agent.algo} agent has neither")
@@ -64,6 +71,11 @@ class _Objective:
             return F.cross_entropy(agent.logits(x), self.action, reduction="none")
         if self.objective == "targeted":
             return -F.cross_entropy(agent.logits(x), self.target, reduction="none")
+        if self.objective == "margin":
+            scores = agent.logits(x)
+            own = scores.gather(1, self.action.unsqueeze(1)).squeeze(1)
+            others = scores.scatter(1, self.action.unsqueeze(1), -th.inf)
+            return others.max(-1).values - own
         if self.objective == "kl":
             return kl_divergence(self.clean, agent.action_dist(x))
         if agent.has_critic:
@@ -84,21 +96,25 @@ class PGD(Attack):
         bpda: bool = False,
         eot: int = 1,
         amp: bool = False,
+        unaware: bool = False,
     ) -> None:
         super().__init__()
         self.amp = amp  # bf16 autocast of the forward/backward passes (CUDA); the ascent itself stays fp32
         if steps < 1 or restarts < 1 or eot < 1:
             raise RllabError("PGD needs steps >= 1, restarts >= 1 and eot >= 1")
+        if unaware and (bpda or eot > 1):
+            raise RllabError("a defense-unaware attack ignores the defenses: it cannot also use BPDA or EOT")
         if objective not in OBJECTIVES:
             raise RllabError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
         self.objective, self.steps, self.alpha, self.restarts = objective, steps, alpha, restarts
-        self.random_start, self.bpda, self.eot = random_start, bpda, eot
+        self.random_start, self.bpda, self.eot, self.unaware = random_start, bpda, eot, unaware
         self.adaptive = bpda or eot > 1
 
     @property
     def label(self) -> str:
         extra = "+bpda" if self.bpda else ""
         extra += f"+eot{self.eot}" if self.eot > 1 else ""
+        extra += "+unaware" if self.unaware else ""
         return (
             f"{self.name}-{self.steps}:{self.objective}{extra}"
             if self.name == "pgd"
@@ -120,6 +136,7 @@ class PGD(Attack):
             "amp": self.amp,
             "bpda": self.bpda,
             "eot": self.eot,
+            "defense_aware": not self.unaware,
         }
 
     def _grad(self, loss_fn: _Objective, x: th.Tensor) -> th.Tensor:
@@ -134,20 +151,23 @@ class PGD(Attack):
         return grad / self.eot
 
     def agent_mode(self):
+        if self.unaware:
+            return self._agent.unaware()
         return self._agent.straight_through() if self.bpda else contextlib.nullcontext()
 
     def __call__(self, agent: Agent, obs: th.Tensor, threat: ThreatModel) -> th.Tensor:
         check_objective(agent, self.objective)
         self._agent = agent
         obs = obs.detach()
-        loss_fn = _Objective(agent, self.objective, obs)
+        with self.agent_mode() if self.unaware else contextlib.nullcontext():
+            loss_fn = _Objective(agent, self.objective, obs)
         alpha = self.step_size(threat.eps)
         best, best_loss = obs.clone(), th.full((obs.shape[0],), -th.inf, device=obs.device)
         for _ in range(self.restarts):
             x = threat.random_point(obs) if self.random_start else obs.clone()
             for _ in range(self.steps):
                 x = threat.project(threat.step(x, self._grad(loss_fn, x), alpha), obs).detach()
-            with th.no_grad():
+            with th.no_grad(), self.agent_mode() if self.unaware else contextlib.nullcontext():
                 loss = loss_fn(x)
             better = loss > best_loss
             best[better], best_loss[better] = x[better], loss[better]
@@ -159,5 +179,7 @@ class FGSM(PGD):
 
     name = "fgsm"
 
-    def __init__(self, objective: str = "action", bpda: bool = False, eot: int = 1) -> None:
-        super().__init__(objective, steps=1, alpha=1.0, restarts=1, random_start=False, bpda=bpda, eot=eot)
+    def __init__(self, objective: str = "action", bpda: bool = False, eot: int = 1, unaware: bool = False) -> None:
+        super().__init__(
+            objective, steps=1, alpha=1.0, restarts=1, random_start=False, bpda=bpda, eot=eot, unaware=unaware
+        )
