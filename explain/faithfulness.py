@@ -112,7 +112,9 @@ def _curves(
     elem_rank = th.as_tensor(rank[:, pos_of_elem])  # (N, E)
     thresholds = th.as_tensor(counts).view(1, -1, 1)
     flat = obs.reshape(n, -1)
-    base = baseline.to(obs).reshape(1, -1).expand(n, -1)
+    # one baseline for every state, or one per state (N, *obs_shape), e.g. each frame blurred
+    per_state = baseline.dim() == obs.dim() and baseline.shape[0] == n and n > 1
+    base = baseline.to(obs).reshape(n, -1) if per_state else baseline.to(obs).reshape(1, -1).expand(n, -1)
     out = {}
     for mode in ("deletion", "insertion"):
         probs = th.empty(n, len(counts))
@@ -153,7 +155,8 @@ def deletion_insertion(
     """Deletion and insertion AUCs of the action probability (Petsiuk et al. 2018), vs random orderings.
 
     Deletion replaces the most relevant positions by ``baseline`` first (default: zeros
-    for images, the agent's mean observation for vectors); insertion starts from the
+    for images, the agent's mean observation for vectors; a batch ``(N, *obs_shape)`` gives
+    each state its own baseline, e.g. its Gaussian-blurred frame); insertion starts from the
     baseline and puts the most relevant inputs back first. Lower deletion / higher
     insertion AUC = more faithful. Needs a discrete action space.
     """

@@ -320,7 +320,9 @@ class Occlusion(Explainer):
     sliding window is replaced by the baseline, spread over the window's inputs.
 
     ``window``/``stride`` are per observation dimension (default: 1 everywhere, i.e. single
-    pixels on small frames; use e.g. ``(1, 8, 8)`` / ``(1, 4, 4)`` on 84x84 frames).
+    pixels on small frames; use e.g. ``(1, 8, 8)`` / ``(1, 4, 4)`` on 84x84 frames). A single
+    int ``k`` means ``k`` along each spatial dimension and 1 along channels for images
+    (``k`` for vectors): ``window=3, stride=3`` occludes one cell of Catch at ``scale=3``.
     ``perturbations_per_eval`` windows of all states in the chunk go through one forward call.
     """
 
@@ -332,20 +334,30 @@ class Occlusion(Explainer):
         agent: Agent,
         target: str = "action",
         batch_size: int = 256,
-        window: tuple[int, ...] | None = None,
-        stride: tuple[int, ...] | None = None,
+        window: int | tuple[int, ...] | None = None,
+        stride: int | tuple[int, ...] | None = None,
         baseline: str | float = "zeros",
         perturbations_per_eval: int = 64,
     ) -> None:
         super().__init__(agent, target, batch_size)
         ndim = len(agent.observation_space.shape)
-        self.window = tuple(window) if window is not None else (1,) * ndim
-        self.stride = tuple(stride) if stride is not None else (1,) * ndim
+        self.window = self._sizes(window, ndim)
+        self.stride = self._sizes(stride, ndim)
         if len(self.window) != ndim or len(self.stride) != ndim:
             raise RllabError(f"occlusion window and stride need {ndim} sizes (one per observation dimension)")
         self.baseline_kind = baseline
         self.baseline = baseline_for(agent, baseline)
         self.perturbations_per_eval = perturbations_per_eval
+
+    def _sizes(self, k: int | tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
+        if k is None:
+            return (1,) * ndim
+        if isinstance(k, (int, np.integer)):
+            k = int(k)
+            if not self.agent.is_image:
+                return (k,) * ndim
+            return (k, k, 1) if self.agent.transpose_image else (1, k, k)
+        return tuple(int(v) for v in k)
 
     def _attribute(self, x: th.Tensor, actions: th.Tensor | None) -> th.Tensor:
         base = self.baseline.to(x).unsqueeze(0).expand_as(x).contiguous()
