@@ -240,3 +240,63 @@ def test_sanity_check_region_shows_the_sparse_input_trap(catchd_ppo, catchd_stat
     assert 2 <= lit["region_size"] <= 10  # ball, paddle and a few distractors
     with pytest.raises(rllab.RllabError, match="region"):
         sanity_check(catchd_ppo, obs, lambda ag: Occlusion(ag), region="everything")
+
+
+@pytest.fixture(scope="session")
+def catch_scaled_ppo(tmp_path_factory) -> rllab.Agent:
+    """PPO on Catch-v0 drawn at scale=2 (20x10 frame, 2x2-pixel ball and paddle), 6k steps, seed 0 (~8 s).
+
+    Trained on one torch thread: this small CNN gains nothing from two, and two threads on a busy
+    machine made the same training take minutes."""
+    threads = th.get_num_threads()
+    th.set_num_threads(1)
+    try:
+        path = trained_run(
+            tmp_path_factory,
+            "catch-scale2-ppo-6k",
+            algo="ppo",
+            env="Catch-v0",
+            seed=0,
+            steps=6_000,
+            env_kwargs={"scale": 2},
+        )
+    finally:
+        th.set_num_threads(threads)
+    return rllab.load(path)
+
+
+def test_deletion_of_relevant_cells_beats_random_ordering_on_a_scaled_frame(catch_scaled_ppo):
+    """On a frame where ball and paddle span 2x2 pixels, deleting the pixels of one-cell occlusion maps first
+    drops the action's probability far faster than random orderings; a random map does not."""
+    agent = catch_scaled_ppo
+    assert agent.observation_space.shape == (1, 20, 10)
+    tr = collect_states(agent, episodes=4, seed=100)
+    assert np.mean(np.asarray(tr.returns) > 0) >= 0.75 and tr.masks.shape == (len(tr), 20, 10)
+    obs, acts = tr.obs[:32], tr.actions[:32]
+    occ = Occlusion(agent, window=2, stride=2)
+    assert occ.window == (1, 2, 2) and occ.stride == (1, 2, 2)
+    attr = occ.attribute(obs, actions=acts)
+    di = deletion_insertion(agent, obs, attr, actions=acts, seed=0, random_orderings=3)
+    assert di["deletion_auc"] < 0.75 * di["random_deletion_auc"], di
+    assert di["insertion_auc"] > di["random_insertion_auc"] + 0.05, di
+    # the relevance-ordered curve is already near its end (the all-black frame) after 10% of the pixels
+    assert di["deletion_curve"][5] < di["baseline_probability"] + 0.1, di["deletion_curve"][:8]
+    rnd = make_method("random", agent, seed=0).attribute(obs)
+    r = deletion_insertion(agent, obs, rnd, actions=acts, seed=1, random_orderings=3)
+    assert abs(r["deletion_auc"] / r["random_deletion_auc"] - 1) < 0.15, r
+
+
+def test_deletion_accepts_one_baseline_per_state(catchd_ppo, catchd_states):
+    """A (N, *obs_shape) baseline gives every state its own reference (e.g. its blurred frame): the curves end on
+    each state's baseline, and a batch of identical baselines equals the single one."""
+    obs = th.as_tensor(catchd_states.obs[:16]).float()
+    attr = make_method("occlusion", catchd_ppo).attribute(obs)
+    zeros = deletion_insertion(catchd_ppo, obs, attr, seed=0, random_orderings=1)
+    batch = deletion_insertion(catchd_ppo, obs, attr, baseline=th.zeros_like(obs), seed=0, random_orderings=1)
+    assert batch["deletion_auc"] == pytest.approx(zeros["deletion_auc"])
+    blurred = gaussian_blur(obs, 1.0)
+    b = deletion_insertion(catchd_ppo, obs, attr, baseline=blurred, seed=0, random_orderings=1)
+    with th.no_grad():
+        acts = catchd_ppo.logits(obs).argmax(-1)
+        p_blur = th.softmax(catchd_ppo.logits(blurred), -1).gather(1, acts.view(-1, 1)).mean()
+    assert b["baseline_probability"] == pytest.approx(float(p_blur), abs=1e-5)
