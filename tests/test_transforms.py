@@ -136,11 +136,13 @@ def test_structured_pruning_removes_units_and_keeps_their_outputs(cartpole_ppo_p
 
 def test_iterative_pruning_with_distillation_recovers_return(cartpole_ppo_path, tmp_path):
     out = tmp_path / "iter"
-    prune(cartpole_ppo_path, 0.9, out=out, iterative=2, steps=3000, epochs=5, seed=0, eval_episodes=5, progress=False)
+    # 3 rounds (the acceptance figures' schedule): with 2 rounds of this small budget the return
+    # after 90% sparsity depends on the teacher run (500 for one, 9 for another)
+    prune(cartpole_ppo_path, 0.9, out=out, iterative=3, steps=5000, epochs=10, seed=0, eval_episodes=5, progress=False)
     agent = rllab.load(out)
     assert weight_sparsity(agent.policy) == pytest.approx(0.9, abs=1e-3)
     rounds = agent.spec["lineage"][-1]["result"]["rounds"]
-    assert [r["sparsity"] for r in rounds] == pytest.approx(schedule(0.9, 2), abs=1e-3)
+    assert [r["sparsity"] for r in rounds] == pytest.approx(schedule(0.9, 3), abs=1e-3)
     assert agent.spec["compression"]["mean_return"] >= 400
 
 
