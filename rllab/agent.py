@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
@@ -31,6 +33,9 @@ from rllab.filters import build_filter, straight_through
 from rllab.policies import build_policy, transposed_image_space
 from rllab.purifier import build_purifier
 from rllab.spaces import describe, space_from_json, space_to_json, spaces_match
+
+
+_FAST_ACTIVATIONS = {nn.Tanh: th.tanh, nn.ReLU: F.relu}
 
 
 class Agent(nn.Module):
@@ -213,9 +218,36 @@ class Agent(nn.Module):
             x = th.clamp((x - self.norm_mean) / th.sqrt(self.norm_var + self.obs_eps), -self.obs_clip, self.obs_clip)
         return x
 
-    def _latent_pi(self, obs: Any) -> th.Tensor:
+    def _mlp_actor(self) -> tuple[nn.Module, ...] | None:
+        """The actor's layers when it is a plain MLP that can run without nn.Module dispatch, else None.
+
+        Attacks call the actor tens of times per environment step on batches of a few vectors,
+        where ``nn.Module.__call__`` and SB3's feature extraction cost more than the matrix
+        products. Only exact ``nn.Linear`` / tanh / ReLU layers without hooks qualify (pruning's
+        masks and other reparametrisations live in hooks, so those agents take the module path);
+        checked on every call, nothing is cached.
+        """
+        policy = self.policy
+        if not isinstance(policy, ActorCriticPolicy) or not isinstance(policy.observation_space, gym.spaces.Box):
+            return None
+        extractor = policy.features_extractor if policy.share_features_extractor else policy.pi_features_extractor
+        if type(extractor) is not FlattenExtractor or not isinstance(policy.mlp_extractor.policy_net, nn.Sequential):
+            return None
+        layers = (*policy.mlp_extractor.policy_net, policy.action_net)
+        for m in layers:
+            if (type(m) is not nn.Linear and type(m) not in _FAST_ACTIVATIONS) or m._forward_hooks or m._forward_pre_hooks:
+                return None
+        return layers
+
+    def _latent_pi(self, obs: Any, layers: tuple[nn.Module, ...] | None = None) -> th.Tensor:
         policy = self.policy
         assert isinstance(policy, ActorCriticPolicy)
+        layers = layers if layers is not None else self._mlp_actor()
+        if layers is not None:
+            x = preprocess_obs(self.preprocess(obs), policy.observation_space, policy.normalize_images).flatten(1)
+            for m in layers[:-1]:
+                x = F.linear(x, m.weight, m.bias) if type(m) is nn.Linear else _FAST_ACTIVATIONS[type(m)](x)
+            return x
         features = policy.extract_features(self.preprocess(obs))
         pi_features = features[0] if isinstance(features, tuple) else features
         return policy.mlp_extractor.forward_actor(pi_features)
@@ -231,6 +263,10 @@ class Agent(nn.Module):
     def _raw_scores(self, obs: Any) -> th.Tensor:
         if isinstance(self.policy, DQNPolicy):
             return self.policy.q_net(self.preprocess(obs))
+        layers = self._mlp_actor()
+        if layers is not None:
+            head = layers[-1]
+            return F.linear(self._latent_pi(obs, layers), head.weight, head.bias)
         return self.policy.action_net(self._latent_pi(obs))
 
     def logits(self, obs: Any) -> th.Tensor:

@@ -102,6 +102,15 @@ class ThreatModel:
             z = z * factor
         return th.maximum(th.minimum(x + z * self.scale, self.high), self.low)
 
+    def linf_box(self, x: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """The linf ball around ``x`` intersected with the observation bounds, as (low, high) tensors.
+
+        ``clamp(x_adv, *linf_box(x))`` equals ``project(x_adv, x)`` for the linf norm (x inside the
+        bounds): one op per PGD step instead of the general projection's eight.
+        """
+        radius = self.eps * self.scale
+        return th.maximum(x - radius, self.low), th.minimum(x + radius, self.high)
+
     def step(self, x_adv: th.Tensor, grad: th.Tensor, alpha: float) -> th.Tensor:
         """One ascent step of size ``alpha`` (eps units): signed for linf, normalised for l2."""
         g = grad * self.scale  # the gradient with respect to z

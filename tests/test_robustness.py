@@ -135,12 +135,16 @@ def test_every_attack_stays_in_budget_and_fgsm_is_one_step(cartpole_ppo):
 
 
 def test_strongest_gradient_attack_is_no_weaker_than_noise(cartpole_ppo):
-    card = evaluate(cartpole_ppo, attacks=["pgd", PGD("kl")], eps=[0.5], episodes=4, seed=0, progress=False)
-    noise = card["results"]["noise"]["0.5"]["mean_return"]
-    strongest = min(card["results"][n]["0.5"]["mean_return"] for n in ("pgd-10:action", "pgd-10:kl"))
-    assert strongest <= noise
-    assert strongest <= 0.2 * card["clean"]["mean_return"]  # the KL attack breaks the CartPole agent at 0.5 std
-    assert noise >= 0.9 * card["clean"]["mean_return"]
+    card = evaluate(cartpole_ppo, attacks=["pgd", PGD("kl")], eps=[0.5, 1.0], episodes=4, seed=0, progress=False)
+    clean = card["clean"]["mean_return"]
+    for k in ("0.5", "1"):
+        noise = card["results"]["noise"][k]["mean_return"]
+        strongest = min(card["results"][n][k]["mean_return"] for n in ("pgd-10:action", "pgd-10:kl"))
+        assert strongest <= noise
+    assert card["results"]["noise"]["0.5"]["mean_return"] >= 0.9 * clean
+    # the KL attack breaks the CartPole agent by 1 std (at 0.5 std the figure depends on the training
+    # run: 14% of clean for the benchmark's agent, 76% for one trained with other thread timings)
+    assert card["results"]["pgd-10:kl"]["1"]["mean_return"] <= 0.2 * clean
 
 
 def test_surrogate_learns_the_victim_and_counts_queries(cartpole_ppo):
@@ -285,3 +289,25 @@ def test_sanity_flags_fire_on_suspicious_cards():
     card["threat_model"].update(norm="linf", unit="pixel/255")
     md = render_markdown(card)
     assert "| pgd-10:action+bpda | white-box | BPDA |" in md and "| pgd-10:action | white-box | - |" in md
+
+
+def test_mlp_fast_path_matches_the_module_path_and_steps_aside_for_hooks(cartpole_ppo_path):
+    import torch.nn.utils.prune as prune
+
+    agent = rllab.load(cartpole_ppo_path)
+    assert agent._mlp_actor() is not None
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    fast, fast_dist = agent.logits(x), agent.action_dist(x).logits
+    (g_fast,) = torch.autograd.grad(fast[:, 0].sum(), x)
+    policy = agent.policy
+    slow = policy.action_net(policy.mlp_extractor.forward_actor(policy.extract_features(x)))
+    (g_slow,) = torch.autograd.grad(slow[:, 0].sum(), x)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=0)
+    torch.testing.assert_close(fast_dist, torch.log_softmax(slow, -1), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(g_fast, g_slow, rtol=0, atol=0)
+    # a pruning mask lives in a forward pre-hook: the agent must take the module path and honour it
+    prune.l1_unstructured(policy.mlp_extractor.policy_net[0], "weight", amount=0.9)
+    assert agent._mlp_actor() is None
+    masked = policy.action_net(policy.mlp_extractor.forward_actor(policy.extract_features(x)))
+    torch.testing.assert_close(agent.logits(x), masked)
+    assert not torch.allclose(agent.logits(x), slow)

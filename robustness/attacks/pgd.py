@@ -140,12 +140,20 @@ class PGD(Attack):
         }
 
     def _grad(self, loss_fn: _Objective, x: th.Tensor) -> th.Tensor:
+        if self.eot == 1 and not self.amp and not self.bpda and not self.unaware:
+            # the common case, without the context managers (they cost as much as a tiny MLP's forward)
+            x = x.detach().requires_grad_(True)
+            loss = loss_fn(x).sum()
+            if not loss.requires_grad:  # a vote-smoothed agent has no gradient at all: masked, not an error
+                return th.zeros_like(x)
+            (g,) = th.autograd.grad(loss, x, allow_unused=True)
+            return g if g is not None else th.zeros_like(x)
         grad = th.zeros_like(x)
         for _ in range(self.eot):
             x = x.detach().requires_grad_(True)
             with self.agent_mode(), th.autocast(x.device.type, dtype=th.bfloat16, enabled=self.amp):
                 loss = loss_fn(x).float().sum()
-            if loss.requires_grad:  # a vote-smoothed agent has no gradient at all: masked, not an error
+            if loss.requires_grad:
                 (g,) = th.autograd.grad(loss, x, allow_unused=True)
                 grad += g if g is not None else 0.0
         return grad / self.eot
@@ -163,10 +171,18 @@ class PGD(Attack):
             loss_fn = _Objective(agent, self.objective, obs)
         alpha = self.step_size(threat.eps)
         best, best_loss = obs.clone(), th.full((obs.shape[0],), -th.inf, device=obs.device)
+        box = threat.linf_box(obs) if threat.norm == "linf" else None
+        step = alpha * threat.scale
         for _ in range(self.restarts):
             x = threat.random_point(obs) if self.random_start else obs.clone()
             for _ in range(self.steps):
-                x = threat.project(threat.step(x, self._grad(loss_fn, x), alpha), obs).detach()
+                grad = self._grad(loss_fn, x)
+                if box is not None:
+                    x = th.clamp(x + step * grad.sign(), *box)
+                else:
+                    x = threat.project(threat.step(x, grad, alpha), obs)
+            if self.restarts == 1:
+                return x.detach()
             with th.no_grad(), self.agent_mode() if self.unaware else contextlib.nullcontext():
                 loss = loss_fn(x)
             better = loss > best_loss
