@@ -206,7 +206,7 @@ def train(
         if config.get("defense"):
             defense = config["defense"]["name"]
             saved = config["defense"]
-            defense_kwargs = {k: saved[k] for k in ("eps", "coef", "steps", "ramp") if k in saved}
+            defense_kwargs = {k: saved[k] for k in ("eps", "coef", "steps", "ramp", "solver") if k in saved}
     else:
         if algo not in ALGOS:
             raise RllabError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")
