@@ -24,6 +24,15 @@ import rllab
 from robustness.evaluate import evaluate
 from robustness.report import write_report
 
+# PPO training is bit-reproducible on one machine but not across CPUs, and the CartPole figure
+# depends on the agent: stated with every run of this script.
+MACHINE_NOTE = (
+    "Agents are trained on the machine that runs this script. PPO training is bit-reproducible on one "
+    "machine but not across CPUs, and the seed-0 CartPole agent's brittleness is not: on the machine of "
+    "the first figures (2026-11-23, earlier session) the strongest attack at 0.5 std was pgd-10:kl at "
+    "70.1 (14% of clean 500); the agent trained on this one keeps its return at 0.5 std and breaks at 1 "
+    "std (bench/results/defense_acceptance.md: pgd-10:kl 51.3)."
+)
 RESULTS = Path(__file__).parent / "results"
 WORK = Path("runs/bench-attack")
 
@@ -118,6 +127,8 @@ def main() -> None:
     else:
         lines.append("| Catch breaking budget | not reached up to 64/255 | <= 32/255 | NO |")
     lines += [
+        "",
+        MACHINE_NOTE,
         "",
         "Catch grid (catch rate of the strongest attack and of noise):",
         "",
