@@ -28,7 +28,8 @@ from robustness.report import write_report
 # depends on the agent: stated with every run of this script.
 MACHINE_NOTE = (
     "Agents are trained on the machine that runs this script. PPO training is bit-reproducible on one "
-    "machine but not across CPUs, and the seed-0 CartPole agent's brittleness is not: on the machine of "
+    "machine but not across CPUs, so the seed-0 CartPole agent, and how brittle it is, depends on the "
+    "machine: on the machine of "
     "the first figures (2026-11-23, earlier session) the strongest attack at 0.5 std was pgd-10:kl at "
     "70.1 (14% of clean 500); the agent trained on this one keeps its return at 0.5 std and breaks at 1 "
     "std (bench/results/defense_acceptance.md: pgd-10:kl 51.3)."
