@@ -311,3 +311,38 @@ def test_mlp_fast_path_matches_the_module_path_and_steps_aside_for_hooks(cartpol
     masked = policy.action_net(policy.mlp_extractor.forward_actor(policy.extract_features(x)))
     torch.testing.assert_close(agent.logits(x), masked)
     assert not torch.allclose(agent.logits(x), slow)
+
+
+def test_hand_written_mlp_gradient_matches_autograd(cartpole_ppo_path, tmp_path):
+    from rllab.defend import defend
+    from robustness.attacks.pgd import _MLPInputGradient, _Objective
+
+    agent = rllab.load(cartpole_ppo_path)
+    gen = torch.Generator().manual_seed(0)
+    std = torch.as_tensor(agent.obs_std, dtype=torch.float32)
+    x = torch.randn(64, 4, generator=gen) * std
+    for normalize in (False, True):
+        if normalize:  # observation normalisation in front, tight enough that some features clip
+            agent.normalize_obs, agent.obs_clip, agent.obs_eps = True, 1.0, 1e-8
+            agent.register_buffer("norm_mean", 0.1 * std)
+            agent.register_buffer("norm_var", std**2)
+        for objective in ("action", "targeted", "margin", "kl"):
+            loss_fn = _Objective(agent, objective, x)
+            by_hand = _MLPInputGradient.build(agent, loss_fn)
+            assert by_hand is not None
+            xp = (x + 0.3 * torch.randn(x.shape, generator=gen) * std).requires_grad_(True)
+            (auto,) = torch.autograd.grad(loss_fn(xp).sum(), xp)
+            torch.testing.assert_close(by_hand(xp.detach()), auto, rtol=1e-4, atol=1e-5 * float(auto.abs().max()))
+            if normalize:
+                assert (auto == 0).any()  # clipped features have no gradient, by hand too
+    threat = ThreatModel.for_agent(agent, 0.3)
+    torch.manual_seed(0)
+    fast = PGD("kl", steps=10)(agent, x, threat)
+    slow_attack = PGD("kl", steps=10)
+    slow_attack.by_hand = False
+    torch.manual_seed(0)
+    slow = slow_attack(agent, x, threat)
+    assert (fast == slow).float().mean() > 0.99  # the same attack, up to float rounding in sign()
+    assert _MLPInputGradient.build(agent, _Objective(agent, "value", x)) is None  # the critic: autograd
+    smooth = defend(cartpole_ppo_path, tmp_path / "sm", smoothing={"sigma": 0.1, "n": 4, "mode": "mean"})
+    assert _MLPInputGradient.build(smooth, _Objective(smooth, "action", x)) is None

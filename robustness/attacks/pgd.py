@@ -31,8 +31,10 @@ from typing import Any
 
 import torch as th
 import torch.nn.functional as F
+from torch import nn
 from torch.distributions import kl_divergence
 
+from rllab.agent import _FAST_ACTIVATIONS as _FAST_ACTS
 from rllab.agent import Agent
 from rllab.errors import RllabError
 from robustness.attacks.base import Attack
@@ -83,6 +85,78 @@ class _Objective:
         return -agent.q_values(x).gather(1, self.action.unsqueeze(1)).squeeze(1)
 
 
+_ACTIVATION_GRADS = {
+    nn.Tanh: lambda g, out: g * (1 - out * out),
+    nn.ReLU: lambda g, out: g * (out > 0),
+}
+
+
+class _MLPInputGradient:
+    """The objective's gradient with respect to the observation, by hand, for plain MLP actors.
+
+    Attacks on small vector agents spend most of their time in the autograd engine, not in
+    arithmetic. For an actor that is a chain of ``nn.Linear`` and tanh/ReLU layers
+    (``Agent._mlp_actor``) with discrete actions, no input defenses and at most observation
+    normalisation in front, the gradient of the ``action``, ``targeted``, ``margin`` and ``kl``
+    objectives is one forward pass that keeps the activations and one backward sweep of matrix
+    products: ``dL/dz`` (``softmax(z) - onehot(a)``, its negative towards the target,
+    ``onehot(b*) - onehot(a)``, ``softmax(z) - p_clean``), then ``g @ W`` and the activation's
+    derivative layer by layer, then the normalisation's ``1/std`` where it did not clip. A test
+    checks it against autograd for every objective. Anything else returns ``None`` (autograd).
+    """
+
+    def __init__(self, agent: Agent, loss_fn: _Objective, layers: tuple[nn.Module, ...]) -> None:
+        self.agent, self.loss_fn, self.layers = agent, loss_fn, layers
+        if loss_fn.objective == "kl":
+            self.p_clean = loss_fn.clean.probs
+
+    @classmethod
+    def build(cls, agent: Agent, loss_fn: _Objective) -> _MLPInputGradient | None:
+        if not isinstance(agent, Agent):  # e.g. the surrogate model of a transfer attack
+            return None
+        if loss_fn.objective not in ("action", "targeted", "margin", "kl") or not agent.is_discrete:
+            return None
+        if agent.is_image or agent.transpose_image or agent.filters or agent.purifier is not None:
+            return None
+        if agent.smoothing is not None:
+            return None
+        layers = agent._mlp_actor()
+        if layers is None or type(agent.policy.action_dist).__name__ != "CategoricalDistribution":
+            return None
+        return cls(agent, loss_fn, layers)
+
+    def __call__(self, x: th.Tensor) -> th.Tensor:
+        agent, obj = self.agent, self.loss_fn
+        with th.no_grad():
+            h = x.reshape(x.shape[0], -1)
+            keep = None
+            if agent.normalize_obs:
+                inv = 1.0 / th.sqrt(agent.norm_var + agent.obs_eps).reshape(1, -1)
+                h = (h - agent.norm_mean.reshape(1, -1)) * inv
+                keep = (h.abs() < agent.obs_clip) * inv  # d(normalised)/dx: 1/std inside, 0 where clipped
+                h = h.clamp(-agent.obs_clip, agent.obs_clip)
+            outs = []
+            for m in self.layers:
+                h = F.linear(h, m.weight, m.bias) if type(m) is nn.Linear else _FAST_ACTS[type(m)](h)
+                outs.append(h)
+            z = h
+            if obj.objective == "margin":
+                others = z.scatter(1, obj.action.unsqueeze(1), -th.inf)
+                g = F.one_hot(others.argmax(-1), z.shape[-1]).to(z) - F.one_hot(obj.action, z.shape[-1]).to(z)
+            elif obj.objective == "kl":
+                g = th.softmax(z, -1) - self.p_clean
+            else:
+                target = obj.action if obj.objective == "action" else obj.target
+                g = th.softmax(z, -1) - F.one_hot(target, z.shape[-1]).to(z)
+                if obj.objective == "targeted":
+                    g = -g
+            for m, out in zip(reversed(self.layers), reversed(outs), strict=True):
+                g = g @ m.weight if type(m) is nn.Linear else _ACTIVATION_GRADS[type(m)](g, out)
+            if keep is not None:
+                g = g * keep
+            return g.reshape(x.shape)
+
+
 class PGD(Attack):
     name = "pgd"
 
@@ -108,6 +182,8 @@ class PGD(Attack):
             raise RllabError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
         self.objective, self.steps, self.alpha, self.restarts = objective, steps, alpha, restarts
         self.random_start, self.bpda, self.eot, self.unaware = random_start, bpda, eot, unaware
+        self.by_hand = True  # MLP actors: input gradients without autograd (same numbers, see _MLPInputGradient)
+        self._by_hand: _MLPInputGradient | None = None
         self.adaptive = bpda or eot > 1
 
     @property
@@ -140,6 +216,8 @@ class PGD(Attack):
         }
 
     def _grad(self, loss_fn: _Objective, x: th.Tensor) -> th.Tensor:
+        if self._by_hand is not None:
+            return self._by_hand(x)
         if self.eot == 1 and not self.amp and not self.bpda and not self.unaware:
             # the common case, without the context managers (they cost as much as a tiny MLP's forward)
             x = x.detach().requires_grad_(True)
@@ -169,6 +247,8 @@ class PGD(Attack):
         obs = obs.detach()
         with self.agent_mode() if self.unaware else contextlib.nullcontext():
             loss_fn = _Objective(agent, self.objective, obs)
+        plain = self.eot == 1 and not (self.amp or self.bpda or self.unaware)
+        self._by_hand = _MLPInputGradient.build(agent, loss_fn) if plain and self.by_hand else None
         alpha = self.step_size(threat.eps)
         best, best_loss = obs.clone(), th.full((obs.shape[0],), -th.inf, device=obs.device)
         box = threat.linf_box(obs) if threat.norm == "linf" else None
