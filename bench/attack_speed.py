@@ -78,25 +78,37 @@ def main() -> None:
     batched_s, loop_s = float(np.median(batched_walls)), float(np.median(loop_walls))
     ratios = sorted(lw / bw for lw, bw in zip(loop_walls, batched_walls, strict=True))
 
-    out = {"benchmark": "attack_speed", "agent": "ppo CartPole-v1 seed 0", "attack": "PGD-10, action objective",
-           "eps": args.eps, "unit": "obs std", "steps": steps, "torch_threads": 1, "machine": platform.platform(),
-           "rllab_batched_16_envs": {"wall_s": round(batched_s, 3), "steps_per_s": round(steps / batched_s, 1)},
-           "torchattacks_loop_1_env": {"wall_s": round(loop_s, 3), "steps_per_s": round(steps / loop_s, 1)},
-           "speedup": round(loop_s / batched_s, 2), "repeats": args.repeats,
-           "speedup_per_repeat": [round(r, 2) for r in ratios],
-           "batched_walls_s": [round(w, 3) for w in batched_walls], "loop_walls_s": [round(w, 3) for w in loop_walls]}
+    out = {
+        "benchmark": "attack_speed",
+        "agent": "ppo CartPole-v1 seed 0",
+        "attack": "PGD-10, action objective",
+        "eps": args.eps,
+        "unit": "obs std",
+        "steps": steps,
+        "torch_threads": 1,
+        "machine": platform.platform(),
+        "rllab_batched_16_envs": {"wall_s": round(batched_s, 3), "steps_per_s": round(steps / batched_s, 1)},
+        "torchattacks_loop_1_env": {"wall_s": round(loop_s, 3), "steps_per_s": round(steps / loop_s, 1)},
+        "speedup": round(loop_s / batched_s, 2),
+        "repeats": args.repeats,
+        "speedup_per_repeat": [round(r, 2) for r in ratios],
+        "batched_walls_s": [round(w, 3) for w in batched_walls],
+        "loop_walls_s": [round(w, 3) for w in loop_walls],
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "attack_speed.json").write_text(json.dumps(out, indent=2) + "\n")
-    md = (f"# Attacked evaluation speed (PGD-10, {steps} environment steps, CPU, 1 thread)\n\n"
-          "| variant | wall (s) | env steps/s |\n|---|---|---|\n"
-          f"| rllab, batched over 16 envs | {batched_s:.2f} | {steps / batched_s:.0f} |\n"
-          f"| torchattacks.PGD per step, 1 env | {loop_s:.2f} | {steps / loop_s:.0f} |\n\n"
-          f"Speed-up: **{loop_s / batched_s:.1f}x** (goal >= 20x): ratio of the median walls over "
-          f"{args.repeats} interleaved repeats; per repeat {min(ratios):.1f}x to {max(ratios):.1f}x.\n\n"
-          "Both sides call the same agent, so both gain from its plain-MLP forward path; the batched "
-          "PGD also takes the objective's input gradient by hand for plain MLP actors "
-          "(`robustness/attacks/pgd.py: _MLPInputGradient`, checked against autograd in the tests), "
-          "which torchattacks cannot (it runs autograd itself). Without that, the ratio was 14-15x.\n")
+    md = (
+        f"# Attacked evaluation speed (PGD-10, {steps} environment steps, CPU, 1 thread)\n\n"
+        "| variant | wall (s) | env steps/s |\n|---|---|---|\n"
+        f"| rllab, batched over 16 envs | {batched_s:.2f} | {steps / batched_s:.0f} |\n"
+        f"| torchattacks.PGD per step, 1 env | {loop_s:.2f} | {steps / loop_s:.0f} |\n\n"
+        f"Speed-up: **{loop_s / batched_s:.1f}x** (goal >= 20x): ratio of the median walls over "
+        f"{args.repeats} interleaved repeats; per repeat {min(ratios):.1f}x to {max(ratios):.1f}x.\n\n"
+        "Both sides call the same agent, so both gain from its plain-MLP forward path; the batched "
+        "PGD also takes the objective's input gradient by hand for plain MLP actors "
+        "(`robustness/attacks/pgd.py: _MLPInputGradient`, checked against autograd in the tests), "
+        "which torchattacks cannot (it runs autograd itself). Without that, the ratio was 14-15x.\n"
+    )
     (RESULTS / "attack_speed.md").write_text(md)
     print(md)
 

@@ -202,11 +202,18 @@ CATCH_EPS = (16, 32, 48)
 def catch_filters() -> dict:
     """Median filter and bit-depth reduction in front of a vanilla Catch agent, non-adaptive vs adaptive PGD."""
     base, train_s = run("catch-s3", env="Catch-v0", env_kwargs={"scale": 3})
-    filters = {"median 3x3": {"name": "median", "params": {"size": 3}}, "bit depth 3": {"name": "bit_depth",
-               "params": {"bits": 3}}}
+    filters = {
+        "median 3x3": {"name": "median", "params": {"size": 3}},
+        "bit depth 3": {"name": "bit_depth", "params": {"bits": 3}},
+    }
     eps = [e / 255 for e in CATCH_EPS]
-    out: dict = {"env": "Catch-v0 (scale 3)", "eps_255": list(CATCH_EPS), "episodes": 20, "train_s": train_s,
-                 "filters": {}}
+    out: dict = {
+        "env": "Catch-v0 (scale 3)",
+        "eps_255": list(CATCH_EPS),
+        "episodes": 20,
+        "train_s": train_s,
+        "filters": {},
+    }
     for label, spec in {"none": None, **filters}.items():
         path = WORK / f"catch-s3-{spec['name']}" if spec else base
         if spec and not (path / "agent.json").exists():

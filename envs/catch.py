@@ -57,9 +57,7 @@ class CatchEnv(gym.Env[np.ndarray, np.int64]):
         self.distractor_mode = distractor_mode
         self.scale = int(scale)
         self.render_mode = render_mode
-        self.observation_space = spaces.Box(
-            0, 255, shape=(1, rows * self.scale, columns * self.scale), dtype=np.uint8
-        )
+        self.observation_space = spaces.Box(0, 255, shape=(1, rows * self.scale, columns * self.scale), dtype=np.uint8)
         self.action_space = spaces.Discrete(3)
         self._ball = np.zeros(2, dtype=np.int64)
         self._paddle = columns // 2

@@ -34,7 +34,6 @@ from rllab.policies import build_policy, transposed_image_space
 from rllab.purifier import build_purifier
 from rllab.spaces import describe, space_from_json, space_to_json, spaces_match
 
-
 _FAST_ACTIVATIONS = {nn.Tanh: th.tanh, nn.ReLU: F.relu}
 
 
@@ -235,7 +234,8 @@ class Agent(nn.Module):
             return None
         layers = (*policy.mlp_extractor.policy_net, policy.action_net)
         for m in layers:
-            if (type(m) is not nn.Linear and type(m) not in _FAST_ACTIVATIONS) or m._forward_hooks or m._forward_pre_hooks:
+            plain = type(m) is nn.Linear or type(m) in _FAST_ACTIVATIONS
+            if not plain or m._forward_hooks or m._forward_pre_hooks:
                 return None
         return layers
 
