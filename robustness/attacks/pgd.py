@@ -31,6 +31,7 @@ from typing import Any
 
 import torch as th
 import torch.nn.functional as F
+from stable_baselines3.common.distributions import CategoricalDistribution
 from torch import nn
 from torch.distributions import kl_divergence
 
@@ -116,12 +117,10 @@ class _MLPInputGradient:
             return None
         if loss_fn.objective not in ("action", "targeted", "margin", "kl") or not agent.is_discrete:
             return None
-        if agent.is_image or agent.transpose_image or agent.filters or agent.purifier is not None:
-            return None
-        if agent.smoothing is not None:
+        if agent.is_image or agent.transpose_image or agent.defenses:
             return None
         layers = agent._mlp_actor()
-        if layers is None or type(agent.policy.action_dist).__name__ != "CategoricalDistribution":
+        if layers is None or not isinstance(agent.policy.action_dist, CategoricalDistribution):
             return None
         return cls(agent, loss_fn, layers)
 
