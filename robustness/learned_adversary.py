@@ -236,7 +236,9 @@ class LearnedAttackAdapter(Attack):
             else:
                 if self._victim_path is None:
                     raise RllabError("training a learned adversary needs the victim loaded from a checkpoint folder")
-                out = self._victim_path / "adversaries" / f"learned-eps{threat.eps:g}-s{self._seed}"
+                # the training budget is part of the name: a longer-trained adversary is a different attack
+                name = f"learned-eps{threat.eps:g}-s{self._seed}-{self.adv_steps}steps"
+                out = self._victim_path / "adversaries" / name
                 if not (out / "agent.json").exists():
                     train_adversary(
                         self._victim_path, threat.eps, steps=self.adv_steps, seed=self._seed, out=out, progress=False
