@@ -39,6 +39,7 @@ from rllab.agent import _FAST_ACTIVATIONS as _FAST_ACTS
 from rllab.agent import Agent
 from rllab.errors import RllabError
 from robustness.attacks.base import Attack
+from robustness.attacks.conv_grad import fast_input_grads
 from robustness.threat import ThreatModel
 
 OBJECTIVES = ("action", "kl", "value", "targeted", "margin")
@@ -182,6 +183,7 @@ class PGD(Attack):
         self.objective, self.steps, self.alpha, self.restarts = objective, steps, alpha, restarts
         self.random_start, self.bpda, self.eot, self.unaware = random_start, bpda, eot, unaware
         self.by_hand = True  # MLP actors: input gradients without autograd (same numbers, see _MLPInputGradient)
+        self.fast_conv = True  # strided convolutions: input gradients by space-to-depth (see conv_grad)
         self._by_hand: _MLPInputGradient | None = None
         self.adaptive = bpda or eot > 1
 
@@ -242,6 +244,12 @@ class PGD(Attack):
 
     def __call__(self, agent: Agent, obs: th.Tensor, threat: ThreatModel) -> th.Tensor:
         check_objective(agent, self.objective)
+        if self.fast_conv and isinstance(agent, Agent) and agent.is_image:
+            with fast_input_grads(agent.policy):
+                return self._attack(agent, obs, threat)
+        return self._attack(agent, obs, threat)
+
+    def _attack(self, agent: Agent, obs: th.Tensor, threat: ThreatModel) -> th.Tensor:
         self._agent = agent
         obs = obs.detach()
         with self.agent_mode() if self.unaware else contextlib.nullcontext():
@@ -256,8 +264,8 @@ class PGD(Attack):
             x = threat.random_point(obs) if self.random_start else obs.clone()
             for _ in range(self.steps):
                 grad = self._grad(loss_fn, x)
-                if box is not None:
-                    x = th.clamp(x + step * grad.sign(), *box)
+                if box is not None:  # x + step * sign(grad) (exact: sign is 0 or +-1), then the box, in two passes
+                    x = th.clamp(th.addcmul(x, step, grad.sign()), *box)
                 else:
                     x = threat.project(threat.step(x, grad, alpha), obs)
             if self.restarts == 1:
