@@ -56,6 +56,22 @@ def nature_agent(device: str):
     return agent_from_spec(spec, device).eval()
 
 
+def cpu_name() -> str:
+    model = (
+        next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if "model name" in ln
+            ),
+            "unknown model",
+        )
+        if Path("/proc/cpuinfo").exists()
+        else "unknown model"
+    )
+    return f"cpu ({model}, {torch.get_num_threads()} threads)"
+
+
 def timed(fn, repeats: int, device: str) -> tuple[float, torch.Tensor]:
     out = fn()  # warm-up (cuDNN autotune, allocator)
     if device == "cuda":
@@ -110,7 +126,7 @@ def main() -> None:
             "speedup_vs_torchattacks": t_ta / t,
             "same_action_as_torchattacks": float((agent.act(adv) == a_ta).mean()),
         }
-    device_name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    device_name = torch.cuda.get_device_name() if args.device == "cuda" else cpu_name()
     out = {
         "benchmark": "attack_gpu",
         "device": device_name,
