@@ -212,6 +212,8 @@ class LearnedAttackAdapter(Attack):
 
     def __init__(self, adversary: str | Path | None = None, adv_steps: int = 30_000) -> None:
         super().__init__()
+        if adversary is not None and not (Path(adversary) / "agent.json").exists():
+            raise RllabError(f"no adversary checkpoint at {adversary}")  # before any episode runs
         self.adversary_path, self.adv_steps = adversary, adv_steps
         self._by_eps: dict[float, LearnedAttack] = {}
         self._victim_path: Path | None = None

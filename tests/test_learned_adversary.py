@@ -52,3 +52,11 @@ def test_learned_adversary_beats_the_cartpole_agent(cartpole_ppo_path, tmp_path)
     attack = LearnedAttack(adv)
     res = rllab.run_episodes(victim, 10, seed=0, act_fn=lambda obs, ctx: victim.act(attack(victim, obs)))
     assert np.mean(res.returns) < 100
+
+
+def test_missing_adversary_checkpoint_fails_before_any_episode(tmp_path):
+    from robustness.learned_adversary import LearnedAttackAdapter
+
+    with pytest.raises(RllabError, match="no adversary checkpoint"):
+        LearnedAttackAdapter(adversary=tmp_path / "nope")
+    assert LearnedAttackAdapter(adv_steps=1000).adv_steps == 1000  # training on first use needs no path
