@@ -175,31 +175,35 @@ def evaluate(
             check_objective(agent, a.objective)
         if isinstance(a, (TorchAttack, SurrogateTransfer, StrategicallyTimed)) and not agent.is_discrete:
             raise RllabError(f"{a.label} needs a discrete-action agent")
+        if isinstance(a, TorchAttack):
+            a.check(agent, norm)
     attack_objs = [UniformNoise(), *[a for a in attack_objs if not isinstance(a, UniformNoise)]]
     for a in attack_objs:
         a.prepare(agent, seed)
     threats = [ThreatModel.for_agent(agent, e, norm) for e in eps]
     total = 1 + len(attack_objs) * len(eps)
     bar = _progress(total, progress)
-    clean = attacked_run(agent, None, threats[0], episodes, seed, n_envs)
-    bar.update(1)
-    rows: dict[str, dict[str, dict[str, Any]]] = {}
-    for a in attack_objs:
-        rows[a.label] = {}
-        for threat in threats:
-            bar.set_description(f"{a.label} eps={threat.eps:g}")
-            th.manual_seed(seed)
-            row = attacked_run(agent, a, threat, episodes, seed, n_envs)
-            if isinstance(a, StrategicallyTimed):
-                row["fraction_attacked"] = a.fraction_attacked
-                a.steps_seen = a.steps_attacked = 0
-            if isinstance(a, SurrogateTransfer):
-                row["transfer_rate"] = row["action_change_rate"]
-            rows[a.label][f"{threat.eps:g}"] = row
-            if on_row is not None:
-                on_row(a.label, threat.eps, row)
-            bar.update(1)
-    bar.close()
+    try:  # an attack that fails mid-run must not leave its progress bar on the error's line
+        clean = attacked_run(agent, None, threats[0], episodes, seed, n_envs)
+        bar.update(1)
+        rows: dict[str, dict[str, dict[str, Any]]] = {}
+        for a in attack_objs:
+            rows[a.label] = {}
+            for threat in threats:
+                bar.set_description(f"{a.label} eps={threat.eps:g}")
+                th.manual_seed(seed)
+                row = attacked_run(agent, a, threat, episodes, seed, n_envs)
+                if isinstance(a, StrategicallyTimed):
+                    row["fraction_attacked"] = a.fraction_attacked
+                    a.steps_seen = a.steps_attacked = 0
+                if isinstance(a, SurrogateTransfer):
+                    row["transfer_rate"] = row["action_change_rate"]
+                rows[a.label][f"{threat.eps:g}"] = row
+                if on_row is not None:
+                    on_row(a.label, threat.eps, row)
+                bar.update(1)
+    finally:
+        bar.close()
     return {
         "agent": {
             "algo": agent.algo,

@@ -170,6 +170,11 @@ def test_bad_input_is_one_clear_error(cartpole_ppo_path, tmp_path, capsys):
     assert "eps must be" in capsys.readouterr().err
     assert main(["attack", str(cartpole_ppo_path), "--attack", "magic"]) == 2
     assert "unknown attack 'magic'" in capsys.readouterr().err
+    # checked before any episode runs: nothing is written
+    args = ["attack", str(cartpole_ppo_path), "--attack", "torchattacks-square", "--norm", "l2"]
+    assert main([*args, "--out", str(tmp_path / "sq")]) == 2
+    assert "needs image observations" in capsys.readouterr().err
+    assert not (tmp_path / "sq").exists()
     rllab.train(
         "reinforce",
         "CartPole-v1",

@@ -131,14 +131,21 @@ class TorchAttack(Attack):
             loss="margin",
         )
 
-    def __call__(self, agent: Agent, obs: th.Tensor, threat: ThreatModel) -> th.Tensor:
+    def check(self, agent: Agent, norm: str) -> None:
+        """Whether this torchattacks attack applies to ``agent`` under ``norm``; one-line error if not."""
         if not agent.is_discrete:
             raise RllabError(f"{self.name} needs a discrete-action agent (it attacks a classifier)")
         wanted = TORCHATTACKS[self.attack]
-        if wanted not in ("both", threat.norm):
-            raise RllabError(f"{self.name} is an {wanted} attack; the threat model is {threat.norm}")
-        if self.attack == "Square" and threat.norm == "l2" and (not agent.is_image or min(obs.shape[-2:]) < 5):
-            raise RllabError("torchattacks' l2 Square attack needs image observations at least 5 pixels on a side")
+        if wanted not in ("both", norm):
+            raise RllabError(f"{self.name} is an {wanted} attack; the threat model is {norm}")
+        if self.attack == "Square" and norm == "l2":
+            shape = agent.observation_space.shape
+            spatial = shape[:2] if agent.transpose_image else shape[-2:]
+            if not agent.is_image or min(spatial) < 5:
+                raise RllabError("torchattacks' l2 Square attack needs image observations at least 5 pixels on a side")
+
+    def __call__(self, agent: Agent, obs: th.Tensor, threat: ThreatModel) -> th.Tensor:
+        self.check(agent, threat.norm)
         obs = obs.detach()
         if threat.eps == 0:
             return obs.clone()
