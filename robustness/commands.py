@@ -31,6 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--queries", type=int, default=20_000, help="surrogate: victim query budget")
     p.add_argument("--bpda", action="store_true", help="pass gradients through non-differentiable defenses")
     p.add_argument("--eot", type=int, default=1, help="average gradients over N draws of random defenses")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="timed: attack where max-min action probability exceeds this (DQN: softmax of Q)",
+    )
+    p.add_argument("--max-fraction", type=float, default=0.25, help="timed: cap on the fraction of attacked steps")
     p.add_argument("--adversary", help="learned: a trained adversary checkpoint")
     p.add_argument("--adv-steps", type=int, default=30_000, help="learned: PPO steps to train one adversary per eps")
     p.add_argument("--episodes", type=int, default=20)
@@ -75,6 +82,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
                 eot=args.eot,
                 adversary=args.adversary,
                 adv_steps=args.adv_steps,
+                threshold=args.threshold,
+                max_fraction=args.max_fraction,
             )
             for n in names
         ]

@@ -49,6 +49,8 @@ def build_attack(
     eot: int = 1,
     adversary: str | None = None,
     adv_steps: int = 30_000,
+    threshold: float = 0.5,
+    max_fraction: float = 0.25,
 ) -> Attack:
     """An attack by its CLI name."""
     if name == "noise":
@@ -66,7 +68,8 @@ def build_attack(
         surrogate_objective = objective if objective != "value" else "action"  # the surrogate has no critic
         return SurrogateTransfer(queries=queries, steps=steps, objective=surrogate_objective)
     if name == "timed":
-        return StrategicallyTimed(PGD(objective, steps=steps, alpha=alpha, restarts=restarts))
+        base = PGD(objective, steps=steps, alpha=alpha, restarts=restarts)
+        return StrategicallyTimed(base, threshold=threshold, max_fraction=max_fraction)
     if name == "learned":
         from robustness.learned_adversary import LearnedAttackAdapter
 

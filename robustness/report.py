@@ -98,6 +98,16 @@ def sanity_flags(card: dict[str, Any]) -> list[str]:
                         f"eps {lab[k]}: {m} ({plain['mean_return']:.3g}) overstates robustness ({why}): the adaptive "
                         f"{n} brings the return to {adaptive_row['mean_return']:.3g}; trust the adaptive row"
                     )
+    for n, s in card["attacks"].items():
+        if s.get("attack") != "timed":
+            continue
+        idle = [lab[k] for k in eps_keys if card["results"].get(n, {}).get(k, {}).get("fraction_attacked") == 0]
+        if idle:
+            flags.append(
+                f"{n} attacked no step at eps {', '.join(idle)} (threshold {s.get('threshold')} on the "
+                f"action-preference gap, at most {s.get('max_fraction')} of steps): that row is the clean return; "
+                "lower --threshold (for DQN the gap is taken on softmax(Q), often flat)"
+            )
     if any(d.get("differentiable") is False or d.get("random") for d in card["agent"].get("defenses", [])):
         adaptive = [n for n, s in card["attacks"].items() if s.get("bpda") or (s.get("eot") or 1) > 1]
         if not adaptive:

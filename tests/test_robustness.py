@@ -165,6 +165,19 @@ def test_timed_attack_respects_its_cap(cartpole_ppo):
     assert row["action_change_rate"] <= 0.25 + 1e-9
 
 
+def test_a_timed_attack_that_never_fires_is_flagged(cartpole_ppo, capsys, cartpole_ppo_path, tmp_path):
+    never = StrategicallyTimed(PGD("action"), max_fraction=0.0)
+    card = evaluate(cartpole_ppo, attacks=[never], eps=[0.2], episodes=2, progress=False)
+    assert card["results"][never.label]["0.2"]["fraction_attacked"] == 0
+    assert card["results"][never.label]["0.2"]["mean_return"] == card["clean"]["mean_return"]
+    assert any("attacked no step at eps 0.2" in f for f in sanity_flags(card))
+    fires = StrategicallyTimed(PGD("action"), threshold=0.0)
+    card = evaluate(cartpole_ppo, attacks=[fires], eps=[0.2], episodes=2, progress=False)
+    assert not any("attacked no step" in f for f in sanity_flags(card))
+    assert main(["attack", str(cartpole_ppo_path), "--attack", "timed", "--threshold", "1.5"]) == 2
+    assert "threshold must be in [0, 1)" in capsys.readouterr().err
+
+
 def test_bad_input_is_one_clear_error(cartpole_ppo_path, tmp_path, capsys):
     assert main(["attack", str(cartpole_ppo_path), "--eps", "-1"]) == 2
     assert "eps must be" in capsys.readouterr().err

@@ -24,7 +24,9 @@ class StrategicallyTimed(Attack):
     def __init__(self, base: Attack, threshold: float = 0.5, max_fraction: float = 0.25) -> None:
         super().__init__()
         if not 0 <= max_fraction <= 1:
-            raise RllabError("max_fraction must be in [0, 1]")
+            raise RllabError(f"the timed attack's max fraction must be in [0, 1], got {max_fraction}")
+        if not 0 <= threshold < 1:
+            raise RllabError(f"the timed attack's threshold must be in [0, 1), got {threshold}")
         self.base, self.threshold, self.max_fraction = base, threshold, max_fraction
         self.kind = base.kind
         self.steps_seen = 0
