@@ -251,6 +251,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def cmd_defend(args: argparse.Namespace) -> int:
+    from rllab.agent import load
     from rllab.defend import defend, parse_spec
     from rllab.evaluation import evaluate
 
@@ -270,4 +271,11 @@ def cmd_defend(args: argparse.Namespace) -> int:
     names = ", ".join(d["name"] for d in agent.defenses)
     print(f"defended {args.run} with {names} -> {args.out}")
     print(format_summary(summary))
+    # what the defense costs when nobody attacks: same episodes, same seeds, without it
+    parent = evaluate(load(args.run), episodes=args.episodes, seed=args.seed).summary()["mean_return"]
+    mean = summary["mean_return"]
+    print(f"clean mean return: {parent:.4g} undefended -> {mean:.4g} defended")
+    if parent - mean > 0.1 * max(abs(parent), 1e-9):
+        hint = " (a filter wider than the objects it should keep erases them)" if args.filter else ""
+        print(f"warning: the defense costs {(parent - mean) / max(abs(parent), 1e-9):.0%} of the clean return{hint}")
     return 0

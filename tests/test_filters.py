@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -111,6 +113,13 @@ def test_defend_cli_and_errors(catch_ppo_path, cartpole_ppo_path, tmp_path, caps
         == 0
     )
     assert "bit_depth" in capsys.readouterr().out
+    # a 3x3 median erases Catch's one-pixel ball: the command says what the defense costs unattacked
+    args = ["defend", str(catch_ppo_path), "--filter", "median:size=3", "--out", str(tmp_path / "m")]
+    assert main([*args, "--episodes", "4"]) == 0
+    out = capsys.readouterr().out
+    m = re.search(r"clean mean return: (\S+) undefended -> (\S+) defended", out)
+    assert m and float(m[1]) == 1.0 and float(m[2]) < 0
+    assert "warning: the defense costs" in out and "(a filter wider" in out
     assert main(["defend", str(catch_ppo_path), "--filter", "nope", "--out", str(tmp_path / "c")]) == 2
     assert "unknown input filter 'nope'" in capsys.readouterr().err
     assert main(["defend", str(cartpole_ppo_path), "--filter", "median:size=3", "--out", str(tmp_path / "d")]) == 2
