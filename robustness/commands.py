@@ -25,6 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--eps", default="0.1", help="comma list; pixel/255 for images (4/255 ok), obs-std units for vectors"
     )
+    p.add_argument(
+        "--target-action",
+        type=int,
+        default=None,
+        help="fgsm/pgd/timed: push towards this action at every step (implies --objective targeted)",
+    )
     p.add_argument("--norm", choices=["linf", "l2"], default="linf")
     p.add_argument("--steps", type=int, default=10, help="PGD steps")
     p.add_argument("--restarts", type=int, default=1)
@@ -66,9 +72,15 @@ def cmd_attack(args: argparse.Namespace) -> int:
     eps = parse_eps(args.eps)
     if args.episodes <= 0 or args.steps <= 0 or args.n_envs <= 0:
         raise RllabError("--episodes, --steps and --n-envs must be positive")
-    objective = args.objective or ("action" if agent.is_discrete else "kl")
+    default_objective = "targeted" if args.target_action is not None else "action"
+    objective = args.objective or (default_objective if agent.is_discrete else "kl")
     names = [a.strip() for a in args.attack.split(",") if a.strip()]
     if names == ["all"]:
+        if args.target_action is not None:
+            raise RllabError(
+                "--target-action picks one attack; --attack all already pushes towards every action "
+                "(agents with at most 4 actions)"
+            )
         attacks = None
     else:
         attacks = [
@@ -84,6 +96,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                 adv_steps=args.adv_steps,
                 threshold=args.threshold,
                 max_fraction=args.max_fraction,
+                target=args.target_action,
             )
             for n in names
         ]

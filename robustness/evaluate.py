@@ -51,14 +51,17 @@ def build_attack(
     adv_steps: int = 30_000,
     threshold: float = 0.5,
     max_fraction: float = 0.25,
+    target: int | None = None,
 ) -> Attack:
     """An attack by its CLI name."""
+    if target is not None and name not in ("fgsm", "pgd", "timed"):
+        raise RllabError(f"a fixed target action works with fgsm, pgd and timed, not {name!r}")
     if name == "noise":
         return UniformNoise()
     if name == "fgsm":
-        return FGSM(objective, bpda=bpda, eot=eot)
+        return FGSM(objective, bpda=bpda, eot=eot, target=target)
     if name == "pgd":
-        return PGD(objective, steps=steps, alpha=alpha, restarts=restarts, bpda=bpda, eot=eot)
+        return PGD(objective, steps=steps, alpha=alpha, restarts=restarts, bpda=bpda, eot=eot, target=target)
     if name.startswith("torchattacks-"):
         key = {"fgsm": "FGSM", "pgd": "PGD", "pgdl2": "PGDL2", "apgd": "APGD", "square": "Square"}.get(name[13:])
         if key is None:
@@ -68,13 +71,16 @@ def build_attack(
         surrogate_objective = objective if objective != "value" else "action"  # the surrogate has no critic
         return SurrogateTransfer(queries=queries, steps=steps, objective=surrogate_objective)
     if name == "timed":
-        base = PGD(objective, steps=steps, alpha=alpha, restarts=restarts)
+        base = PGD(objective, steps=steps, alpha=alpha, restarts=restarts, target=target)
         return StrategicallyTimed(base, threshold=threshold, max_fraction=max_fraction)
     if name == "learned":
         from robustness.learned_adversary import LearnedAttackAdapter
 
         return LearnedAttackAdapter(adversary=adversary, adv_steps=adv_steps)
     raise RllabError(f"unknown attack {name!r}; choose from {', '.join(ATTACK_NAMES)} or 'all'")
+
+
+FIXED_TARGET_MAX_ACTIONS = 4  # the suite adds one fixed-target PGD row per action up to this many actions
 
 
 def standard_suite(agent: Agent, steps: int = 10, norm: str = "linf", queries: int = 20_000) -> list[Attack]:
@@ -84,6 +90,10 @@ def standard_suite(agent: Agent, steps: int = 10, norm: str = "linf", queries: i
         objectives.append("value")
     suite: list[Attack] = [FGSM(objectives[0])]
     suite += [PGD(o, steps=steps) for o in objectives]
+    if agent.is_discrete and agent.action_space.n <= FIXED_TARGET_MAX_ACTIONS:
+        # push towards one action at every step: what topples a balancing controller, which shrugs
+        # off flips (CartPole's default agent: the strongest attack of the suite)
+        suite += [PGD("targeted", steps=steps, target=k) for k in range(agent.action_space.n)]
     if agent.is_discrete:
         suite += [TorchAttack("PGD" if norm == "linf" else "PGDL2", steps=steps), TorchAttack("APGD", steps=steps)]
         if norm == "linf" or agent.is_image:  # torchattacks' l2 Square needs images
@@ -175,7 +185,7 @@ def evaluate(
         attack_objs = [build_attack(a, objective=objective, steps=steps) if isinstance(a, str) else a for a in attacks]
     for a in attack_objs:  # fail early, before any episode runs
         if isinstance(a, PGD):
-            check_objective(agent, a.objective)
+            check_objective(agent, a.objective, a.target)
         if isinstance(a, (TorchAttack, SurrogateTransfer, StrategicallyTimed)) and not agent.is_discrete:
             raise RllabError(f"{a.label} needs a discrete-action agent")
         if isinstance(a, TorchAttack):

@@ -69,7 +69,10 @@ def sanity_flags(card: dict[str, Any]) -> list[str]:
         steps = {}
         for n, s in card["attacks"].items():
             if s.get("attack") in ("pgd", "fgsm") and k in card["results"].get(n, {}):
-                steps.setdefault(s.get("objective"), []).append((s.get("steps", 1), card["results"][n][k]))
+                objective = s.get("objective")
+                if s.get("target_action") is not None:
+                    objective = f"{objective}={s['target_action']}"
+                steps.setdefault(objective, []).append((s.get("steps", 1), card["results"][n][k]))
         for objective, runs in steps.items():
             runs.sort(key=lambda r: r[0])
             for (s1, r1), (s2, r2) in zip(runs, runs[1:], strict=False):

@@ -10,7 +10,7 @@ from rllab.errors import RllabError
 from robustness.attacks import FGSM, PGD, StrategicallyTimed, SurrogateTransfer, TorchAttack, UniformNoise
 from robustness.attacks.base import Attack
 from robustness.attacks.torchattacks_adapter import BoxModel, box_for
-from robustness.evaluate import attacked_run, evaluate
+from robustness.evaluate import attacked_run, build_attack, evaluate, standard_suite
 from robustness.report import leaderboard, sanity_flags
 from robustness.threat import BudgetViolation, ThreatModel, parse_eps
 
@@ -145,6 +145,36 @@ def test_strongest_gradient_attack_is_no_weaker_than_noise(cartpole_ppo):
     # the KL attack breaks the CartPole agent by 1 std (at 0.5 std the figure depends on the training
     # run: 14% of clean for the benchmark's agent, 76% for one trained with other thread timings)
     assert card["results"]["pgd-10:kl"]["1"]["mean_return"] <= 0.2 * clean
+
+
+def test_pushing_one_way_topples_cartpole_where_flips_do_not(cartpole_ppo, catch_ppo):
+    x = _states(cartpole_ppo, 64)
+    t = ThreatModel.for_agent(cartpole_ppo, 0.5)
+    clean = cartpole_ppo.act(x)
+    for k in (0, 1):
+        pushed = PGD("targeted", target=k)
+        adv = pushed(cartpole_ppo, x, t)
+        t.check(adv, x, pushed.label)
+        now = cartpole_ppo.act(adv)
+        assert (now == k).mean() > (clean == k).mean()  # it forces k where it can
+        assert np.all(now[clean == k] == k)  # and never pushes away from k
+    assert PGD("targeted", target=1).label == "pgd-10:targeted=1"
+    assert PGD("targeted", target=1).settings()["target_action"] == 1
+    attacks = [PGD("targeted"), PGD("targeted", target=0), PGD("targeted", target=1)]
+    card = evaluate(cartpole_ppo, attacks=attacks, eps=[1.0], episodes=4, seed=0, progress=False)
+    rows = {n: r["1"]["mean_return"] for n, r in card["results"].items()}
+    # a balancing controller recovers from flips; a steady push towards one side topples it
+    pushed = min(rows["pgd-10:targeted=0"], rows["pgd-10:targeted=1"])
+    assert pushed < 0.5 * rows["pgd-10:targeted"] and pushed < 0.2 * card["clean"]["mean_return"]
+    labels = [a.label for a in standard_suite(cartpole_ppo)]
+    assert "pgd-10:targeted=0" in labels and "pgd-10:targeted=1" in labels
+    assert sum("targeted=" in a.label for a in standard_suite(catch_ppo)) == 3
+    with pytest.raises(RllabError, match="not one of this agent's actions"):
+        evaluate(cartpole_ppo, attacks=[PGD("targeted", target=2)], eps=[0.1], episodes=1, progress=False)
+    with pytest.raises(RllabError, match="goes with the targeted objective"):
+        PGD("kl", target=1)
+    with pytest.raises(RllabError, match="not 'surrogate'"):
+        build_attack("surrogate", target=1)
 
 
 def test_surrogate_learns_the_victim_and_counts_queries(cartpole_ppo):

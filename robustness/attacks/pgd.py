@@ -10,7 +10,11 @@ eps from the clean observation. Objectives ``L`` (maximised):
   continuous actions too);
 - ``value``: minus the critic's ``V(s')``, or for DQN minus ``Q(s', a_clean)`` (Pattanaik et
   al. 2018);
-- ``targeted``: minus the cross-entropy towards the agent's least-preferred clean action;
+- ``targeted``: minus the cross-entropy towards the agent's least-preferred clean action, or
+  towards one fixed action (``target=k``, the classifier literature's targeted attack). With
+  two actions the first is a plain flip, which a balancing controller shrugs off; pushing one
+  way at every step is what topples it (CartPole: ``targeted=1`` is the strongest attack of the
+  suite on the lab's default agent);
 - ``margin``: the best other action's score minus the clean action's, on raw scores (the
   Carlini-Wagner margin, as in AutoAttack's DLR family). Unlike the cross-entropy it does not
   saturate: on a very confident agent, float32 softmax probabilities of exactly 1 make the
@@ -45,19 +49,23 @@ from robustness.threat import ThreatModel
 OBJECTIVES = ("action", "kl", "value", "targeted", "margin")
 
 
-def check_objective(agent: Agent, objective: str) -> None:
+def check_objective(agent: Agent, objective: str, target: int | None = None) -> None:
     if objective not in OBJECTIVES:
         raise RllabError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
     if objective in ("action", "targeted", "margin") and not agent.is_discrete:
         raise RllabError(f"objective {objective!r} needs discrete actions; use kl for continuous actions")
     if objective == "value" and not (agent.has_critic or agent.has_q):
         raise RllabError(f"objective 'value' needs a critic or Q-function; this {agent.algo} agent has neither")
+    if target is not None:
+        n = agent.action_space.n
+        if not 0 <= target < n:
+            raise RllabError(f"target action {target} is not one of this agent's actions 0..{n - 1}")
 
 
 class _Objective:
     """Per-observation loss to maximise, with what it needs from the clean observation."""
 
-    def __init__(self, agent: Agent, objective: str, obs: th.Tensor) -> None:
+    def __init__(self, agent: Agent, objective: str, obs: th.Tensor, target: int | None = None) -> None:
         self.agent, self.objective = agent, objective
         with th.no_grad():
             scores = agent.logits(obs)
@@ -65,7 +73,7 @@ class _Objective:
             if objective == "kl":
                 self.clean = agent.action_dist(obs)
             if objective == "targeted":
-                self.target = scores.argmin(-1)
+                self.target = scores.argmin(-1) if target is None else th.full_like(self.action, target)
             if objective == "value" and agent.has_q and not agent.has_critic:
                 self.action = scores.argmax(-1)
 
@@ -171,6 +179,7 @@ class PGD(Attack):
         eot: int = 1,
         amp: bool = False,
         unaware: bool = False,
+        target: int | None = None,
     ) -> None:
         super().__init__()
         self.amp = amp  # bf16 autocast of the forward/backward passes (CUDA); the ascent itself stays fp32
@@ -180,6 +189,11 @@ class PGD(Attack):
             raise RllabError("a defense-unaware attack ignores the defenses: it cannot also use BPDA or EOT")
         if objective not in OBJECTIVES:
             raise RllabError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
+        if target is not None and objective != "targeted":
+            raise RllabError(f"a fixed target action goes with the targeted objective, not {objective!r}")
+        if target is not None and (int(target) != target or target < 0):
+            raise RllabError(f"a target action is an action index >= 0, got {target!r}")
+        self.target = None if target is None else int(target)
         self.objective, self.steps, self.alpha, self.restarts = objective, steps, alpha, restarts
         self.random_start, self.bpda, self.eot, self.unaware = random_start, bpda, eot, unaware
         self.by_hand = True  # MLP actors: input gradients without autograd (same numbers, see _MLPInputGradient)
@@ -189,7 +203,8 @@ class PGD(Attack):
 
     @property
     def label(self) -> str:
-        extra = "+bpda" if self.bpda else ""
+        extra = f"={self.target}" if self.target is not None else ""
+        extra += "+bpda" if self.bpda else ""
         extra += f"+eot{self.eot}" if self.eot > 1 else ""
         extra += "+unaware" if self.unaware else ""
         return (
@@ -206,6 +221,7 @@ class PGD(Attack):
         return {
             **super().settings(),
             "objective": self.objective,
+            "target_action": self.target,
             "steps": self.steps,
             "step_size": "2.5*eps/steps" if self.alpha is None else f"{self.alpha}*eps",
             "restarts": self.restarts,
@@ -243,7 +259,7 @@ class PGD(Attack):
         return self._agent.straight_through() if self.bpda else contextlib.nullcontext()
 
     def __call__(self, agent: Agent, obs: th.Tensor, threat: ThreatModel) -> th.Tensor:
-        check_objective(agent, self.objective)
+        check_objective(agent, self.objective, self.target)
         if self.fast_conv and isinstance(agent, Agent) and agent.is_image:
             with fast_input_grads(agent.policy):
                 return self._attack(agent, obs, threat)
@@ -253,7 +269,7 @@ class PGD(Attack):
         self._agent = agent
         obs = obs.detach()
         with self.agent_mode() if self.unaware else contextlib.nullcontext():
-            loss_fn = _Objective(agent, self.objective, obs)
+            loss_fn = _Objective(agent, self.objective, obs, self.target)
         plain = self.eot == 1 and not (self.amp or self.bpda or self.unaware)
         self._by_hand = _MLPInputGradient.build(agent, loss_fn) if plain and self.by_hand else None
         alpha = self.step_size(threat.eps)
@@ -282,7 +298,22 @@ class FGSM(PGD):
 
     name = "fgsm"
 
-    def __init__(self, objective: str = "action", bpda: bool = False, eot: int = 1, unaware: bool = False) -> None:
+    def __init__(
+        self,
+        objective: str = "action",
+        bpda: bool = False,
+        eot: int = 1,
+        unaware: bool = False,
+        target: int | None = None,
+    ) -> None:
         super().__init__(
-            objective, steps=1, alpha=1.0, restarts=1, random_start=False, bpda=bpda, eot=eot, unaware=unaware
+            objective,
+            steps=1,
+            alpha=1.0,
+            restarts=1,
+            random_start=False,
+            bpda=bpda,
+            eot=eot,
+            unaware=unaware,
+            target=target,
         )
