@@ -87,7 +87,7 @@ def sanity_flags(card: dict[str, Any]) -> list[str]:
                 continue
             adaptive_row = card["results"][n][k]
             for m, t in card["attacks"].items():
-                same = t.get("attack") == s.get("attack") and t.get("objective") == s.get("objective")
+                same = all(t.get(key) == s.get(key) for key in ("attack", "objective", "target_action"))
                 if m == n or not same or t.get("bpda") or (t.get("eot") or 1) > 1:
                     continue
                 plain = card["results"].get(m, {}).get(k)

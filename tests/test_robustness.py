@@ -330,6 +330,15 @@ def test_sanity_flags_fire_on_suspicious_cards():
     assert len(masked) == 1 and masked[0].startswith("eps 0.2: pgd-10:action (35)")  # not at 0.1: within the CI
     assert "masks its gradients" in masked[0]
     assert not any("non-adaptive only" in f for f in flags)
+    # a fixed-target row is a different attack from the BPDA least-preferred-target row: never compared
+    targeted = {"kind": "white-box", "attack": "pgd", "objective": "targeted", "steps": 10}
+    card["attacks"]["pgd-10:targeted=1"] = {**targeted, "target_action": 1}
+    card["results"]["pgd-10:targeted=1"] = {"0.1": row(80), "0.2": row(80)}
+    card["attacks"]["pgd-10:targeted+bpda"] = {**targeted, "target_action": None, "bpda": True}
+    card["results"]["pgd-10:targeted+bpda"] = {"0.1": row(20), "0.2": row(20)}
+    assert not any(f.startswith("eps 0.2: pgd-10:targeted=1") for f in sanity_flags(card))
+    for name in ("pgd-10:targeted=1", "pgd-10:targeted+bpda"):
+        del card["attacks"][name], card["results"][name]
     from robustness.report import render_markdown
 
     card.update(clean=row(100), episodes=10, seed=0, flags=flags)
