@@ -186,10 +186,10 @@ def evaluate(
     for a in attack_objs:  # fail early, before any episode runs
         if isinstance(a, PGD):
             check_objective(agent, a.objective, a.target)
-        if isinstance(a, (TorchAttack, SurrogateTransfer, StrategicallyTimed)) and not agent.is_discrete:
-            raise RllabError(f"{a.label} needs a discrete-action agent")
         if isinstance(a, TorchAttack):
-            a.check(agent, norm)
+            a.check(agent, norm)  # discrete actions, its norm, image size for l2 Square
+        elif isinstance(a, (SurrogateTransfer, StrategicallyTimed)) and not agent.is_discrete:
+            raise RllabError(f"{a.label} needs a discrete-action agent")
     attack_objs = [UniformNoise(), *[a for a in attack_objs if not isinstance(a, UniformNoise)]]
     for a in attack_objs:
         a.prepare(agent, seed)
