@@ -121,8 +121,10 @@ def _parse_mapping(text: str | None) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from rllab.environment import check_env_id
     from rllab.training import default_run_dir, train
 
+    check_env_id(args.env)  # an unknown id fails before the "training ..." line
     out = Path(args.out) if args.out else default_run_dir(args.algo, args.env, args.seed)
     print(f"training {args.algo} on {args.env} (seed {args.seed}) -> {out}")
     agent = train(

@@ -142,10 +142,13 @@ def test_trained_cartpole_agent_balances(cartpole_ppo):
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
     code = main([*argv, *(["--out", str(tmp_path / "x")] if argv[0] == "train" else [])])
-    err = capsys.readouterr().err
+    captured = capsys.readouterr()
+    err = captured.err
     assert code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "x" / "agent.json").exists()
+    if "unknown environment" in message:
+        assert captured.out == ""  # no "training ... ->" line for a run that never starts
 
 
 @pytest.mark.parametrize(
