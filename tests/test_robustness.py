@@ -177,6 +177,27 @@ def test_pushing_one_way_topples_cartpole_where_flips_do_not(cartpole_ppo, catch
         build_attack("surrogate", target=1)
 
 
+def test_pushing_each_observation_towards_its_own_action(cartpole_ppo):
+    x = _states(cartpole_ppo, 64)
+    t = ThreatModel.for_agent(cartpole_ppo, 0.5)
+    targets = torch.arange(64) % 2
+    pgd = PGD("targeted", random_start=False)
+    mixed = pgd.towards(cartpole_ppo, x, t, targets)
+    t.check(mixed, x, "towards")
+    for k in (0, 1):  # the same perturbation as the fixed-target attack on each group
+        rows = targets == k
+        fixed = PGD("targeted", target=k, random_start=False)(cartpole_ppo, x[rows], t)
+        assert torch.allclose(mixed[rows], fixed, atol=1e-6)
+    clean, now = cartpole_ppo.act(x), cartpole_ppo.act(mixed)
+    assert np.mean(now == targets.numpy()) > np.mean(clean == targets.numpy())
+    with pytest.raises(RllabError, match="among this agent's actions"):
+        pgd.towards(cartpole_ppo, x, t, torch.full((64,), 2))
+    with pytest.raises(RllabError, match="3 target actions for 64"):
+        pgd.towards(cartpole_ppo, x, t, torch.zeros(3))
+    with pytest.raises(RllabError, match="needs the targeted objective"):
+        PGD("kl").towards(cartpole_ppo, x, t, targets)
+
+
 def test_surrogate_learns_the_victim_and_counts_queries(cartpole_ppo):
     s = SurrogateTransfer(queries=3000, epochs=20)
     s.prepare(cartpole_ppo, seed=0)

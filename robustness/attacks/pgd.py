@@ -65,7 +65,7 @@ def check_objective(agent: Agent, objective: str, target: int | None = None) -> 
 class _Objective:
     """Per-observation loss to maximise, with what it needs from the clean observation."""
 
-    def __init__(self, agent: Agent, objective: str, obs: th.Tensor, target: int | None = None) -> None:
+    def __init__(self, agent: Agent, objective: str, obs: th.Tensor, target: int | th.Tensor | None = None) -> None:
         self.agent, self.objective = agent, objective
         with th.no_grad():
             scores = agent.logits(obs)
@@ -73,7 +73,12 @@ class _Objective:
             if objective == "kl":
                 self.clean = agent.action_dist(obs)
             if objective == "targeted":
-                self.target = scores.argmin(-1) if target is None else th.full_like(self.action, target)
+                if target is None:
+                    self.target = scores.argmin(-1)
+                elif isinstance(target, th.Tensor):  # one target per observation (the planning attack)
+                    self.target = target.to(self.action)
+                else:
+                    self.target = th.full_like(self.action, target)
             if objective == "value" and agent.has_q and not agent.has_critic:
                 self.action = scores.argmax(-1)
 
@@ -260,16 +265,36 @@ class PGD(Attack):
 
     def __call__(self, agent: Agent, obs: th.Tensor, threat: ThreatModel) -> th.Tensor:
         check_objective(agent, self.objective, self.target)
+        return self._run(agent, obs, threat, self.target)
+
+    def towards(self, agent: Agent, obs: th.Tensor, threat: ThreatModel, actions: th.Tensor) -> th.Tensor:
+        """Pushes each observation towards its own target action (``actions[i]`` for ``obs[i]``).
+
+        The fixed-target attack with one target per observation: what a planning attacker uses to
+        force the actions of its plan, all environments in one batch.
+        """
+        if self.objective != "targeted":
+            raise RllabError(f"pushing towards given actions needs the targeted objective, not {self.objective!r}")
+        check_objective(agent, self.objective)
+        actions = th.as_tensor(actions, device=obs.device).long().reshape(-1)
+        if actions.shape[0] != obs.shape[0]:
+            raise RllabError(f"{actions.shape[0]} target actions for {obs.shape[0]} observations")
+        n = agent.action_space.n
+        if actions.numel() and not (0 <= int(actions.min()) and int(actions.max()) < n):
+            raise RllabError(f"target actions must be among this agent's actions 0..{n - 1}")
+        return self._run(agent, obs, threat, actions)
+
+    def _run(self, agent: Agent, obs: th.Tensor, threat: ThreatModel, target: int | th.Tensor | None) -> th.Tensor:
         if self.fast_conv and isinstance(agent, Agent) and agent.is_image:
             with fast_input_grads(agent.policy):
-                return self._attack(agent, obs, threat)
-        return self._attack(agent, obs, threat)
+                return self._attack(agent, obs, threat, target)
+        return self._attack(agent, obs, threat, target)
 
-    def _attack(self, agent: Agent, obs: th.Tensor, threat: ThreatModel) -> th.Tensor:
+    def _attack(self, agent: Agent, obs: th.Tensor, threat: ThreatModel, target: int | th.Tensor | None) -> th.Tensor:
         self._agent = agent
         obs = obs.detach()
         with self.agent_mode() if self.unaware else contextlib.nullcontext():
-            loss_fn = _Objective(agent, self.objective, obs, self.target)
+            loss_fn = _Objective(agent, self.objective, obs, target)
         plain = self.eot == 1 and not (self.amp or self.bpda or self.unaware)
         self._by_hand = _MLPInputGradient.build(agent, loss_fn) if plain and self.by_hand else None
         alpha = self.step_size(threat.eps)
