@@ -15,6 +15,7 @@ run leaves no half-written explanation behind.
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 from collections.abc import Sequence
@@ -45,17 +46,67 @@ from rllab.errors import RllabError
 CARTPOLE_FEATURES = ["cart position", "cart velocity", "pole angle", "pole angular velocity"]
 
 
-def parse_methods(text: str | Sequence[str]) -> list[str]:
-    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
-    if not names:
+def _split_top_level(text: str) -> list[str]:
+    """Splits on the commas outside parentheses and brackets: ``a,b(x=1,y=[1,2])`` -> two parts."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "([":
+            depth += 1
+        elif ch in ")]":
+            depth -= 1
+            if depth < 0:
+                raise RllabError(f"unbalanced brackets in method list {text!r}")
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    if depth:
+        raise RllabError(f"unbalanced brackets in method list {text!r}")
+    return [*parts, text[start:]]
+
+
+def _method_options(name: str, text: str) -> dict[str, Any]:
+    """``window=3,stride=3`` -> ``{"window": 3, "stride": 3}`` (values read as YAML: numbers, lists, strings)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for item in _split_top_level(text):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RllabError(f"method options are key=value, got {item.strip()!r} in {name}({text})")
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise RllabError(f"cannot read the value of {key.strip()!r} in {name}({text})") from None
+        options[key.strip()] = tuple(parsed) if isinstance(parsed, list) else parsed
+    return options
+
+
+def parse_methods(text: str | Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Method names with their options: ``"saliency,occlusion(window=3,stride=3)"`` ->
+    ``[("saliency", {}), ("occlusion", {"window": 3, "stride": 3})]``."""
+    items = _split_top_level(text) if isinstance(text, str) else list(text)
+    items = [n.strip() for n in items if n.strip()]
+    if not items:
         raise RllabError("give at least one method, e.g. --method saliency,occlusion")
-    out = []
-    for n in names:
-        key = ALIASES.get(n, n)
+    out: list[tuple[str, dict[str, Any]]] = []
+    for item in items:
+        name, _, rest = item.partition("(")
+        name = name.strip()
+        if rest and not rest.endswith(")"):
+            raise RllabError(f"method options go in parentheses at the end: {item!r}")
+        options = _method_options(name, rest[:-1]) if rest[:-1].strip() else {}
+        key = ALIASES.get(name, name)
         if key not in METHODS:
-            raise RllabError(f"unknown explanation method {n!r}; known: {', '.join(METHODS)}")
-        if key not in out:
-            out.append(key)
+            raise RllabError(f"unknown explanation method {name!r}; known: {', '.join(METHODS)}")
+        accepted = set(inspect.signature(METHODS[key].__init__).parameters) - {"self", "agent", "target"}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise RllabError(f"{key} takes no option {unknown[0]!r}; its options: {', '.join(sorted(accepted))}")
+        same = [o for k, o in out if k == key]
+        if same and same[0] != options:
+            raise RllabError(f"{key} is given twice with different options; give it once")
+        if not same:
+            out.append((key, options))
     return out
 
 
@@ -168,6 +219,14 @@ def _log_global_view(w: ExplanationWriter, agent: Agent, target: str, seed: int)
     )
 
 
+def _build(name: str, agent: Agent, target: str, options: dict[str, Any]) -> Explainer:
+    try:
+        return make_method(name, agent, target=target, **options)
+    except (TypeError, ValueError) as exc:  # an option of the wrong kind, e.g. window=abc
+        shown = ",".join(f"{k}={v}" for k, v in options.items())
+        raise RllabError(f"{name}({shown}): {exc}") from None
+
+
 def explain_run(
     run: str | Path,
     methods: str | Sequence[str] = ("saliency", "occlusion", "greydanus"),
@@ -192,7 +251,7 @@ def explain_run(
     kind = space_kind(agent)
     names = parse_methods(methods)
     # build every method first so that a method that cannot apply fails before any work
-    built = [make_method(n, agent, target=target) for n in names]
+    built = [_build(n, agent, target, options) for n, options in names]
     th.manual_seed(seed)
     tr = collect_states(agent, episodes=episodes, seed=seed)
     name = _free_name(run, f"explain-{target}-s{seed}")

@@ -20,7 +20,7 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import rllab
-from explain.report import explain_run
+from explain.report import explain_run, parse_methods
 from explain.tensorboard import SAMPLES_PER_TAG, gif_bytes, grid, heat_map, normalise, overlay
 from rllab.cli import main
 
@@ -180,6 +180,23 @@ def test_cli_explains_a_vector_agent_and_prints_the_metrics_table(cartpole_ppo_p
     assert a == b
 
 
+def test_method_options_on_the_command_line(cartpole_ppo_path, tmp_path):
+    assert parse_methods("saliency, occlusion(window=[1,2], stride=2),ig") == [
+        ("saliency", {}),
+        ("occlusion", {"window": (1, 2), "stride": 2}),
+        ("integrated_gradients", {}),
+    ]
+    assert parse_methods(["ig(n_steps=8)", "integrated_gradients(n_steps=8)"]) == [
+        ("integrated_gradients", {"n_steps": 8})
+    ]
+    run = _copy_run(cartpole_ppo_path, tmp_path / "cartpole")
+    assert main(["explain", str(run), "--method", "ig(n_steps=4),occlusion(window=2)", "--no-progress"]) == 0
+    described = json.loads((run / "explain" / "explain-action-s0" / "metrics.json").read_text())["methods"]
+    by_name = {m["method"]: m for m in described}
+    assert by_name["integrated_gradients"]["n_steps"] == 4  # the options reached the methods
+    assert by_name["occlusion"]["window"] == [2]
+
+
 def test_cli_errors_are_one_line_and_leave_nothing_behind(cartpole_ppo_path, tmp_path, capsys):
     dqn = tmp_path / "dqn"
     rllab.train(algo="dqn", env="CartPole-v1", seed=0, steps=300, eval_freq=0, out=dqn, progress=False)
@@ -191,6 +208,10 @@ def test_cli_errors_are_one_line_and_leave_nothing_behind(cartpole_ppo_path, tmp
     for args, message in (
         (["--method", "greydanus"], "image"),
         (["--method", "nonsense"], "unknown explanation method"),
+        (["--method", "ig(steps=4)"], "integrated_gradients takes no option 'steps'; its options: "),
+        (["--method", "ablation(baseline=mean"], "unbalanced brackets"),
+        (["--method", "ig(n_steps=4),ig"], "given twice with different options"),
+        (["--method", "ablation(baseline)"], "method options are key=value"),
     ):
         assert main(["explain", str(run), *args]) == 2
         assert message in capsys.readouterr().err
