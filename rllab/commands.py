@@ -33,6 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one hyperparameter")
     p.add_argument("--env-kwargs", default=None, help="YAML/JSON mapping passed to gymnasium.make")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        help="PyTorch CPU threads while training (default: PyTorch's); the same seed gives the same "
+        "weights only with the same thread count, recorded in agent.json",
+    )
     p.add_argument("--out", help="run folder (default runs/ALGO-ENV-sSEED)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--eval-freq", type=int, help="evaluate every N steps (default steps/10; 0: never)")
@@ -154,6 +160,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.defense
         else None,
         verbose=args.verbose,
+        threads=args.threads,
     )
     fe = agent.spec["training"]["final_eval"]
     print(

@@ -182,12 +182,77 @@ def train(
     verbose: int = 0,
     defense: str | None = None,
     defense_kwargs: dict[str, Any] | None = None,
+    threads: int | None = None,
 ) -> Agent:
     """Train ``algo`` on ``env`` and return the agent; the run folder is its checkpoint.
 
     ``steps`` defaults to the hyperparameter file's ``n_timesteps``. ``resume=True``
     continues the run in ``out`` from its last checkpoint, with its stored settings.
+
+    ``threads`` pins PyTorch's CPU thread count while training (restored afterwards): the
+    summation order of PyTorch's CPU kernels depends on it, so the same seed gives the same
+    weights only with the same thread count. The count used is recorded in the checkpoint
+    (``training.config.torch_threads``) and a resumed run reuses it unless told otherwise.
     """
+    if threads is not None and threads < 1:
+        raise RllabError(f"--threads must be positive, got {threads}")
+    if threads is None and resume:
+        run_dir = Path(out) if out is not None else default_run_dir(algo, env, seed)
+        if (run_dir / SPEC_FILE).exists():
+            threads = read_spec(run_dir)["training"]["config"].get("torch_threads")
+    before = th.get_num_threads()
+    if threads is not None:
+        th.set_num_threads(int(threads))
+    try:
+        return _train(
+            algo=algo,
+            env=env,
+            seed=seed,
+            steps=steps,
+            n_envs=n_envs,
+            hyperparams=hyperparams,
+            overrides=overrides,
+            device=device,
+            out=out,
+            resume=resume,
+            env_kwargs=env_kwargs,
+            wrappers=wrappers,
+            eval_freq=eval_freq,
+            eval_episodes=eval_episodes,
+            final_eval_episodes=final_eval_episodes,
+            save_freq=save_freq,
+            progress=progress,
+            verbose=verbose,
+            defense=defense,
+            defense_kwargs=defense_kwargs,
+        )
+    finally:
+        th.set_num_threads(before)
+
+
+def _train(
+    algo: str,
+    env: str,
+    seed: int = 0,
+    steps: int | None = None,
+    n_envs: int | None = None,
+    hyperparams: str | Path | None = None,
+    overrides: dict[str, Any] | list[str] | None = None,
+    device: str = "cpu",
+    out: str | Path | None = None,
+    resume: bool = False,
+    env_kwargs: dict[str, Any] | None = None,
+    wrappers: list[dict[str, Any]] | None = None,
+    eval_freq: int | None = None,
+    eval_episodes: int = 5,
+    final_eval_episodes: int = 20,
+    save_freq: int | None = None,
+    progress: bool | None = None,
+    verbose: int = 0,
+    defense: str | None = None,
+    defense_kwargs: dict[str, Any] | None = None,
+) -> Agent:
+    """:func:`train` once the thread count is set."""
     started = time.time()
     run_dir = Path(out) if out is not None else default_run_dir(algo, env, seed)
     resumed_from = 0
@@ -275,6 +340,7 @@ def train(
             "wrappers": wrappers,
             "hyperparams": hp,
             "device": str(th_device),
+            "torch_threads": th.get_num_threads(),
         },
         "started": now(),
     }

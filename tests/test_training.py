@@ -211,23 +211,20 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
     assert agent.spec["training"]["resumed_from"] == done
     assert agent.spec["training"]["timesteps"] >= done + 4096
     assert agent.spec["training"]["config"]["seed"] == 0
+    # the interrupted run trained on 1 thread (OMP_NUM_THREADS=1): the resumed part does too
+    assert saved.spec["training"]["config"]["torch_threads"] == 1
+    assert agent.spec["training"]["config"]["torch_threads"] == 1
 
 
-def test_channel_last_images_are_transposed_inside_the_agent(tmp_path):
-    import gymnasium as gym
-
-    if "TestCatchHWC-v0" not in gym.registry:
-        gym.register("TestCatchHWC-v0", entry_point="tests.hwc_env:make_hwc_catch", max_episode_steps=20)
-    agent = rllab.train("ppo", "TestCatchHWC-v0", seed=0, steps=512, out=tmp_path / "hwc", progress=False,
-                        final_eval_episodes=2)
-    assert agent.spec["preprocessing"]["transpose_image"] is True
-    agent = rllab.load(tmp_path / "hwc")
-    obs, _ = agent.make_env().reset(seed=0)
-    assert obs.shape == (10, 5, 3)
-    x = torch.tensor(obs[None], dtype=torch.float32, requires_grad=True)
-    scores = agent.logits(x)
-    direct = agent.policy.action_net(agent.policy.mlp_extractor.forward_actor(
-        agent.policy.features_extractor(x.permute(0, 3, 1, 2) / 255.0)))
-    torch.testing.assert_close(scores, direct)
-    scores.sum().backward()
-    assert x.grad.shape == (1, 10, 5, 3)
+def test_training_thread_count_is_pinned_recorded_and_restored(tmp_path, monkeypatch):
+    before = torch.get_num_threads()
+    seen = []
+    original = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), original(n))[1])
+    agent = rllab.train("ppo", "CartPole-v1", steps=256, out=tmp_path / "a", progress=False, threads=3)
+    assert seen == [3, before]  # set for training, then given back
+    assert torch.get_num_threads() == before
+    assert agent.spec["training"]["config"]["torch_threads"] == 3
+    with pytest.raises(rllab.RllabError, match="--threads must be positive"):
+        rllab.train("ppo", "CartPole-v1", steps=256, out=tmp_path / "b", progress=False, threads=0)
+    assert not (tmp_path / "b").exists()
