@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--attack",
         default="pgd",
         help="comma list of noise, fgsm, pgd, torchattacks-{fgsm,pgd,pgdl2,apgd,square}, surrogate, "
-        "timed, learned; or 'all' for the standard suite",
+        "timed, learned, plan (searches whole-episode plans; slow); or 'all' for the standard suite",
     )
     p.add_argument(
         "--objective", default=None, help="action | kl | value | targeted | margin (default: action, kl if continuous)"

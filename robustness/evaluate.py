@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from rllab.evaluation import confidence_interval, run_episodes
 from robustness.attacks import FGSM, PGD, StrategicallyTimed, SurrogateTransfer, TorchAttack, UniformNoise
 from robustness.attacks.base import Attack
 from robustness.attacks.pgd import check_objective
+from robustness.attacks.planning import PlanningAttack
 from robustness.threat import ThreatModel
 
 ATTACK_NAMES = (
@@ -35,6 +37,7 @@ ATTACK_NAMES = (
     "surrogate",
     "timed",
     "learned",
+    "plan",
 )
 
 
@@ -73,6 +76,8 @@ def build_attack(
     if name == "timed":
         base = PGD(objective, steps=steps, alpha=alpha, restarts=restarts, target=target)
         return StrategicallyTimed(base, threshold=threshold, max_fraction=max_fraction)
+    if name == "plan":
+        return PlanningAttack(steps=steps)
     if name == "learned":
         from robustness.learned_adversary import LearnedAttackAdapter
 
@@ -160,6 +165,23 @@ def attacked_run(
     return _row(result, extra)
 
 
+def planned_run(agent: Agent, attack: PlanningAttack, threat: ThreatModel, episodes: int, seed: int) -> dict[str, Any]:
+    """The planning attack's row: it plays whole episodes itself (see ``robustness.attacks.planning``)."""
+    t = time.perf_counter()
+    out = attack.run(agent, threat, episodes, seed)
+    steps = len(out["sizes"])
+    return _row(
+        SimpleNamespace(returns=out["returns"], seed=seed),
+        {
+            "wall_s": round(time.perf_counter() - t, 3),
+            "action_change_rate": out["action_changes"] / max(steps, 1),
+            "mean_perturbation": float(np.mean(out["sizes"])) if steps else 0.0,
+            "steps": steps,
+            "gain_over_steady_push": out["gain_over_steady_push"],
+        },
+    )
+
+
 def evaluate(
     agent: Agent,
     attacks: list[Attack | str] | None = None,
@@ -188,6 +210,8 @@ def evaluate(
             check_objective(agent, a.objective, a.target)
         if isinstance(a, TorchAttack):
             a.check(agent, norm)  # discrete actions, its norm, image size for l2 Square
+        elif isinstance(a, PlanningAttack):
+            a.check(agent)
         elif isinstance(a, (SurrogateTransfer, StrategicallyTimed)) and not agent.is_discrete:
             raise RllabError(f"{a.label} needs a discrete-action agent")
     attack_objs = [UniformNoise(), *[a for a in attack_objs if not isinstance(a, UniformNoise)]]
@@ -205,7 +229,10 @@ def evaluate(
             for threat in threats:
                 bar.set_description(f"{a.label} eps={threat.eps:g}")
                 th.manual_seed(seed)
-                row = attacked_run(agent, a, threat, episodes, seed, n_envs)
+                if isinstance(a, PlanningAttack):
+                    row = planned_run(agent, a, threat, episodes, seed)
+                else:
+                    row = attacked_run(agent, a, threat, episodes, seed, n_envs)
                 if isinstance(a, StrategicallyTimed):
                     row["fraction_attacked"] = a.fraction_attacked
                     a.steps_seen = a.steps_attacked = 0

@@ -7,7 +7,15 @@ import torch
 import rllab
 from rllab.cli import main
 from rllab.errors import RllabError
-from robustness.attacks import FGSM, PGD, StrategicallyTimed, SurrogateTransfer, TorchAttack, UniformNoise
+from robustness.attacks import (
+    FGSM,
+    PGD,
+    PlanningAttack,
+    StrategicallyTimed,
+    SurrogateTransfer,
+    TorchAttack,
+    UniformNoise,
+)
 from robustness.attacks.base import Attack
 from robustness.attacks.torchattacks_adapter import BoxModel, box_for
 from robustness.evaluate import attacked_run, build_attack, evaluate, standard_suite
@@ -198,6 +206,30 @@ def test_pushing_each_observation_towards_its_own_action(cartpole_ppo):
         PGD("kl").towards(cartpole_ppo, x, t, targets)
 
 
+def test_planning_attack_is_no_weaker_than_the_steady_push_and_replays_what_it_plans(cartpole_ppo, monkeypatch):
+    plan = PlanningAttack(population=8, rounds=3, elites=2)
+    pushes = [PGD("targeted", target=k, random_start=False) for k in (0, 1)]
+    card = evaluate(cartpole_ppo, attacks=[plan, *pushes], eps=[1.0], episodes=3, seed=0, n_envs=1, progress=False)
+    rows = {n: r["1"] for n, r in card["results"].items()}
+    planned = rows["plan-cem:pgd-10"]
+    push = min(rows["pgd-10:targeted=0"]["mean_return"], rows["pgd-10:targeted=1"]["mean_return"])
+    # the steady pushes are among its candidate plans, so planning can only do better (up to float noise
+    # between batched and one-at-a-time PGD, a step or two)
+    assert planned["mean_return"] <= push + 2
+    assert planned["mean_return"] < 0.2 * card["clean"]["mean_return"]
+    assert planned["gain_over_steady_push"] >= 0
+    assert planned["steps"] == sum(planned["returns"])  # CartPole: one reward per step, every step checked
+    assert 0.9 < planned["mean_perturbation"] <= 1.0 + 1e-6 and planned["action_change_rate"] > 0
+    assert card["attacks"]["plan-cem:pgd-10"]["population"] == 8
+    with pytest.raises(RllabError, match="episodes"):
+        plan(cartpole_ppo, torch.zeros(1, 4), ThreatModel.for_agent(cartpole_ppo, 1.0))
+    # an agent that does not act the same way twice cannot be planned against: a clear error, not a row
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(type(cartpole_ppo), "act", lambda self, obs, deterministic=True: rng.integers(0, 2, len(obs)))
+    with pytest.raises(RllabError, match="did not replay the same episode"):
+        evaluate(cartpole_ppo, attacks=[plan], eps=[1.0], episodes=1, progress=False)
+
+
 def test_surrogate_learns_the_victim_and_counts_queries(cartpole_ppo):
     s = SurrogateTransfer(queries=3000, epochs=20)
     s.prepare(cartpole_ppo, seed=0)
@@ -257,6 +289,8 @@ def test_bad_input_is_one_clear_error(cartpole_ppo_path, tmp_path, capsys):
     )
     with pytest.raises(RllabError, match="needs discrete actions"):
         evaluate(cont, attacks=[PGD("action")], eps=[0.1], episodes=1, progress=False)
+    with pytest.raises(RllabError, match="plans discrete actions"):
+        evaluate(cont, attacks=["plan"], eps=[0.1], episodes=1, progress=False)
 
 
 def test_attack_command_writes_a_parseable_report_and_the_leaderboard_sorts(cartpole_ppo_path, tmp_path, capsys):
