@@ -134,13 +134,15 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 def _print_summary(card: dict) -> None:
+    from robustness.report import eps_label
+
     tm = card["threat_model"]
     print(
         f"{card['agent']['algo']} on {card['agent']['env']}: clean {card['clean']['mean_return']:.3g} "
         f"({tm['norm']}, eps in {tm['unit']}, {card['episodes']} episodes)"
     )
     for name, by_eps in card["results"].items():
-        cells = "  ".join(f"eps {k}: {r['mean_return']:.3g}" for k, r in by_eps.items())
+        cells = "  ".join(f"eps {eps_label(card, k)}: {r['mean_return']:.3g}" for k, r in by_eps.items())
         print(f"  {name:<28} {cells}")
     for f in card.get("flags", []):
         print(f"  ! {f}")

@@ -230,6 +230,13 @@ def test_planning_attack_is_no_weaker_than_the_steady_push_and_replays_what_it_p
         evaluate(cartpole_ppo, attacks=[plan], eps=[1.0], episodes=1, progress=False)
 
 
+def test_attack_command_prints_pixel_budgets_as_fractions_of_255(catch_ppo_path, tmp_path, capsys):
+    args = ["attack", str(catch_ppo_path), "--attack", "fgsm", "--eps", "4/255,8/255", "--episodes", "2"]
+    assert main([*args, "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "eps 4/255: " in out and "eps 8/255: " in out and "0.0156863" not in out
+
+
 def test_surrogate_learns_the_victim_and_counts_queries(cartpole_ppo):
     s = SurrogateTransfer(queries=3000, epochs=20)
     s.prepare(cartpole_ppo, seed=0)
