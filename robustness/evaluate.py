@@ -3,7 +3,8 @@
 Episodes run batched over ``n_envs`` environments: one attack call per vector step for all
 active environments. Every perturbed observation is checked against the budget; a
 violation stops the run (``BudgetViolation``). Episode ``j`` uses seed ``seed + j`` for every
-row, so rows differ only by the attack.
+row, so rows differ only by the attack. The planning attack plays its episodes itself: it
+searches whole-episode plans before it plays one (``robustness.attacks.planning``).
 """
 
 from __future__ import annotations
