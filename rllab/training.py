@@ -7,6 +7,7 @@ The run folder ``runs/NAME`` *is* the checkpoint (``agent.json``,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib
 import json
@@ -161,6 +162,18 @@ class PeriodicCheckpoint(BaseCallback):
 
 
 # ---------------------------------------------------------------- training
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """PyTorch's CPU thread count set to ``n`` (None: left alone) for the block, then given back."""
+    before = th.get_num_threads()
+    if n is not None:
+        th.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        th.set_num_threads(before)
+
+
 def train(
     algo: str,
     env: str,
@@ -197,250 +210,205 @@ def train(
     if threads is not None and threads < 1:
         raise RllabError(f"--threads must be positive, got {threads}")
     if threads is None and resume:
+        stored = Path(out) if out is not None else default_run_dir(algo, env, seed)
+        if (stored / SPEC_FILE).exists():
+            threads = read_spec(stored)["training"]["config"].get("torch_threads")
+    with _torch_threads(threads):
+        started = time.time()
         run_dir = Path(out) if out is not None else default_run_dir(algo, env, seed)
-        if (run_dir / SPEC_FILE).exists():
-            threads = read_spec(run_dir)["training"]["config"].get("torch_threads")
-    before = th.get_num_threads()
-    if threads is not None:
-        th.set_num_threads(int(threads))
-    try:
-        return _train(
-            algo=algo,
-            env=env,
+        resumed_from = 0
+        if resume:
+            spec0 = read_spec(run_dir)
+            config = spec0["training"]["config"]
+            if config["algo"] != algo or config["env"] != env:
+                raise RllabError(
+                    f"{run_dir} is a {config['algo']} run on {config['env']}; cannot resume it as {algo} on {env}"
+                )
+            if spec0["training"].get("complete"):
+                raise RllabError(f"{run_dir} finished training already ({spec0['training']['timesteps']} steps)")
+            seed, n_envs, env_kwargs, wrappers = (
+                config["seed"],
+                config["n_envs"],
+                config["env_kwargs"],
+                config["wrappers"],
+            )
+            steps = config["steps"] if steps is None else steps
+            hp = config["hyperparams"]
+            if config.get("defense"):
+                defense = config["defense"]["name"]
+                saved = config["defense"]
+                defense_kwargs = {k: saved[k] for k in ("eps", "coef", "steps", "ramp", "solver") if k in saved}
+        else:
+            if algo not in ALGOS:
+                raise RllabError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")
+            check_env_id(env)
+            if (run_dir / SPEC_FILE).exists():
+                raise RllabError(
+                    f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --out"
+                )
+            hp = hp_lib.resolve(algo, env, hyperparams, overrides)
+        env_kwargs = dict(env_kwargs or {})
+        wrappers = list(wrappers or [])
+        lab, algo_kwargs = hp_lib.split(hp)
+        steps = int(lab.get("n_timesteps", 100_000) if steps is None else steps)
+        if steps <= 0:
+            raise RllabError(f"--steps must be positive, got {steps}")
+        n_envs = int(n_envs or lab.get("n_envs", 1))
+        if n_envs <= 0:
+            raise RllabError(f"--n-envs must be positive, got {n_envs}")
+        th_device = resolve_device(device)
+
+        probe = make_env(env, env_kwargs, wrappers)
+        obs_space, act_space = probe.observation_space, probe.action_space
+        probe.close()
+        if algo == "dqn" and not isinstance(act_space, spaces.Discrete):
+            raise RllabError(f"dqn needs a discrete action space; {env} has {act_space}")
+        if not isinstance(act_space, (spaces.Box, spaces.Discrete)):
+            raise RllabError(f"rllab agents take Discrete or Box actions; {env} has {act_space}")
+
+        transpose = _needs_transpose(obs_space)
+        policy_kwargs = dict(lab.get("policy_kwargs") or {})
+        if is_image_space(obs_space, check_channels=False):
+            policy_kwargs.setdefault("features_extractor", default_extractor(obs_space))
+        policy_class = "DQNPolicy" if algo == "dqn" else "ActorCriticPolicy"
+        has_critic = algo != "dqn" and bool(algo_kwargs.get("use_baseline", True))
+        normalize = bool(lab.get("normalize", False))
+        if normalize and is_image_space(obs_space, check_channels=False):
+            raise RllabError(
+                "normalize: true is for vector observations; image observations are scaled by 1/255 already"
+            )
+
+        venv: VecEnv = make_vec_env(env, n_envs, seed, env_kwargs, wrappers)
+        if transpose:
+            venv = VecTransposeImage(venv)
+        if normalize:
+            venv = VecNormalize(venv, norm_obs=True, norm_reward=False, gamma=float(algo_kwargs.get("gamma", 0.99)))
+
+        spec_policy_kwargs = {**policy_kwargs, "use_sde": True} if algo_kwargs.get("use_sde") else policy_kwargs
+        spec = spec_skeleton(
+            algo,
+            env,
+            env_kwargs,
+            wrappers,
+            obs_space,
+            act_space,
+            policy_class,
+            spec_policy_kwargs,
+            has_critic,
+            transpose_image=transpose,
+        )
+        spec["training"] = {
+            "config": {
+                "algo": algo,
+                "env": env,
+                "seed": seed,
+                "steps": steps,
+                "n_envs": n_envs,
+                "env_kwargs": env_kwargs,
+                "wrappers": wrappers,
+                "hyperparams": hp,
+                "device": str(th_device),
+                "torch_threads": th.get_num_threads(),
+            },
+            "started": now(),
+        }
+
+        model = ALGOS[algo](
+            POLICY_CLASSES[policy_class],
+            venv,
             seed=seed,
-            steps=steps,
-            n_envs=n_envs,
-            hyperparams=hyperparams,
-            overrides=overrides,
-            device=device,
-            out=out,
-            resume=resume,
-            env_kwargs=env_kwargs,
-            wrappers=wrappers,
-            eval_freq=eval_freq,
-            eval_episodes=eval_episodes,
-            final_eval_episodes=final_eval_episodes,
-            save_freq=save_freq,
-            progress=progress,
+            device=th_device,
             verbose=verbose,
-            defense=defense,
-            defense_kwargs=defense_kwargs,
+            policy_kwargs=policy_kwargs_to_sb3(policy_kwargs),
+            **algo_kwargs,
         )
-    finally:
-        th.set_num_threads(before)
+        if defense is not None:
+            settings = training_defense(defense)(model, seed=seed, **(defense_kwargs or {}))
+            spec["training"]["config"]["defense"] = {**settings, **(defense_kwargs or {})}
+            spec["lineage"] = [
+                {"parent": None, "transform": f"adversarial-training:{defense}", "params": settings, "time": now()}
+            ]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tb_dir = run_dir / "tb"
+        model.set_logger(configure(str(tb_dir / "train"), ["stdout", "tensorboard"] if verbose else ["tensorboard"]))
 
+        if resume:
+            resumed_from = _restore(model, run_dir, spec0)
 
-def _train(
-    algo: str,
-    env: str,
-    seed: int = 0,
-    steps: int | None = None,
-    n_envs: int | None = None,
-    hyperparams: str | Path | None = None,
-    overrides: dict[str, Any] | list[str] | None = None,
-    device: str = "cpu",
-    out: str | Path | None = None,
-    resume: bool = False,
-    env_kwargs: dict[str, Any] | None = None,
-    wrappers: list[dict[str, Any]] | None = None,
-    eval_freq: int | None = None,
-    eval_episodes: int = 5,
-    final_eval_episodes: int = 20,
-    save_freq: int | None = None,
-    progress: bool | None = None,
-    verbose: int = 0,
-    defense: str | None = None,
-    defense_kwargs: dict[str, Any] | None = None,
-) -> Agent:
-    """:func:`train` once the thread count is set."""
-    started = time.time()
-    run_dir = Path(out) if out is not None else default_run_dir(algo, env, seed)
-    resumed_from = 0
-    if resume:
-        spec0 = read_spec(run_dir)
-        config = spec0["training"]["config"]
-        if config["algo"] != algo or config["env"] != env:
+        if (eval_freq is not None and eval_freq < 0) or (save_freq is not None and save_freq < 0):
+            raise RllabError("--eval-freq and --save-freq must be >= 0 (0 turns them off)")
+        eval_freq = eval_freq if eval_freq is not None else max(steps // 10, 1000)
+        save_freq = save_freq if save_freq is not None else max(steps // 10, 1000)
+        # One env per evaluation episode, so the periodic evaluation's forward passes are batched.
+        eval_env = make_vec_env(env, eval_episodes, seed + 1_000_000, env_kwargs, wrappers)
+        if transpose:
+            eval_env = VecTransposeImage(eval_env)
+        if normalize:
+            eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
+        callback_list: list[BaseCallback] = []
+        if eval_freq > 0:  # 0 turns periodic evaluation off
+            callback_list.append(
+                EvalCallback(
+                    eval_env,
+                    n_eval_episodes=eval_episodes,
+                    eval_freq=max(eval_freq // n_envs, 1),
+                    deterministic=True,
+                    verbose=0,
+                    warn=False,
+                )
+            )
+        if save_freq > 0:  # 0 turns periodic checkpoints off
+            callback_list.append(PeriodicCheckpoint(spec, run_dir, save_freq))
+        callbacks = CallbackList(callback_list)
+        if progress is None:
+            progress = sys.stderr.isatty()
+        remaining = steps - resumed_from
+        try:
+            if remaining > 0:
+                model.learn(
+                    total_timesteps=remaining, callback=callbacks, progress_bar=progress, reset_num_timesteps=not resume
+                )
+        except KeyboardInterrupt:
+            save_run(model, spec, run_dir, complete=False)
             raise RllabError(
-                f"{run_dir} is a {config['algo']} run on {config['env']}; cannot resume it as {algo} on {env}"
-            )
-        if spec0["training"].get("complete"):
-            raise RllabError(f"{run_dir} finished training already ({spec0['training']['timesteps']} steps)")
-        seed, n_envs, env_kwargs, wrappers = config["seed"], config["n_envs"], config["env_kwargs"], config["wrappers"]
-        steps = config["steps"] if steps is None else steps
-        hp = config["hyperparams"]
-        if config.get("defense"):
-            defense = config["defense"]["name"]
-            saved = config["defense"]
-            defense_kwargs = {k: saved[k] for k in ("eps", "coef", "steps", "ramp", "solver") if k in saved}
-    else:
-        if algo not in ALGOS:
-            raise RllabError(f"unknown algorithm {algo!r}; choose one of {', '.join(ALGOS)}")
-        check_env_id(env)
-        if (run_dir / SPEC_FILE).exists():
-            raise RllabError(
-                f"{run_dir} already holds a checkpoint; pass --resume to continue it or choose another --out"
-            )
-        hp = hp_lib.resolve(algo, env, hyperparams, overrides)
-    env_kwargs = dict(env_kwargs or {})
-    wrappers = list(wrappers or [])
-    lab, algo_kwargs = hp_lib.split(hp)
-    steps = int(lab.get("n_timesteps", 100_000) if steps is None else steps)
-    if steps <= 0:
-        raise RllabError(f"--steps must be positive, got {steps}")
-    n_envs = int(n_envs or lab.get("n_envs", 1))
-    if n_envs <= 0:
-        raise RllabError(f"--n-envs must be positive, got {n_envs}")
-    th_device = resolve_device(device)
+                f"interrupted at step {model.num_timesteps}; checkpoint saved in {run_dir}; continue with --resume"
+            ) from None
+        finally:
+            venv.close()
+            eval_env.close()
 
-    probe = make_env(env, env_kwargs, wrappers)
-    obs_space, act_space = probe.observation_space, probe.action_space
-    probe.close()
-    if algo == "dqn" and not isinstance(act_space, spaces.Discrete):
-        raise RllabError(f"dqn needs a discrete action space; {env} has {act_space}")
-    if not isinstance(act_space, (spaces.Box, spaces.Discrete)):
-        raise RllabError(f"rllab agents take Discrete or Box actions; {env} has {act_space}")
-
-    transpose = _needs_transpose(obs_space)
-    policy_kwargs = dict(lab.get("policy_kwargs") or {})
-    if is_image_space(obs_space, check_channels=False):
-        policy_kwargs.setdefault("features_extractor", default_extractor(obs_space))
-    policy_class = "DQNPolicy" if algo == "dqn" else "ActorCriticPolicy"
-    has_critic = algo != "dqn" and bool(algo_kwargs.get("use_baseline", True))
-    normalize = bool(lab.get("normalize", False))
-    if normalize and is_image_space(obs_space, check_channels=False):
-        raise RllabError("normalize: true is for vector observations; image observations are scaled by 1/255 already")
-
-    venv: VecEnv = make_vec_env(env, n_envs, seed, env_kwargs, wrappers)
-    if transpose:
-        venv = VecTransposeImage(venv)
-    if normalize:
-        venv = VecNormalize(venv, norm_obs=True, norm_reward=False, gamma=float(algo_kwargs.get("gamma", 0.99)))
-
-    spec_policy_kwargs = {**policy_kwargs, "use_sde": True} if algo_kwargs.get("use_sde") else policy_kwargs
-    spec = spec_skeleton(
-        algo,
-        env,
-        env_kwargs,
-        wrappers,
-        obs_space,
-        act_space,
-        policy_class,
-        spec_policy_kwargs,
-        has_critic,
-        transpose_image=transpose,
-    )
-    spec["training"] = {
-        "config": {
-            "algo": algo,
-            "env": env,
-            "seed": seed,
-            "steps": steps,
-            "n_envs": n_envs,
-            "env_kwargs": env_kwargs,
-            "wrappers": wrappers,
-            "hyperparams": hp,
-            "device": str(th_device),
-            "torch_threads": th.get_num_threads(),
-        },
-        "started": now(),
-    }
-
-    model = ALGOS[algo](
-        POLICY_CLASSES[policy_class],
-        venv,
-        seed=seed,
-        device=th_device,
-        verbose=verbose,
-        policy_kwargs=policy_kwargs_to_sb3(policy_kwargs),
-        **algo_kwargs,
-    )
-    if defense is not None:
-        settings = training_defense(defense)(model, seed=seed, **(defense_kwargs or {}))
-        spec["training"]["config"]["defense"] = {**settings, **(defense_kwargs or {})}
-        spec["lineage"] = [
-            {"parent": None, "transform": f"adversarial-training:{defense}", "params": settings, "time": now()}
-        ]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tb_dir = run_dir / "tb"
-    model.set_logger(configure(str(tb_dir / "train"), ["stdout", "tensorboard"] if verbose else ["tensorboard"]))
-
-    if resume:
-        resumed_from = _restore(model, run_dir, spec0)
-
-    if (eval_freq is not None and eval_freq < 0) or (save_freq is not None and save_freq < 0):
-        raise RllabError("--eval-freq and --save-freq must be >= 0 (0 turns them off)")
-    eval_freq = eval_freq if eval_freq is not None else max(steps // 10, 1000)
-    save_freq = save_freq if save_freq is not None else max(steps // 10, 1000)
-    # One env per evaluation episode, so the periodic evaluation's forward passes are batched.
-    eval_env = make_vec_env(env, eval_episodes, seed + 1_000_000, env_kwargs, wrappers)
-    if transpose:
-        eval_env = VecTransposeImage(eval_env)
-    if normalize:
-        eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
-    callback_list: list[BaseCallback] = []
-    if eval_freq > 0:  # 0 turns periodic evaluation off
-        callback_list.append(
-            EvalCallback(
-                eval_env,
-                n_eval_episodes=eval_episodes,
-                eval_freq=max(eval_freq // n_envs, 1),
-                deterministic=True,
-                verbose=0,
-                warn=False,
-            )
-        )
-    if save_freq > 0:  # 0 turns periodic checkpoints off
-        callback_list.append(PeriodicCheckpoint(spec, run_dir, save_freq))
-    callbacks = CallbackList(callback_list)
-    if progress is None:
-        progress = sys.stderr.isatty()
-    remaining = steps - resumed_from
-    try:
-        if remaining > 0:
-            model.learn(
-                total_timesteps=remaining, callback=callbacks, progress_bar=progress, reset_num_timesteps=not resume
-            )
-    except KeyboardInterrupt:
-        save_run(model, spec, run_dir, complete=False)
-        raise RllabError(
-            f"interrupted at step {model.num_timesteps}; checkpoint saved in {run_dir}; continue with --resume"
-        ) from None
-    finally:
-        venv.close()
-        eval_env.close()
-
-    agent = agent_from_model(model, spec)
-    agent.spec["obs_stats"] = observation_stats(agent, episodes=10, seed=seed + 10_000)
-    result = evaluate(agent, episodes=final_eval_episodes, seed=seed + 20_000)
-    summary = result.summary()
-    agent.spec["training"] = {
-        **spec["training"],
-        "timesteps": int(model.num_timesteps),
-        "complete": True,
-        "resumed_from": resumed_from or None,
-        "finished": now(),
-        "wall_time_s": round(time.time() - started, 2),
-        "final_eval": {
-            k: summary[k]
-            for k in (
-                "episodes",
-                "seed",
-                "mean_return",
-                "std_return",
-                "ci95_return",
-                "min_return",
-                "max_return",
-                "mean_length",
-            )
-        },
-    }
-    # Keep the resume state consistent with the final weights, then write the checkpoint.
-    save_run(model, agent.spec, run_dir, complete=True)
-    agent = agent_from_model(model, agent.spec)
-    agent.save(run_dir)
-    (run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _log_summary(tb_dir, agent.spec)
-    return agent
+        agent = agent_from_model(model, spec)
+        agent.spec["obs_stats"] = observation_stats(agent, episodes=10, seed=seed + 10_000)
+        result = evaluate(agent, episodes=final_eval_episodes, seed=seed + 20_000)
+        summary = result.summary()
+        agent.spec["training"] = {
+            **spec["training"],
+            "timesteps": int(model.num_timesteps),
+            "complete": True,
+            "resumed_from": resumed_from or None,
+            "finished": now(),
+            "wall_time_s": round(time.time() - started, 2),
+            "final_eval": {
+                k: summary[k]
+                for k in (
+                    "episodes",
+                    "seed",
+                    "mean_return",
+                    "std_return",
+                    "ci95_return",
+                    "min_return",
+                    "max_return",
+                    "mean_length",
+                )
+            },
+        }
+        # Keep the resume state consistent with the final weights, then write the checkpoint.
+        save_run(model, agent.spec, run_dir, complete=True)
+        agent = agent_from_model(model, agent.spec)
+        agent.save(run_dir)
+        (run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+        _log_summary(tb_dir, agent.spec)
+        return agent
 
 
 def _restore(model: BaseAlgorithm, run_dir: Path, spec: dict[str, Any]) -> int:
