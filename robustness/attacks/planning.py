@@ -38,7 +38,9 @@ class PlanningAttack(Attack):
     def __init__(self, population: int = 64, rounds: int = 30, elites: int = 8, steps: int = 10) -> None:
         super().__init__()
         if population < 2 or rounds < 1 or not 1 <= elites < population or steps < 1:
-            raise RllabError("the planning attack needs population >= 2, rounds >= 1, 1 <= elites < population")
+            raise RllabError(
+                "the planning attack needs population >= 2, rounds >= 1, 1 <= elites < population, steps >= 1"
+            )
         self.population, self.rounds, self.elites = population, rounds, elites
         self.pgd = PGD("targeted", steps=steps, random_start=False)
 
