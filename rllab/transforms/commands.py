@@ -118,6 +118,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output checkpoint (default RUN-quantize)")
     p.set_defaults(func=cmd_quantize)
 
+    p = sub.add_parser(
+        "adapt", help="domain-adversarial adaptation to a shifted domain, without its rewards (new checkpoint)"
+    )
+    p.add_argument("run", help="checkpoint folder (the source domain is its environment)")
+    p.add_argument("--target-env", help="target Gymnasium id (same observation and action spaces)")
+    p.add_argument("--target-env-kwargs", help="YAML/JSON mapping merged into the source's env kwargs")
+    p.add_argument(
+        "--target-wrappers",
+        help="YAML/JSON list of named wrappers applied after the source's, "
+        "e.g. '[{name: ObservationShift, kwargs: {offset: 60}}]'",
+    )
+    p.add_argument(
+        "--loss", default="confusion", choices=["confusion", "grl"], help="domain confusion or gradient reversal"
+    )
+    p.add_argument(
+        "--align", default="auto", choices=["auto", "first", "extractor", "latent"], help="where features are aligned"
+    )
+    p.add_argument("--coef", type=float, default=1.0, help="weight of the domain loss (reached by the end)")
+    p.add_argument("--steps", type=int, default=2000, help="gradient steps")
+    p.add_argument("--states", type=int, default=10_000, help="states visited in each domain")
+    p.add_argument("--explore", type=float, default=0.3, help="share of random actions while visiting states")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--episodes", type=int, default=50, help="evaluation episodes in each domain for the summary")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="output checkpoint (default RUN-adapt)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_adapt)
+
 
 def cmd_distill(args: argparse.Namespace) -> int:
     from rllab.transforms.distill import distill
@@ -168,5 +196,47 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     quantize(
         args.run, args.dtype, args.out, seed=args.seed, eval_episodes=args.episodes, min_features=args.min_features
+    )
+    return 0
+
+
+def _yaml_arg(text: str | None, option: str, kind: type) -> Any:
+    if text is None:
+        return None
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RllabError(f"{option} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(value, kind):
+        raise RllabError(f"{option} must be a YAML/JSON {'mapping' if kind is dict else 'list'}")
+    return value
+
+
+def cmd_adapt(args: argparse.Namespace) -> int:
+    from rllab.transforms.adapt import adapt
+
+    wrappers = _yaml_arg(args.target_wrappers, "--target-wrappers", list)
+    if wrappers is not None and not all(isinstance(w, dict) and isinstance(w.get("name"), str) for w in wrappers):
+        raise RllabError(
+            "--target-wrappers entries need a name, e.g. '[{name: ObservationShift, kwargs: {offset: 60}}]'"
+        )
+    adapt(
+        args.run,
+        args.out,
+        target_env=args.target_env,
+        target_env_kwargs=_yaml_arg(args.target_env_kwargs, "--target-env-kwargs", dict),
+        target_wrappers=wrappers,
+        steps=args.steps,
+        coef=args.coef,
+        loss=args.loss,
+        align=args.align,
+        states=args.states,
+        explore=args.explore,
+        lr=args.lr,
+        seed=args.seed,
+        eval_episodes=args.episodes,
+        progress=not args.no_progress,
     )
     return 0
