@@ -70,6 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", help="write the results as JSON here")
     p.add_argument("--video", help="record one episode as an animated GIF here")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--env-kwargs", help="evaluate in a shifted domain: YAML/JSON mapping merged into the env kwargs")
+    p.add_argument(
+        "--wrappers", help="evaluate in a shifted domain: YAML/JSON list of named wrappers applied after the agent's"
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("import-sb3", help="import a Stable-Baselines3 .zip without unpickling it")
@@ -112,17 +116,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_lab)
 
 
-def _parse_mapping(text: str | None) -> dict[str, Any]:
+def yaml_arg(text: str | None, option: str, kind: type = dict) -> Any:
+    """A YAML/JSON command-line value that must be a mapping (``kind=dict``) or a list; None if not given."""
     if not text:
-        return {}
+        return None
     import yaml
 
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise RllabError(f"--env-kwargs is not a YAML/JSON mapping: {exc}".splitlines()[0]) from None
-    if not isinstance(value, dict):
-        raise RllabError("--env-kwargs must be a mapping, e.g. '{rows: 12}'")
+        raise RllabError(f"{option} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(value, kind):
+        example = "'{rows: 12}'" if kind is dict else "'[{name: ObservationShift, kwargs: {offset: 60}}]'"
+        raise RllabError(f"{option} must be a YAML/JSON {'mapping' if kind is dict else 'list'}, e.g. {example}")
+    if kind is list and not all(isinstance(w, dict) and isinstance(w.get("name"), str) for w in value):
+        raise RllabError(f"{option} entries need a name, e.g. '[{{name: ObservationShift, kwargs: {{offset: 60}}}}]'")
     return value
 
 
@@ -144,7 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         out=out,
         resume=args.resume,
-        env_kwargs=_parse_mapping(args.env_kwargs),
+        env_kwargs=yaml_arg(args.env_kwargs, "--env-kwargs") or {},
         eval_freq=args.eval_freq,
         eval_episodes=args.eval_episodes,
         save_freq=args.save_freq,
@@ -184,12 +192,17 @@ def format_summary(s: dict[str, Any]) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from rllab.agent import load
+    from rllab.environment import describe_domain, with_domain
     from rllab.evaluation import record_video, run_episodes
 
     agent = load(args.run, device=args.device)
+    env_kwargs, wrappers = yaml_arg(args.env_kwargs, "--env-kwargs"), yaml_arg(args.wrappers, "--wrappers", list)
+    agent.spec["env"] = with_domain(agent.spec["env"], env_kwargs=env_kwargs, wrappers=wrappers)  # not saved
+    agent.make_env().close()  # a domain the checkpoint's spaces do not fit fails here, in one line
     result = run_episodes(agent, args.episodes, seed=args.seed, n_envs=args.n_envs, deterministic=not args.stochastic)
-    summary = {"run": str(args.run), "env": agent.env_id, "algo": agent.algo, **result.summary()}
-    print(f"{args.run}: {agent.algo} on {agent.env_id}")
+    domain = describe_domain(agent.spec["env"])
+    summary = {"run": str(args.run), "env": agent.env_id, "domain": domain, "algo": agent.algo, **result.summary()}
+    print(f"{args.run}: {agent.algo} on {domain}")
     print(format_summary(summary))
     if args.json:
         _write_json(Path(args.json), summary)

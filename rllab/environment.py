@@ -52,3 +52,30 @@ def env_factory(env_id: str, kwargs: dict[str, Any] | None = None, wrappers: lis
         return make_env(env_id, kwargs, wrappers)
 
     return _make
+
+
+def with_domain(
+    env_spec: dict[str, Any],
+    env: str | None = None,
+    env_kwargs: dict[str, Any] | None = None,
+    wrappers: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """A checkpoint's env description moved to another domain: ``env`` replaces the id,
+    ``env_kwargs`` are merged into its kwargs, ``wrappers`` are applied after its own."""
+    return {
+        **env_spec,
+        "id": env if env is not None else env_spec["id"],
+        "kwargs": {**env_spec.get("kwargs", {}), **(env_kwargs or {})},
+        "wrappers": [*env_spec.get("wrappers", []), *(wrappers or [])],
+    }
+
+
+def describe_domain(env_spec: dict[str, Any]) -> str:
+    """``Catch-v0 + distractors=3 + ObservationShift(offset=60)``."""
+    parts = [env_spec["id"]]
+    if env_spec.get("kwargs"):
+        parts.append(", ".join(f"{k}={v}" for k, v in env_spec["kwargs"].items()))
+    for w in env_spec.get("wrappers", []):
+        kw = ", ".join(f"{k}={v}" for k, v in w.get("kwargs", {}).items())
+        parts.append(f"{w['name']}({kw})")
+    return " + ".join(parts)

@@ -119,3 +119,23 @@ def test_cli_adapts_and_refuses_bad_input(catch_ppo_path, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, (extra, err)
         assert not bad.exists()
+
+
+def test_eval_in_a_shifted_domain_leaves_the_checkpoint_alone(catch_ppo_path, tmp_path, capsys):
+    spec_before = (catch_ppo_path / "agent.json").read_text()
+    args = ["eval", str(catch_ppo_path), "--episodes", "20"]
+    assert main([*args, "--json", str(tmp_path / "clean.json")]) == 0
+    assert main([*args, "--wrappers", json.dumps(SHIFT), "--json", str(tmp_path / "shifted.json")]) == 0
+    assert "on Catch-v0 + ObservationShift(offset=100)" in capsys.readouterr().out
+    clean = json.loads((tmp_path / "clean.json").read_text())
+    shifted = json.loads((tmp_path / "shifted.json").read_text())
+    assert shifted["domain"] == "Catch-v0 + ObservationShift(offset=100)"
+    assert clean["mean_return"] >= 0.9 and shifted["mean_return"] <= clean["mean_return"] - 0.5
+    assert (catch_ppo_path / "agent.json").read_text() == spec_before
+    for extra, message in [
+        (["--wrappers", "{name: ObservationShift}"], "must be a YAML/JSON list"),
+        (["--env-kwargs", "{rows: 12}"], "do not match"),
+        (["--env-kwargs", "[1]"], "must be a YAML/JSON mapping"),
+    ]:
+        assert main([*args, *extra]) == 2
+        assert message in capsys.readouterr().err

@@ -46,6 +46,7 @@ from tqdm.auto import tqdm
 
 from rllab.agent import Agent, load
 from rllab.checkpoint import SPEC_FILE
+from rllab.environment import describe_domain, with_domain
 from rllab.errors import RllabError
 from rllab.evaluation import observation_stats, run_episodes
 from rllab.policies import ACTIVATIONS
@@ -208,31 +209,14 @@ def target_spec(
     env_kwargs: dict[str, Any] | None = None,
     wrappers: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint's spec with its environment moved to the target domain.
-
-    ``env`` replaces the id, ``env_kwargs`` are merged into the source's, ``wrappers`` are
-    applied after the source's own.
-    """
+    """The checkpoint's spec with its environment moved to the target domain (``with_domain``)."""
     if env is None and not env_kwargs and not wrappers:
         raise RllabError("give the target domain: --target-env, --target-env-kwargs and/or --target-wrappers")
     out = copy.deepcopy(spec)
-    if env is not None:
-        out["env"]["id"] = env
-    out["env"]["kwargs"] = {**spec["env"].get("kwargs", {}), **(env_kwargs or {})}
-    out["env"]["wrappers"] = [*spec["env"].get("wrappers", []), *(wrappers or [])]
+    out["env"] = with_domain(out["env"], env, env_kwargs, wrappers)
     if out["env"] == spec["env"]:
         raise RllabError("the target domain is the source domain; give a shift")
     return out
-
-
-def describe_domain(env_spec: dict[str, Any]) -> str:
-    parts = [env_spec["id"]]
-    if env_spec.get("kwargs"):
-        parts.append(", ".join(f"{k}={v}" for k, v in env_spec["kwargs"].items()))
-    for w in env_spec.get("wrappers", []):
-        kw = ", ".join(f"{k}={v}" for k, v in w.get("kwargs", {}).items())
-        parts.append(f"{w['name']}({kw})")
-    return " + ".join(parts)
 
 
 def _behaviour(agent: Agent, explore: float, rng: np.random.Generator):

@@ -200,34 +200,16 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _yaml_arg(text: str | None, option: str, kind: type) -> Any:
-    if text is None:
-        return None
-    import yaml
-
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RllabError(f"{option} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
-    if not isinstance(value, kind):
-        raise RllabError(f"{option} must be a YAML/JSON {'mapping' if kind is dict else 'list'}")
-    return value
-
-
 def cmd_adapt(args: argparse.Namespace) -> int:
+    from rllab.commands import yaml_arg
     from rllab.transforms.adapt import adapt
 
-    wrappers = _yaml_arg(args.target_wrappers, "--target-wrappers", list)
-    if wrappers is not None and not all(isinstance(w, dict) and isinstance(w.get("name"), str) for w in wrappers):
-        raise RllabError(
-            "--target-wrappers entries need a name, e.g. '[{name: ObservationShift, kwargs: {offset: 60}}]'"
-        )
     adapt(
         args.run,
         args.out,
         target_env=args.target_env,
-        target_env_kwargs=_yaml_arg(args.target_env_kwargs, "--target-env-kwargs", dict),
-        target_wrappers=wrappers,
+        target_env_kwargs=yaml_arg(args.target_env_kwargs, "--target-env-kwargs"),
+        target_wrappers=yaml_arg(args.target_wrappers, "--target-wrappers", list),
         steps=args.steps,
         coef=args.coef,
         loss=args.loss,
