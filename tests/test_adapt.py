@@ -139,3 +139,27 @@ def test_eval_in_a_shifted_domain_leaves_the_checkpoint_alone(catch_ppo_path, tm
     ]:
         assert main([*args, *extra]) == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("align", ["first", "latent"])
+def test_adapt_trains_a_dqn_agent_towards_its_q_values(tmp_path, align):
+    """DQN agents keep their Q-values on source states (relative squared error), aligned where asked."""
+    teacher = rllab.train("dqn", "CartPole-v1", seed=0, steps=500, out=tmp_path / "dqn", progress=False)
+    shift = [{"name": "ObservationShift", "kwargs": {"scale": 2.0}}]
+    adapted = adapt(
+        teacher.path,
+        tmp_path / "a",
+        target_wrappers=shift,
+        align=align,
+        steps=200,
+        states=400,
+        eval_episodes=1,
+        progress=False,
+    )
+    assert adapted.has_q and adapted.spec["lineage"][-1]["params"]["align"] == align
+    obs = np.stack([teacher.make_env().reset(seed=i)[0] for i in range(32)])  # source states
+    with th.no_grad():
+        q_s, q_t = adapted.q_values(obs), teacher.q_values(obs)
+    assert not th.equal(q_s, q_t)  # trained ...
+    assert ((q_s - q_t).pow(2).mean() / q_t.pow(2).mean()).item() < 0.05  # ... and still close to the source's
+    assert adapted.spec["adaptation"]["history"][-1]["task"] < 0.05
