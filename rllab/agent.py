@@ -382,6 +382,36 @@ class Agent(nn.Module):
         return agent
 
 
+def clone_policy(policy: BasePolicy) -> BasePolicy:
+    """A deep copy of an SB3 policy that a transform can train without touching the original.
+
+    ``copy.deepcopy`` alone fails on gSDE policies (SB3's default for PPO on Pendulum, say):
+    their noise distribution keeps exploration matrices computed from ``log_std``, which are not
+    graph leaves. Those are copied detached (SB3 resamples them before using them again).
+    """
+    held: list[tuple[object, str, th.Tensor]] = []
+    seen: set[int] = set()
+
+    def detach_in(obj: object) -> None:  # the modules and the plain objects they hold (distributions)
+        if id(obj) in seen or isinstance(obj, (th.Tensor, type)) or not hasattr(obj, "__dict__"):
+            return
+        seen.add(id(obj))
+        for name, value in list(vars(obj).items()):
+            if isinstance(value, th.Tensor) and not value.is_leaf:
+                held.append((obj, name, value))
+                setattr(obj, name, value.detach())
+            elif not isinstance(value, nn.Module):
+                detach_in(value)
+
+    for module in policy.modules():
+        detach_in(module)
+    try:
+        return copy.deepcopy(policy)
+    finally:
+        for obj, name, value in held:
+            setattr(obj, name, value)
+
+
 def check_spaces(env: gym.Env, obs_space: gym.spaces.Space, act_space: gym.spaces.Space, env_id: str) -> None:
     if not spaces_match(env.observation_space, obs_space) or not spaces_match(env.action_space, act_space):
         raise RllabError(

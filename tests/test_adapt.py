@@ -163,3 +163,23 @@ def test_adapt_trains_a_dqn_agent_towards_its_q_values(tmp_path, align):
     assert not th.equal(q_s, q_t)  # trained ...
     assert ((q_s - q_t).pow(2).mean() / q_t.pow(2).mean()).item() < 0.05  # ... and still close to the source's
     assert adapted.spec["adaptation"]["history"][-1]["task"] < 0.05
+
+
+def test_gsde_agents_can_be_adapted_and_pruned(tmp_path):
+    """PPO on Pendulum uses gSDE by default, whose noise matrices are not graph leaves: deepcopy alone fails."""
+    from rllab.agent import clone_policy
+    from rllab.transforms import prune
+
+    teacher = rllab.train("ppo", "Pendulum-v1", seed=0, steps=256, out=tmp_path / "pend", progress=False)
+    assert teacher.policy.use_sde
+    copy_ = clone_policy(teacher.policy)
+    for (name, a), (_, b) in zip(copy_.state_dict().items(), teacher.policy.state_dict().items(), strict=True):
+        assert th.equal(a, b) and a.data_ptr() != b.data_ptr(), name
+    assert not teacher.policy.action_dist.exploration_mat.is_leaf  # the original is left as it was
+    shift = [{"name": "ObservationShift", "kwargs": {"offset": 0.1}}]
+    adapted = adapt(
+        teacher.path, tmp_path / "a", target_wrappers=shift, steps=50, states=400, eval_episodes=1, progress=False
+    )
+    assert adapted.spec["adaptation"]["history"][-1]["task"] < 0.05  # Gaussian KL to the source's actions
+    pruned = prune(teacher.path, 0.5, tmp_path / "p", steps=256, epochs=1, eval_episodes=1, progress=False)
+    assert pruned.spec["lineage"][-1]["transform"] == "prune"
