@@ -16,7 +16,6 @@ channels (a position is a pixel for images, a feature for vectors).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,7 @@ from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
 from explain.methods import as_index_tensor
-from rllab.agent import Agent
+from rllab.agent import Agent, clone_module
 from rllab.errors import RllabError
 
 
@@ -276,7 +275,7 @@ def sanity_check(
         cols = cols_t.T
         description, size = "per state, the positions whose input is non-zero", float(cols.sum(1).mean())
     target = getattr(method_factory(agent), "target", "action")
-    randomised = copy.deepcopy(agent)
+    randomised = clone_module(agent)
     steps = []
     for i, (name, layer) in enumerate(randomisation_cascade(randomised, target)):
         th.manual_seed(seed + 1 + i)

@@ -11,7 +11,7 @@ import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import gymnasium as gym
 import numpy as np
@@ -35,6 +35,9 @@ from rllab.purifier import build_purifier
 from rllab.spaces import describe, space_from_json, space_to_json, spaces_match
 
 _FAST_ACTIVATIONS = {nn.Tanh: th.tanh, nn.ReLU: F.relu}
+
+
+_M = TypeVar("_M", bound=nn.Module)
 
 
 class Agent(nn.Module):
@@ -382,8 +385,8 @@ class Agent(nn.Module):
         return agent
 
 
-def clone_policy(policy: BasePolicy) -> BasePolicy:
-    """A deep copy of an SB3 policy that a transform can train without touching the original.
+def clone_module(module: _M) -> _M:
+    """A deep copy of an agent or SB3 policy that a transform can change without touching the original.
 
     ``copy.deepcopy`` alone fails on gSDE policies (SB3's default for PPO on Pendulum, say):
     their noise distribution keeps exploration matrices computed from ``log_std``, which are not
@@ -403,10 +406,10 @@ def clone_policy(policy: BasePolicy) -> BasePolicy:
             elif not isinstance(value, nn.Module):
                 detach_in(value)
 
-    for module in policy.modules():
-        detach_in(module)
+    for sub in module.modules():
+        detach_in(sub)
     try:
-        return copy.deepcopy(policy)
+        return copy.deepcopy(module)
     finally:
         for obj, name, value in held:
             setattr(obj, name, value)

@@ -165,14 +165,16 @@ def test_adapt_trains_a_dqn_agent_towards_its_q_values(tmp_path, align):
     assert adapted.spec["adaptation"]["history"][-1]["task"] < 0.05
 
 
-def test_gsde_agents_can_be_adapted_and_pruned(tmp_path):
+def test_gsde_agents_can_be_adapted_pruned_quantized_and_sanity_checked(tmp_path):
     """PPO on Pendulum uses gSDE by default, whose noise matrices are not graph leaves: deepcopy alone fails."""
-    from rllab.agent import clone_policy
-    from rllab.transforms import prune
+    from explain.faithfulness import sanity_check
+    from explain.methods import Saliency
+    from rllab.agent import clone_module
+    from rllab.transforms import prune, quantize
 
     teacher = rllab.train("ppo", "Pendulum-v1", seed=0, steps=256, out=tmp_path / "pend", progress=False)
     assert teacher.policy.use_sde
-    copy_ = clone_policy(teacher.policy)
+    copy_ = clone_module(teacher.policy)
     for (name, a), (_, b) in zip(copy_.state_dict().items(), teacher.policy.state_dict().items(), strict=True):
         assert th.equal(a, b) and a.data_ptr() != b.data_ptr(), name
     assert not teacher.policy.action_dist.exploration_mat.is_leaf  # the original is left as it was
@@ -183,3 +185,8 @@ def test_gsde_agents_can_be_adapted_and_pruned(tmp_path):
     assert adapted.spec["adaptation"]["history"][-1]["task"] < 0.05  # Gaussian KL to the source's actions
     pruned = prune(teacher.path, 0.5, tmp_path / "p", steps=256, epochs=1, eval_episodes=1, progress=False)
     assert pruned.spec["lineage"][-1]["transform"] == "prune"
+    quantized = quantize(teacher.path, out=tmp_path / "q", eval_episodes=1)
+    assert quantized.spec["lineage"][-1]["transform"] == "quantize"
+    obs = np.stack([teacher.make_env().reset(seed=i)[0] for i in range(8)])
+    check = sanity_check(teacher, obs, Saliency(teacher).for_agent)  # randomises a copy of the agent
+    assert np.isfinite(check["spearman_full"])

@@ -44,7 +44,7 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from tqdm.auto import tqdm
 
-from rllab.agent import Agent, clone_policy, load
+from rllab.agent import Agent, clone_module, load
 from rllab.checkpoint import SPEC_FILE
 from rllab.environment import describe_domain, with_domain
 from rllab.errors import RllabError
@@ -307,7 +307,7 @@ def adapt(
         "ema_decay": EMA_DECAY,
         "seed": seed,
     }
-    student = source.derive(clone_policy(source.policy), "adapt", params, path)
+    student = source.derive(clone_module(source.policy), "adapt", params, path)
     student.spec["env"] = tspec["env"]
     source_in_target = Agent(tspec, source.policy)
     source_in_target.load_state_dict(source.state_dict())
@@ -337,7 +337,7 @@ def adapt(
     labels = th.cat([th.zeros(batch_size), th.ones(batch_size)]).to(student.device)
     student.train()
     history: list[dict[str, float]] = []
-    average = clone_policy(student.policy)  # the weights saved: an exponential moving average
+    average = clone_module(student.policy)  # the weights saved: an exponential moving average
     bar = tqdm(range(steps), desc="adapt", disable=not progress, leave=False)
     for step in bar:
         scale = ganin_schedule(step / steps, coef)

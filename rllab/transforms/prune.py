@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 from tqdm.auto import tqdm
 
-from rllab.agent import Agent, clone_policy, load, policy_observation_space
+from rllab.agent import Agent, clone_module, load, policy_observation_space
 from rllab.errors import RllabError
 from rllab.policies import build_policy
 from rllab.transforms.distill import collect_states, train_by_distillation
@@ -258,7 +258,7 @@ def prune(
     history: list[dict[str, Any]] = []
     if structured:
         original = hidden_widths(teacher)
-        agent = teacher.derive(clone_policy(teacher.policy), "prune", params, run)
+        agent = teacher.derive(clone_module(teacher.policy), "prune", params, run)
         kept_total: dict[str, list[list[int]]] | None = None
         for k, target in enumerate(tqdm(rounds, desc="prune", disable=not progress, unit="round")):
             states = (
@@ -293,7 +293,7 @@ def prune(
             "rounds": history,
         }
     else:
-        agent = teacher.derive(clone_policy(teacher.policy), "prune", params, run)
+        agent = teacher.derive(clone_module(teacher.policy), "prune", params, run)
         for k, target in enumerate(tqdm(rounds, desc="prune", disable=not progress, unit="round")):
             global_magnitude_prune(agent.policy, target)
             history.append(_finetune(agent, teacher, finetune, steps, epochs, lr, temperature, seed + k, gen))

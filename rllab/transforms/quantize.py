@@ -18,7 +18,6 @@ white-box attacks on a quantised agent attack its int8 weights' float equivalent
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model
 from torch import nn
 
-from rllab.agent import Agent, agent_from_spec, load, resolve_device
+from rllab.agent import Agent, agent_from_spec, clone_module, load, resolve_device
 from rllab.checkpoint import WEIGHTS_FILE, lineage_entry, read_spec
 from rllab.errors import RllabError
 
@@ -142,7 +141,7 @@ def quantize_agent(agent: Agent, dtype: str = "int8", min_features: int = 16) ->
         raise RllabError(f"unsupported --dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if agent.spec.get("quantization"):
         raise RllabError("this agent is quantised already")
-    q = copy.deepcopy(agent)
+    q = clone_module(agent)
     names = [
         "policy." + n
         for n in _linear_names(q.policy)
