@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch as th
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import rllab
 from rllab.cli import main
@@ -104,6 +105,11 @@ def test_cli_adapts_and_refuses_bad_input(catch_ppo_path, tmp_path, capsys):
     assert main([*args, "--target-wrappers", shift, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"wrote {out}" in printed and "ObservationShift(offset=100)" in printed
+    events = EventAccumulator(str(out / "tb" / "adapt"))
+    events.Reload()
+    assert {"adapt/task_loss", "adapt/classifier_accuracy"} <= set(events.Tags()["scalars"])
+    after = rllab.load(out).spec["adaptation"]["mean_return"]["target_after"]
+    assert events.Scalars("adapt/target_mean_return")[-1].value == pytest.approx(after)
     assert main([*args, "--target-wrappers", shift, "--out", str(out)]) == 2  # never overwrites
     bad = tmp_path / "bad"
     for extra, message in [

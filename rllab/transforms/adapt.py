@@ -368,7 +368,7 @@ def adapt(
         with th.no_grad():
             for pe, pp in zip(average.parameters(), student.policy.parameters(), strict=True):
                 pe.mul_(EMA_DECAY).add_(pp, alpha=1 - EMA_DECAY)
-        if step % max(1, steps // 20) == 0 or step == steps - 1:
+        if step % max(1, steps // 100) == 0 or step == steps - 1:
             acc = float(((scores > 0).float() == labels).float().mean())
             history.append({"step": step, "task": task.item(), "domain": dom.item(), "classifier_accuracy": acc})
             bar.set_postfix(task=f"{task.item():.4f}", clf_acc=f"{acc:.2f}")
@@ -405,13 +405,33 @@ def adapt(
     created = not out.exists()
     try:
         student.save(out)
+        log_tensorboard(out / "tb" / "adapt", summary)
     except BaseException:
         if created:
             shutil.rmtree(out, ignore_errors=True)  # never leave a half-made checkpoint behind
         raise
     print(f"rllab adapt: wrote {out}")
     print(f"  {summary_line(summary)}")
+    print(f"  tensorboard --logdir {out / 'tb'}")
     return student
+
+
+def log_tensorboard(tb_dir: Path, summary: dict[str, Any]) -> None:
+    """The training curves (task loss, domain loss, classifier accuracy) and the before/after returns."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(tb_dir)) as writer:
+        for h in summary["history"]:
+            writer.add_scalar("adapt/task_loss", h["task"], h["step"])
+            writer.add_scalar("adapt/domain_loss", h["domain"], h["step"])
+            writer.add_scalar("adapt/classifier_accuracy", h["classifier_accuracy"], h["step"])
+        last = summary["history"][-1]["step"] if summary["history"] else 0
+        for when in ("before", "after"):
+            step = 0 if when == "before" else last
+            for domain in ("source", "target"):
+                writer.add_scalar(f"adapt/{domain}_mean_return", summary["mean_return"][f"{domain}_{when}"], step)
+            writer.add_scalar("adapt/domain_gap_accuracy", summary[f"domain_gap_{when}"]["accuracy"], step)
+        writer.add_text("adapt/domains", f"source: {summary['source_env']}  \ntarget: {summary['target_env']}", last)
 
 
 def summary_line(summary: dict[str, Any]) -> str:
