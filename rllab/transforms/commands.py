@@ -133,12 +133,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--loss", default="confusion", choices=["confusion", "grl"], help="domain confusion or gradient reversal"
     )
     p.add_argument(
-        "--align", default="auto", choices=["auto", "first", "extractor", "latent"], help="where features are aligned"
+        "--align",
+        default="auto",
+        choices=["auto", "first", "extractor", "latent"],
+        help="where features are aligned (auto: the first hidden layer)",
     )
     p.add_argument("--coef", type=float, default=1.0, help="weight of the domain loss (reached by the end)")
-    p.add_argument("--steps", type=int, default=2000, help="gradient steps")
-    p.add_argument("--states", type=int, default=10_000, help="states visited in each domain")
-    p.add_argument("--explore", type=float, default=0.3, help="share of random actions while visiting states")
+    p.add_argument("--steps", type=int, default=2000, help="gradient steps (the learning rate decays to 0 over them)")
+    p.add_argument(
+        "--states",
+        type=int,
+        default=10_000,
+        help="states visited in each domain (80%% train, 20%% measure the domain gap)",
+    )
+    p.add_argument(
+        "--explore",
+        type=float,
+        default=0.3,
+        help="share of random actions while the agent visits source states (task loss)",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--episodes", type=int, default=50, help="evaluation episodes in each domain for the summary")
     p.add_argument("--seed", type=int, default=0)
