@@ -16,6 +16,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,28 @@ from rllab.errors import RllabError
 SCHEMA = "rllab.agent/1"
 SPEC_FILE = "agent.json"
 WEIGHTS_FILE = "weights.safetensors"
+
+
+def new_output(out: str | Path, parent: str | Path) -> Path:
+    """Where a transform writes its checkpoint: never over its input, never over another checkpoint."""
+    out = Path(out)
+    if out.resolve() == Path(parent).resolve():
+        raise RllabError("--out must differ from the input checkpoint")
+    if (out / SPEC_FILE).exists():
+        raise RllabError(f"{out} already holds a checkpoint; choose another --out")
+    return out
+
+
+@contextmanager
+def removed_on_failure(out: Path) -> Iterator[Path]:
+    """Within this block, a failure removes ``out`` if the block created it: nothing half-made is left."""
+    created = not out.exists()
+    try:
+        yield out
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def now() -> str:

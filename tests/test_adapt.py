@@ -196,3 +196,24 @@ def test_gsde_agents_can_be_adapted_pruned_quantized_and_sanity_checked(tmp_path
     obs = np.stack([teacher.make_env().reset(seed=i)[0] for i in range(8)])
     check = sanity_check(teacher, obs, Saliency(teacher).for_agent)  # randomises a copy of the agent
     assert np.isfinite(check["spearman_full"])
+
+
+def test_transforms_refuse_an_existing_checkpoint_before_training(cartpole_ppo_path, catch_ppo_path, monkeypatch):
+    import importlib
+
+    distill_module = importlib.import_module("rllab.transforms.distill")  # the package's names are the functions
+    prune_module = importlib.import_module("rllab.transforms.prune")
+    adapt_module = importlib.import_module("rllab.transforms.adapt")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before checking --out")
+
+    monkeypatch.setattr(distill_module, "train_by_distillation", no_training)
+    monkeypatch.setattr(prune_module, "global_magnitude_prune", no_training)
+    monkeypatch.setattr(adapt_module, "collect_states", no_training)
+    with pytest.raises(RllabError, match="already holds a checkpoint"):
+        distill_module.distill(cartpole_ppo_path, [4], out=catch_ppo_path)
+    with pytest.raises(RllabError, match="already holds a checkpoint"):
+        prune_module.prune(cartpole_ppo_path, 0.5, out=catch_ppo_path)
+    with pytest.raises(RllabError, match="must differ"):
+        adapt(catch_ppo_path, catch_ppo_path, target_wrappers=SHIFT)

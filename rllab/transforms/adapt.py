@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import copy
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +44,12 @@ from stable_baselines3.common.torch_layers import FlattenExtractor
 from tqdm.auto import tqdm
 
 from rllab.agent import Agent, clone_module, load
-from rllab.checkpoint import SPEC_FILE
+from rllab.checkpoint import removed_on_failure
 from rllab.environment import describe_domain, with_domain
 from rllab.errors import RllabError
 from rllab.evaluation import observation_stats, run_episodes
 from rllab.policies import ACTIVATIONS
+from rllab.transforms.commands import output_for
 from rllab.transforms.distill import collect_states, distillation_loss, student_output
 
 LOSSES = ("grl", "confusion")
@@ -285,11 +285,7 @@ def adapt(
         raise RllabError("a quantised checkpoint cannot be trained; adapt its float parent, then quantise")
     if source.defenses:
         raise RllabError("adapt the undefended agent, then put the defense in front with rllab defend")
-    out = Path(out) if out is not None else path.parent / f"{path.name}-adapt"
-    if out.resolve() == path.resolve():
-        raise RllabError("--out must differ from the input checkpoint")
-    if (out / SPEC_FILE).exists():
-        raise RllabError(f"{out} already holds a checkpoint; choose another --out")
+    out = output_for(out, path, "adapt")
     tspec = target_spec(source.spec, target_env, target_env_kwargs, target_wrappers)
     where = align_point(source, align)
     params = {
@@ -402,14 +398,9 @@ def adapt(
         observation_stats(student, episodes=10, seed=seed + 10_000) if student.spec.get("obs_stats") else None
     )
 
-    created = not out.exists()
-    try:
+    with removed_on_failure(out):
         student.save(out)
         log_tensorboard(out / "tb" / "adapt", summary)
-    except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)  # never leave a half-made checkpoint behind
-        raise
     print(f"rllab adapt: wrote {out}")
     print(f"  {summary_line(summary)}")
     print(f"  tensorboard --logdir {out / 'tb'}")

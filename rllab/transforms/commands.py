@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch as th
 
 from rllab.agent import Agent
-from rllab.checkpoint import SPEC_FILE, WEIGHTS_FILE
+from rllab.checkpoint import WEIGHTS_FILE, new_output, removed_on_failure
 from rllab.errors import RllabError
 
 
 def default_out(parent: Path, transform: str) -> Path:
     return parent.parent / f"{parent.name}-{transform}"
+
+
+def output_for(out: str | Path | None, parent_path: str | Path, transform: str) -> Path:
+    """The checkpoint a transform will write, checked before it starts (``--out`` or ``PARENT-transform``)."""
+    return new_output(out if out is not None else default_out(Path(parent_path), transform), parent_path)
 
 
 def finish(
@@ -25,13 +29,8 @@ def finish(
     """Save a transformed agent with its compression summary, then say where and what it is."""
     from rllab.transforms.summary import compression_summary, parameter_counts, summary_line
 
-    out = Path(out) if out is not None else default_out(Path(parent_path), transform)
-    if out.resolve() == Path(parent_path).resolve():
-        raise RllabError("--out must differ from the input checkpoint")
-    if (out / SPEC_FILE).exists():
-        raise RllabError(f"{out} already holds a checkpoint; choose another --out")
-    created = not out.exists()
-    try:
+    out = output_for(out, parent_path, transform)
+    with removed_on_failure(out):
         agent.save(out)
         summary = compression_summary(agent, out, episodes=episodes, seed=seed)
         summary["parent"] = {
@@ -43,10 +42,6 @@ def finish(
             k: summary[k] for k in ("parameters", "file_bytes", "latency_s", "mean_return")
         }
         agent.save(out)
-    except BaseException:
-        if created:
-            shutil.rmtree(out, ignore_errors=True)  # never leave a half-made checkpoint behind
-        raise
     print(f"rllab {transform}: wrote {out}")
     print(f"  {summary_line(summary)}")
     pp = summary["parent"]["parameters"]

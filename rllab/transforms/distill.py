@@ -285,11 +285,12 @@ def distill(
     ``policy_kwargs`` overrides further student settings (e.g. a smaller CNN:
     ``{"features_extractor_kwargs": {"features_dim": 32, "channels": [8]}}``).
     """
-    from rllab.transforms.commands import finish
+    from rllab.transforms.commands import finish, output_for
 
     paths = [Path(teachers)] if isinstance(teachers, (str, Path)) else [Path(t) for t in teachers]
     if not paths:
         raise RllabError("give at least one teacher checkpoint")
+    output_for(out, paths[0], "distill")  # an --out that cannot be written fails now, not after training
     loaded = [load(p) for p in paths]
     for t in loaded[1:]:
         if t.env_id != loaded[0].env_id or t.spec["action_space"] != loaded[0].spec["action_space"]:

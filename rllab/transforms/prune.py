@@ -225,7 +225,7 @@ def prune(
     trains the survivors by distillation from the unpruned agent on ``steps`` states
     (teacher and DAgger data) for ``epochs`` epochs.
     """
-    from rllab.transforms.commands import finish
+    from rllab.transforms.commands import finish, output_for
 
     if not 0 < sparsity < 1:
         raise RllabError(f"--sparsity must be in (0, 1), got {sparsity}")
@@ -236,6 +236,7 @@ def prune(
     if importance not in IMPORTANCE:
         raise RllabError(f"unknown --importance {importance!r}; choose one of {', '.join(IMPORTANCE)}")
     run = Path(run)
+    output_for(out, run, "prune")  # an --out that cannot be written fails now, not after fine-tuning
     teacher = load(run)
     if structured and not isinstance(teacher.policy, ActorCriticPolicy):
         raise RllabError(f"structured pruning works on actor-critic MLPs; {run} is a {teacher.algo} agent")
