@@ -28,12 +28,15 @@ from pathlib import Path
 import torch
 from attack_acceptance import trained
 
+import rllab
 from rllab.transforms.adapt import adapt
+from robustness import evaluate
 
 ROOT = Path(__file__).resolve().parent
 WORK = ROOT.parent / "runs" / "bench-adapt"
 SEEDS = (0, 1, 2)
 EPISODES = 100
+ATTACK_EPS, ATTACK_EPISODES = 8 / 255, 50  # how brittle the adapted agent is, in its new domain
 SHIFTS = {
     "brighter (offset 60)": {"target_wrappers": [{"name": "ObservationShift", "kwargs": {"offset": 60}}]},
     "dimmer + offset (scale 0.5, offset 60)": {
@@ -51,6 +54,26 @@ METHODS = {
 
 def rate(mean_return: float) -> float:
     return (mean_return + 1) / 2  # Catch: +1 catch, -1 miss
+
+
+def attacked(agent) -> dict[str, float]:
+    """Catch rate under uniform noise and the strongest of PGD-10 (action, targeted) at ATTACK_EPS."""
+    card = evaluate(agent, attacks=["noise", "pgd"], eps=[ATTACK_EPS], episodes=ATTACK_EPISODES, progress=False)
+    card_t = evaluate(
+        agent, attacks=["pgd"], objective="targeted", eps=[ATTACK_EPS], episodes=ATTACK_EPISODES, progress=False
+    )
+    k = f"{ATTACK_EPS:g}"
+    rows = {**card["results"], **card_t["results"]}
+    return {
+        "noise": rate(rows["noise"][k]["mean_return"]),
+        "pgd": rate(min(r[k]["mean_return"] for n, r in rows.items() if n != "noise")),
+    }
+
+
+def reference(seed: int) -> dict:
+    torch.set_num_threads(1)
+    agent = rllab.load(trained("ppo", "Catch-v0", seed))
+    return {"agent_seed": seed, **{f"source_{k}": v for k, v in attacked(agent).items()}}
 
 
 def one(shift: str, seed: int, method: str) -> dict:
@@ -72,6 +95,7 @@ def one(shift: str, seed: int, method: str) -> dict:
         "gap_before": s["domain_gap_before"]["accuracy"],
         "gap_after": s["domain_gap_after"]["accuracy"],
         "seconds": time.time() - t0,
+        **{f"target_{k}": v for k, v in attacked(agent).items()},
     }
     print(json.dumps(row), flush=True)
     return row
@@ -88,6 +112,7 @@ def main() -> int:
     tasks = [(shift, seed, method) for shift in SHIFTS for seed in SEEDS for method in METHODS]
     with ProcessPoolExecutor(args.jobs) as pool:
         rows = list(pool.map(one, *zip(*tasks, strict=True)))
+        references = list(pool.map(reference, SEEDS))
 
     summary = []
     for shift in SHIFTS:
@@ -100,6 +125,8 @@ def main() -> int:
                     "target_before": sum(r["target_before"] for r in sel) / len(sel),
                     "target_after": sum(r["target_after"] for r in sel) / len(sel),
                     "source_after": sum(r["source_after"] for r in sel) / len(sel),
+                    "target_noise": sum(r["target_noise"] for r in sel) / len(sel),
+                    "target_pgd": sum(r["target_pgd"] for r in sel) / len(sel),
                 }
             )
     result = {
@@ -107,7 +134,10 @@ def main() -> int:
         "torch": torch.__version__,
         "episodes": EPISODES,
         "settings": "rllab adapt defaults (2000 steps, 10k states per domain, coef 1, explore 0.3, lr 1e-3, seed 0)",
+        "attack": f"uniform noise and PGD-10 (the stronger of the action and targeted objectives) at "
+        f"{ATTACK_EPS * 255:g}/255, {ATTACK_EPISODES} episodes, in the agent's own domain",
         "rows": rows,
+        "source_agents_in_source_domain": references,
         "mean_over_seeds": summary,
         "wall_s": time.time() - started,
     }
@@ -122,25 +152,32 @@ def main() -> int:
         "",
         "## Mean over the three agents",
         "",
-        "| target domain | method | target before | target after | source after |",
-        "| --- | --- | --- | --- | --- |",
+        f"Last two columns: the adapted agent in the target under {result['attack']}. The source agents in "
+        "their own domain under the same attacks: "
+        + ", ".join(f"s{r['agent_seed']} noise {r['source_noise']:.2f} / PGD {r['source_pgd']:.2f}" for r in references)
+        + ".",
+        "",
+        "| target domain | method | target before | target after | source after | target, noise | target, PGD |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in summary:
         lines.append(
             f"| {s['shift']} | {s['method']} | {s['target_before']:.2f} | **{s['target_after']:.2f}** "
-            f"| {s['source_after']:.2f} |"
+            f"| {s['source_after']:.2f} | {s['target_noise']:.2f} | {s['target_pgd']:.2f} |"
         )
     lines += [
         "",
         "## Every run",
         "",
-        "| target domain | agent | method | target before | target after | source after | gap before | gap after |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| target domain | agent | method | target before | target after | source after | gap before | gap after "
+        "| noise | PGD |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
             f"| {r['shift']} | s{r['agent_seed']} | {r['method']} | {r['target_before']:.2f} | {r['target_after']:.2f} "
-            f"| {r['source_after']:.2f} | {r['gap_before']:.2f} | {r['gap_after']:.2f} |"
+            f"| {r['source_after']:.2f} | {r['gap_before']:.2f} | {r['gap_after']:.2f} | {r['target_noise']:.2f} "
+            f"| {r['target_pgd']:.2f} |"
         )
     (out / "adapt_acceptance.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
