@@ -117,7 +117,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def yaml_arg(text: str | None, option: str, kind: type = dict) -> Any:
-    """A YAML/JSON command-line value that must be a mapping (``kind=dict``) or a list; None if not given."""
+    """A YAML/JSON command-line value: a mapping (``kind=dict``: env kwargs) or a list of named wrappers
+    (``kind=list``: ``[{name: ..., kwargs: {...}}]``); None if not given."""
     if not text:
         return None
     import yaml
