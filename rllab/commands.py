@@ -139,7 +139,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rllab.environment import check_env_id
     from rllab.training import default_run_dir, train
 
-    check_env_id(args.env)  # an unknown id fails before the "training ..." line
+    check_env_id(args.env)  # an unknown id or bad kwargs fail before the "training ..." line
+    env_kwargs = yaml_arg(args.env_kwargs, "--env-kwargs") or {}
     out = Path(args.out) if args.out else default_run_dir(args.algo, args.env, args.seed)
     print(f"training {args.algo} on {args.env} (seed {args.seed}) -> {out}")
     agent = train(
@@ -153,7 +154,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=args.device,
         out=out,
         resume=args.resume,
-        env_kwargs=yaml_arg(args.env_kwargs, "--env-kwargs") or {},
+        env_kwargs=env_kwargs,
         eval_freq=args.eval_freq,
         eval_episodes=args.eval_episodes,
         save_freq=args.save_freq,
@@ -196,8 +197,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rllab.environment import describe_domain, with_domain
     from rllab.evaluation import record_video, run_episodes
 
-    agent = load(args.run, device=args.device)
     env_kwargs, wrappers = yaml_arg(args.env_kwargs, "--env-kwargs"), yaml_arg(args.wrappers, "--wrappers", list)
+    agent = load(args.run, device=args.device)
     agent.spec["env"] = with_domain(agent.spec["env"], env_kwargs=env_kwargs, wrappers=wrappers)  # not saved
     agent.make_env().close()  # a domain the checkpoint's spaces do not fit fails here, in one line
     result = run_episodes(agent, args.episodes, seed=args.seed, n_envs=args.n_envs, deterministic=not args.stochastic)

@@ -138,6 +138,8 @@ def test_trained_cartpole_agent_balances(cartpole_ppo):
         (["train", "--algo", "ppo", "--env", "CartPole-v1", "--device", "tpu"], "unknown device"),
         (["train", "--algo", "ppo", "--env", "CartPole-v1", "--hyperparams", "/no/such.yml"], "not found"),
         (["train", "--algo", "ppo", "--env", "CartPole-v1", "--set", "gamma"], "--set expects key=value"),
+        (["train", "--algo", "ppo", "--env", "Catch-v0", "--env-kwargs", "[1]"], "--env-kwargs must be a YAML/JSON"),
+        (["eval", "/nonexistent/run", "--wrappers", "{a: 1}"], "--wrappers must be a YAML/JSON list"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
@@ -147,7 +149,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
     assert code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "x" / "agent.json").exists()
-    if "unknown environment" in message:
+    if "unknown environment" in message or "env-kwargs" in message:
         assert captured.out == ""  # no "training ... ->" line for a run that never starts
 
 
