@@ -219,27 +219,25 @@ def target_spec(
     return out
 
 
-def _behaviour(agent: Agent, explore: float, rng: np.random.Generator):
-    """The source agent's own actions, with a random one with probability ``explore``."""
-    space = copy.deepcopy(agent.action_space)
-    space.seed(int(rng.integers(2**31)))
-
-    def act(batch: np.ndarray) -> np.ndarray:
-        actions = agent.act(batch)
-        if explore <= 0:
-            return actions
-        random = np.stack([space.sample() for _ in range(len(batch))]).reshape(actions.shape)
-        pick = (rng.random(len(batch)) < explore).reshape((-1,) + (1,) * (actions.ndim - 1))
-        return np.where(pick, random, actions)
-
-    return act
-
-
 def _random_behaviour(agent: Agent, seed: int):
     """Uniformly random actions from a seeded copy of the action space: the same sequence on every call."""
     space = copy.deepcopy(agent.action_space)
     space.seed(seed)
     return lambda batch: np.stack([space.sample() for _ in range(len(batch))])
+
+
+def _behaviour(agent: Agent, explore: float, rng: np.random.Generator):
+    """The source agent's own actions, with a random one with probability ``explore``."""
+    random = _random_behaviour(agent, int(rng.integers(2**31)))
+
+    def act(batch: np.ndarray) -> np.ndarray:
+        actions = agent.act(batch)
+        if explore <= 0:
+            return actions
+        pick = (rng.random(len(batch)) < explore).reshape((-1,) + (1,) * (actions.ndim - 1))
+        return np.where(pick, random(batch).reshape(actions.shape), actions)
+
+    return act
 
 
 def _mean_return(agent: Agent, episodes: int, seed: int) -> float:
@@ -305,8 +303,7 @@ def adapt(
     }
     student = source.derive(clone_module(source.policy), "adapt", params, path)
     student.spec["env"] = tspec["env"]
-    source_in_target = Agent(tspec, source.policy)
-    source_in_target.load_state_dict(source.state_dict())
+    source_in_target = Agent(tspec, source.policy)  # the unadapted agent in the target (normalisation from the spec)
     student.make_env().close()  # a target the checkpoint's spaces do not fit fails here, in one line
 
     th.manual_seed(seed)
