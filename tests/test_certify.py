@@ -15,8 +15,9 @@ def tiny_agents(tmp_path_factory):
     out = {}
     for name, env, arch in [("mlp", "CartPole-v1", "[16, 16]"), ("cnn", "Catch-v0", None)]:
         over = [f"policy_kwargs={{net_arch: {arch}}}"] if arch else None
-        rllab.train("ppo", env, seed=0, steps=2048, out=root / name, progress=False, overrides=over,
-                    final_eval_episodes=2)
+        rllab.train(
+            "ppo", env, seed=0, steps=2048, out=root / name, progress=False, overrides=over, final_eval_episodes=2
+        )
         out[name] = rllab.load(root / name)
         out[f"{name}_path"] = root / name
     return out
@@ -104,7 +105,8 @@ def test_certify_command_and_errors(tiny_agents, tmp_path, capsys):
     assert [r["eps"] for r in rows] == [0.05, 0.1]
     assert main(["certify", str(mlp), "--eps", "-0.1"]) == 2
     assert "eps must be >= 0" in capsys.readouterr().err
-    pend = rllab.train("ppo", "Pendulum-v1", seed=0, steps=256, out=tmp_path / "p", progress=False,
-                       final_eval_episodes=1)
+    pend = rllab.train(
+        "ppo", "Pendulum-v1", seed=0, steps=256, out=tmp_path / "p", progress=False, final_eval_episodes=1
+    )
     with pytest.raises(RllabError, match="discrete"):
         certify_ibp(pend, np.zeros((1, 3), dtype=np.float32), 0.1)
