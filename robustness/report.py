@@ -42,9 +42,11 @@ def sanity_flags(card: dict[str, Any]) -> list[str]:
     kinds = {name: s.get("kind", "") for name, s in card["attacks"].items()}
     for name, by_eps in card["results"].items():
         means = [by_eps[k]["mean_return"] for k in eps_keys if k in by_eps]
-        for a, b, ka, kb in zip(means, means[1:], eps_keys, eps_keys[1:], strict=False):
-            ci = by_eps[kb]["ci95_return"]
-            if b > a and ci[0] > a and name != "noise":
+        keys = [k for k in eps_keys if k in by_eps]
+        for a, b, ka, kb in zip(means, means[1:], keys, keys[1:], strict=False):
+            # only a rise beyond both 95% intervals: the same episodes at every eps, so a few episodes that
+            # differ by chance (484 -> 500 over 10 CartPole episodes) are not a finding
+            if by_eps[kb]["ci95_return"][0] > by_eps[ka]["ci95_return"][1] and name != "noise":
                 flags.append(
                     f"{name}: return rises from {a:.3g} at eps {lab[ka]} to {b:.3g} at eps {lab[kb]} "
                     "(a stronger budget should not help the agent)"
@@ -76,7 +78,7 @@ def sanity_flags(card: dict[str, Any]) -> list[str]:
         for objective, runs in steps.items():
             runs.sort(key=lambda r: r[0])
             for (s1, r1), (s2, r2) in zip(runs, runs[1:], strict=False):
-                if s2 > s1 and r2["mean_return"] > r1["ci95_return"][1]:
+                if s2 > s1 and r2["ci95_return"][0] > r1["ci95_return"][1]:
                     flags.append(
                         f"eps {lab[k]}: {s2}-step PGD ({objective}) leaves a higher return than {s1} steps "
                         f"({r2['mean_return']:.3g} > {r1['mean_return']:.3g})"

@@ -382,6 +382,11 @@ def test_sanity_flags_fire_on_suspicious_cards():
     flags = " | ".join(sanity_flags(card))
     assert "return rises" in flags and "noise" in flags and "black-box" in flags and "non-adaptive" in flags
     assert "overstates robustness" not in flags
+    # a rise within the episodes' noise is not flagged: 484 +- 36 over 10 episodes, then 10 full episodes
+    noisy = {"mean_return": 484.0, "ci95_return": [448.0, 520.0], "std_return": 50.0}
+    full = {"mean_return": 500.0, "ci95_return": [500.0, 500.0], "std_return": 0.0}
+    calm = {**card, "results": {**card["results"], "pgd-10:action": {"0.1": noisy, "0.2": full}}}
+    assert not any(f.startswith("pgd-10:action: return rises") for f in sanity_flags(calm))
 
     # the same defense, now with the adaptive (BPDA) version of the PGD attack beside the plain one
     card["attacks"]["pgd-10:action+bpda"] = {**card["attacks"]["pgd-10:action"], "bpda": True}
