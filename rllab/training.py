@@ -57,6 +57,20 @@ def training_defense(name: str) -> Callable[..., dict[str, Any]]:
     return TRAINING_DEFENSES[name]
 
 
+def _check_algo_kwargs(algo: str, algo_kwargs: dict[str, Any]) -> None:
+    """An unknown hyperparameter is a one-line error before anything is built (SB3 raises a TypeError)."""
+    import inspect
+
+    set_by_lab = {"self", "policy", "env", "_init_setup_model", "seed", "device", "verbose", "policy_kwargs"}
+    accepted = set(inspect.signature(ALGOS[algo].__init__).parameters) - set_by_lab
+    unknown = sorted(set(algo_kwargs) - accepted)
+    if unknown:
+        raise RllabError(
+            f"unknown {algo} hyperparameter(s) {', '.join(unknown)}; {algo} takes the lab's keys "
+            f"({', '.join(sorted(hp_lib.LAB_KEYS))}) and {', '.join(sorted(accepted))}"
+        )
+
+
 def default_run_dir(algo: str, env_id: str, seed: int) -> Path:
     return Path("runs") / f"{algo}-{env_id.replace('/', '_')}-s{seed}"
 
@@ -250,6 +264,7 @@ def train(
         env_kwargs = dict(env_kwargs or {})
         wrappers = list(wrappers or [])
         lab, algo_kwargs = hp_lib.split(hp)
+        _check_algo_kwargs(algo, algo_kwargs)
         steps = int(lab.get("n_timesteps", 100_000) if steps is None else steps)
         if steps <= 0:
             raise RllabError(f"--steps must be positive, got {steps}")

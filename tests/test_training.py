@@ -140,6 +140,8 @@ def test_trained_cartpole_agent_balances(cartpole_ppo):
         (["train", "--algo", "ppo", "--env", "CartPole-v1", "--set", "gamma"], "--set expects key=value"),
         (["train", "--algo", "ppo", "--env", "Catch-v0", "--env-kwargs", "[1]"], "--env-kwargs must be a YAML/JSON"),
         (["eval", "/nonexistent/run", "--wrappers", "{a: 1}"], "--wrappers must be a YAML/JSON list"),
+        (["train", "--algo", "ppo", "--env", "CartPole-v1", "--set", "n_epoch=3"], "hyperparameter(s) n_epoch;"),
+        (["train", "--algo", "dqn", "--env", "CartPole-v1", "--set", "seed=3"], "unknown dqn hyperparameter(s) seed"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, message):
