@@ -141,7 +141,8 @@ class _MLPInputGradient:
     def __call__(self, x: th.Tensor) -> th.Tensor:
         agent, obj = self.agent, self.loss_fn
         with th.no_grad():
-            h = x.reshape(x.shape[0], -1)
+            # float64 (or other) observations: compute in float32 as SB3's preprocess_obs does on the module path
+            h = x.reshape(x.shape[0], -1).float()
             keep = None
             if agent.normalize_obs:
                 inv = 1.0 / th.sqrt(agent.norm_var + agent.obs_eps).reshape(1, -1)
@@ -167,7 +168,7 @@ class _MLPInputGradient:
                 g = g @ m.weight if type(m) is nn.Linear else _ACTIVATION_GRADS[type(m)](g, out)
             if keep is not None:
                 g = g * keep
-            return g.reshape(x.shape)
+            return g.reshape(x.shape).to(x.dtype)
 
 
 class PGD(Attack):
