@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from robustness.attacks import PGD
+from robustness.attacks import PGD, TorchAttack
 from robustness.threat import ThreatModel
 
 
@@ -20,3 +21,14 @@ def test_pgd_by_hand_gradient_accepts_float64_observations(cartpole_ppo):
     assert adv_fast.dtype == torch.float64
     assert torch.allclose(adv_fast, adv_slow, atol=1e-6)
     tm.check(adv_fast, x, "pgd")
+
+
+@pytest.mark.parametrize("name", ["APGD", "Square"])
+def test_torchattacks_apgd_square_leave_the_global_rng_alone(cartpole_ppo, name):
+    tm = ThreatModel.for_agent(cartpole_ppo, 0.1, "linf")
+    x = cartpole_ppo.as_tensor(np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32) * 0.05)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    TorchAttack(name, steps=3, queries=10)(cartpole_ppo, x, tm)
+    assert torch.equal(torch.rand(3), expected)

@@ -155,7 +155,11 @@ class TorchAttack(Attack):
             labels = agent.logits(obs).argmax(-1)
         atk = self._make(model, threat.norm, eps_u)
         atk.set_device(obs.device)
-        u_adv = atk(model.to_u(obs), labels)
+        # APGD and Square seed torch's global generator with their own seed on every call: keep that
+        # inside a fork, or every later draw (random defenses, stochastic policies) repeats each step
+        devices = [obs.device] if obs.device.type == "cuda" else []
+        with th.random.fork_rng(devices=devices):
+            u_adv = atk(model.to_u(obs), labels)
         if self.attack == "Square":
             self.queries += self.n_queries * obs.shape[0] * self.restarts
         return threat.project(model.to_obs(u_adv.detach()), obs)
