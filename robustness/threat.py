@@ -120,13 +120,17 @@ class ThreatModel:
         return x_adv + alpha * g / n * self.scale
 
     def random_point(self, x: th.Tensor, generator: th.Generator | None = None) -> th.Tensor:
-        """Uniform in the ball (linf: per coordinate; l2: uniform direction and radius eps * U^(1/d))."""
+        """Uniform in the ball (linf: per coordinate; l2: uniform direction and radius eps * U^(1/d)).
+
+        Only features with a non-zero budget move: for l2 the direction is drawn over those ``d``
+        free features and the radius uses that ``d``, so the point is uniform in the free ball.
+        """
         shape = x.shape
         if self.norm == "linf":
             z = (th.rand(shape, generator=generator, device=x.device) * 2 - 1) * self.eps
         else:
-            d = int(np.prod(shape[1:]))
-            v = th.randn(shape, generator=generator, device=x.device)
+            d = max(int(self.free.sum()), 1)
+            v = th.randn(shape, generator=generator, device=x.device) * self.free.to(x.device)
             v = v / v.reshape(shape[0], -1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (len(shape) - 1))
             r = th.rand(shape[0], generator=generator, device=x.device) ** (1.0 / d) * self.eps
             z = v * r.view(-1, *[1] * (len(shape) - 1))

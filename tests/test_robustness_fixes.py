@@ -32,3 +32,17 @@ def test_torchattacks_apgd_square_leave_the_global_rng_alone(cartpole_ppo, name)
     torch.manual_seed(123)
     TorchAttack(name, steps=3, queries=10)(cartpole_ppo, x, tm)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_l2_random_point_is_uniform_in_the_ball_of_the_free_features():
+    d = 4
+    scale = torch.tensor([1.0, 0.0, 2.0, 0.0])  # two features with a zero budget
+    tm = ThreatModel(1.0, "l2", "obs std", scale, torch.full((d,), -1e9), torch.full((d,), 1e9))
+    x = torch.zeros(20_000, d)
+    torch.manual_seed(0)
+    adv = tm.random_point(x)
+    tm.check(adv, x, "noise")
+    z = tm.size(adv, x)
+    # uniform in the 2-D unit ball: P(|z| <= r) = r^2, E|z| = 2/3
+    assert abs(float((z <= 0.5).float().mean()) - 0.25) < 0.015
+    assert abs(float(z.mean()) - 2 / 3) < 0.01
