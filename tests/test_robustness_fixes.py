@@ -46,3 +46,15 @@ def test_l2_random_point_is_uniform_in_the_ball_of_the_free_features():
     # uniform in the 2-D unit ball: P(|z| <= r) = r^2, E|z| = 2/3
     assert abs(float((z <= 0.5).float().mean()) - 0.25) < 0.015
     assert abs(float(z.mean()) - 2 / 3) < 0.01
+
+
+def test_timed_attack_settings_hold_no_stale_fraction_and_rows_hold_the_real_one(cartpole_ppo):
+    from robustness.attacks import StrategicallyTimed
+    from robustness.evaluate import evaluate
+
+    timed = StrategicallyTimed(PGD("action", steps=2), threshold=0.0, max_fraction=0.25)
+    card = evaluate(cartpole_ppo, attacks=[timed], eps=[0.05], episodes=1, n_envs=1, progress=False)
+    settings = card["attacks"][timed.label]
+    assert "fraction_attacked" not in settings  # it was always 0.0 there: read after the per-row reset
+    assert settings["max_fraction"] == 0.25
+    assert card["results"][timed.label]["0.05"]["fraction_attacked"] == pytest.approx(0.25, abs=0.01)

@@ -47,7 +47,7 @@ class StrategicallyTimed(Attack):
             "base": self.base.settings(),
             "threshold": self.threshold,
             "max_fraction": self.max_fraction,
-            "fraction_attacked": round(self.fraction_attacked, 4),
+            # the fraction of steps attacked depends on the budget: it is in each result row, not here
         }
 
     def prepare(self, agent: Agent, seed: int) -> None:
