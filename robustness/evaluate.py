@@ -199,7 +199,9 @@ def evaluate(
     """The result card for ``agent`` under ``attacks`` (names or objects; None = the standard suite) at each eps."""
     if episodes <= 0:
         raise RllabError(f"episodes must be positive, got {episodes}")
-    eps = [float(e) for e in eps]
+    # ascending and without repeats (as keyed in the card), however they were typed: the plot, the
+    # table and the "return rises with eps" flag read the card's eps list in order
+    eps = sorted({f"{float(e):g}": float(e) for e in eps}.values())
     if any(e < 0 for e in eps):
         raise RllabError(f"eps must be >= 0, got {min(eps)}")
     if attacks is None:

@@ -35,9 +35,18 @@ def eps_label(card: dict[str, Any], key: str) -> str:
     return key
 
 
+def _eps_values(card: dict[str, Any]) -> list[float]:
+    """The card's eps ascending, one per result key (older cards kept them in the order typed)."""
+    return sorted({f"{float(e):g}": float(e) for e in card["threat_model"]["eps"]}.values())
+
+
+def _eps_keys(card: dict[str, Any]) -> list[str]:
+    return [f"{e:g}" for e in _eps_values(card)]
+
+
 def sanity_flags(card: dict[str, Any]) -> list[str]:
     flags: list[str] = []
-    eps_keys = [f"{e:g}" for e in card["threat_model"]["eps"]]
+    eps_keys = _eps_keys(card)
     lab = {k: eps_label(card, k) for k in eps_keys}
     kinds = {name: s.get("kind", "") for name, s in card["attacks"].items()}
     for name, by_eps in card["results"].items():
@@ -132,7 +141,7 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def _svg_plot(card: dict[str, Any], width: int = 640, height: int = 360) -> str:
-    eps = card["threat_model"]["eps"]
+    eps = _eps_values(card)
     series = {"clean": [card["clean"]["mean_return"]] * len(eps)}
     for name, by_eps in card["results"].items():
         series[name] = [by_eps[f"{e:g}"]["mean_return"] for e in eps]
@@ -186,7 +195,7 @@ def _svg_plot(card: dict[str, Any], width: int = 640, height: int = 360) -> str:
 
 
 def _table(card: dict[str, Any]) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
-    eps_keys = [f"{e:g}" for e in card["threat_model"]["eps"]]
+    eps_keys = _eps_keys(card)
     header = ["attack", "kind", "adaptive", *[f"eps {eps_label(card, k)}" for k in eps_keys]]
     clean = card["clean"]
     rows = [["clean", "-", "-", *[f"{clean['mean_return']:.3g} ± {clean['std_return']:.2g}"] * len(eps_keys)]]

@@ -58,3 +58,39 @@ def test_timed_attack_settings_hold_no_stale_fraction_and_rows_hold_the_real_one
     assert "fraction_attacked" not in settings  # it was always 0.0 there: read after the per-row reset
     assert settings["max_fraction"] == 0.25
     assert card["results"][timed.label]["0.05"]["fraction_attacked"] == pytest.approx(0.25, abs=0.01)
+
+
+def _row(mean, lo, hi):
+    return {"mean_return": mean, "ci95_return": [lo, hi], "std_return": 0.0}
+
+
+def _card(eps, results):
+    attacks = {"pgd-10:action": {"attack": "pgd", "kind": "white-box", "objective": "action", "steps": 10}}
+    return {
+        "threat_model": {"eps": eps, "unit": "obs std", "norm": "linf"},
+        "attacks": attacks,
+        "results": results,
+        "agent": {"defenses": []},
+        "clean": _row(500, 500, 500),
+    }
+
+
+def test_eps_typed_out_of_order_is_sorted_in_the_card_and_the_flags(cartpole_ppo):
+    from robustness.evaluate import evaluate
+    from robustness.report import _table, sanity_flags
+
+    card = evaluate(cartpole_ppo, attacks=["noise"], eps=[0.2, 0.1, 0.1], episodes=1, n_envs=1, progress=False)
+    assert card["threat_model"]["eps"] == [0.1, 0.2]
+    assert list(card["results"]["noise"]) == ["0.1", "0.2"]
+    # an old card with eps in the order typed: no false "return rises" flag, and the table is ordered
+    results = {
+        "noise": {"0.2": _row(480, 470, 490), "0.1": _row(500, 500, 500)},
+        "pgd-10:action": {"0.2": _row(100, 90, 110), "0.1": _row(400, 390, 410)},
+    }
+    old = _card([0.2, 0.1], results)
+    assert not [f for f in sanity_flags(old) if "rises" in f]
+    header, _, _ = _table(old)
+    assert header[-2:] == ["eps 0.1", "eps 0.2"]
+    # a real rise is still flagged
+    results["pgd-10:action"] = {"0.2": _row(400, 390, 410), "0.1": _row(100, 90, 110)}
+    assert [f for f in sanity_flags(_card([0.2, 0.1], results)) if "rises from 100 at eps 0.1 to 400" in f]
