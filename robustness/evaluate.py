@@ -137,21 +137,34 @@ def _row(result: Any, extra: dict[str, Any]) -> dict[str, Any]:
 def attacked_run(
     agent: Agent, attack: Attack | None, threat: ThreatModel, episodes: int, seed: int, n_envs: int
 ) -> dict[str, Any]:
-    """One row of the card: ``attack`` (None = clean) at ``threat``'s budget."""
-    changed = total = 0
+    """One row of the card: ``attack`` (None = clean) at ``threat``'s budget.
+
+    ``action_change_rate`` and ``mean_perturbation`` are over all steps of the row;
+    ``attacked_*`` over the steps the attack perturbed (all of them, except for attacks that
+    leave some steps clean, such as the strategically-timed one).
+    """
+    changed = total = attacked = changed_attacked = 0
     sizes: list[float] = []
+    attacked_sizes: list[float] = []
 
     def act_fn(obs: np.ndarray, ctx: dict[str, Any]) -> np.ndarray:
-        nonlocal changed, total
+        nonlocal changed, total, attacked, changed_attacked
         x = agent.as_tensor(obs)
         if attack is None:
             return agent.act(x)
+        attack.last_attacked = None
         adv = attack(agent, x, threat)
-        sizes.extend(threat.check(adv, x, attack.label).tolist())
+        step_sizes = threat.check(adv, x, attack.label).cpu().numpy()
         a_adv, a_clean = agent.act(adv), agent.act(x)
-        same = np.all(np.asarray(a_adv == a_clean).reshape(len(a_adv), -1), axis=1)
-        changed += int((~same).sum())
+        diff = ~np.all(np.asarray(a_adv == a_clean).reshape(len(a_adv), -1), axis=1)
+        hit = attack.last_attacked
+        hit = np.ones(len(a_adv), dtype=bool) if hit is None else hit.cpu().numpy().astype(bool)
+        sizes.extend(step_sizes.tolist())
+        attacked_sizes.extend(step_sizes[hit].tolist())
+        changed += int(diff.sum())
+        changed_attacked += int(diff[hit].sum())
         total += len(a_adv)
+        attacked += int(hit.sum())
         return a_adv
 
     t = time.perf_counter()
@@ -162,6 +175,9 @@ def attacked_run(
             action_change_rate=changed / max(total, 1),
             mean_perturbation=float(np.mean(sizes)) if sizes else 0.0,
             steps=total,
+            attacked_steps=attacked,
+            attacked_action_change_rate=changed_attacked / max(attacked, 1),
+            attacked_mean_perturbation=float(np.mean(attacked_sizes)) if attacked_sizes else 0.0,
         )
     return _row(result, extra)
 
@@ -171,13 +187,17 @@ def planned_run(agent: Agent, attack: PlanningAttack, threat: ThreatModel, episo
     t = time.perf_counter()
     out = attack.run(agent, threat, episodes, seed)
     steps = len(out["sizes"])
+    rate, size = out["action_changes"] / max(steps, 1), float(np.mean(out["sizes"])) if steps else 0.0
     return _row(
         SimpleNamespace(returns=out["returns"], seed=seed),
         {
             "wall_s": round(time.perf_counter() - t, 3),
-            "action_change_rate": out["action_changes"] / max(steps, 1),
-            "mean_perturbation": float(np.mean(out["sizes"])) if steps else 0.0,
+            "action_change_rate": rate,
+            "mean_perturbation": size,
             "steps": steps,
+            "attacked_steps": steps,  # every step is attacked
+            "attacked_action_change_rate": rate,
+            "attacked_mean_perturbation": size,
             "gain_over_steady_push": out["gain_over_steady_push"],
         },
     )

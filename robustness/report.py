@@ -216,6 +216,9 @@ def _table(card: dict[str, Any]) -> tuple[list[str], list[list[str]], set[tuple[
                 continue
             lo, hi = r["ci95_return"]
             extra = f", changed {r['action_change_rate']:.0%}" if "action_change_rate" in r else ""
+            if r.get("attacked_steps", r.get("steps")) != r.get("steps"):  # only some steps attacked (timed)
+                share = r["attacked_steps"] / max(r["steps"], 1)
+                extra += f" ({r['attacked_action_change_rate']:.0%} of the {share:.0%} attacked)"
             cells.append(f"{r['mean_return']:.3g} [{lo:.3g}, {hi:.3g}]{extra}")
             if strongest[k] == name:
                 bold.add((len(rows), j + 3))
@@ -231,7 +234,9 @@ def render_markdown(card: dict[str, Any]) -> str:
         "",
         f"Threat model: {tm['norm']} ball on the observation the agent sees; eps in **{tm['unit']}**. "
         f"{card['episodes']} episodes per row (seeds {card['seed']}..{card['seed'] + card['episodes'] - 1}), "
-        "mean return [95% CI]; `changed` is the fraction of attacked steps whose action changed. "
+        "mean return [95% CI]; `changed` is the fraction of all steps whose action the attack changed "
+        "(for an attack that perturbs only some steps, the timed one, also the fraction among the attacked "
+        "steps, in brackets). "
         "Bold: the strongest attack at that eps. `adaptive`: BPDA (the defense's non-differentiable "
         "filters are bypassed on the backward pass) and/or EOT (gradients averaged over its randomness); "
         "`defense-unaware`: the attack differentiates the bare network and ignores the defense.",

@@ -94,3 +94,25 @@ def test_eps_typed_out_of_order_is_sorted_in_the_card_and_the_flags(cartpole_ppo
     # a real rise is still flagged
     results["pgd-10:action"] = {"0.2": _row(400, 390, 410), "0.1": _row(100, 90, 110)}
     assert [f for f in sanity_flags(_card([0.2, 0.1], results)) if "rises from 100 at eps 0.1 to 400" in f]
+
+
+def test_timed_rows_record_change_rate_and_perturbation_over_attacked_steps(cartpole_ppo):
+    from robustness.attacks import StrategicallyTimed
+    from robustness.evaluate import evaluate
+    from robustness.report import render_markdown
+
+    timed = StrategicallyTimed(PGD("targeted", steps=3, target=0), threshold=0.0, max_fraction=0.25)
+    card = evaluate(cartpole_ppo, attacks=[timed], eps=[0.5], episodes=1, n_envs=1, progress=False)
+    r = card["results"][timed.label]["0.5"]
+    assert r["steps"] == 500 and r["attacked_steps"] == 125
+    assert r["attacked_steps"] / r["steps"] == pytest.approx(r["fraction_attacked"])
+    # all-step numbers are the attacked-step numbers diluted by the clean steps
+    assert r["action_change_rate"] == pytest.approx(r["attacked_action_change_rate"] * 0.25)
+    assert r["attacked_action_change_rate"] > 0.2
+    assert r["attacked_mean_perturbation"] == pytest.approx(0.5, abs=1e-5)  # linf PGD ends on the boundary
+    assert r["mean_perturbation"] == pytest.approx(0.125, abs=1e-5)
+    noise = card["results"]["noise"]["0.5"]  # every step attacked: both views agree
+    assert noise["attacked_steps"] == noise["steps"]
+    assert noise["attacked_action_change_rate"] == noise["action_change_rate"]
+    card["flags"] = []
+    assert "of the 25% attacked)" in render_markdown(card)

@@ -21,6 +21,9 @@ class Attack:
     name: ClassVar[str] = "attack"
     kind: ClassVar[str] = "white-box"
     adaptive: bool = False  # gradients taken through non-differentiable/random defenses (BPDA/EOT)
+    # which observations of the last call were attacked (bool per observation); None: all of them.
+    # Attacks that leave some steps clean (the strategically-timed attack) set it on every call.
+    last_attacked: th.Tensor | None = None
 
     def __init__(self) -> None:
         self.queries = 0

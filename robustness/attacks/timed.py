@@ -65,6 +65,8 @@ class StrategicallyTimed(Attack):
         room = int(self.max_fraction * self.steps_seen) - self.steps_attacked
         chosen = order[gap[order] > self.threshold][: max(room, 0)]
         out = obs.clone()
+        self.last_attacked = th.zeros(obs.shape[0], dtype=th.bool, device=obs.device)
+        self.last_attacked[chosen] = True
         if len(chosen):
             out[chosen] = self.base(agent, obs[chosen], threat)
             self.steps_attacked += len(chosen)
