@@ -373,16 +373,20 @@ class Agent(nn.Module):
         parent_path: str | Path,
         policy_kwargs: dict[str, Any] | None = None,
     ) -> Agent:
-        """A new agent with another policy and a lineage step recording how it was made."""
+        """A new agent with another policy and a lineage step recording how it was made.
+
+        Everything in front of the policy is this agent's: observation normalisation and the
+        input defenses (filters, a trained purifier) keep their state, copied (not shared).
+        """
         spec = copy.deepcopy(self.spec)
         if policy_kwargs is not None:
             spec["policy"]["kwargs"] = policy_kwargs
         spec["lineage"] = [*spec.get("lineage", []), lineage_entry(parent_path, self.spec, transform, params)]
         agent = Agent(spec, policy)
-        if self.normalize_obs:
-            agent.norm_mean.copy_(self.norm_mean)
-            agent.norm_var.copy_(self.norm_var)
-        return agent
+        own = {k: v.detach().clone() for k, v in self.state_dict().items() if not k.startswith("policy.")}
+        _, unexpected = agent.load_state_dict(own, strict=False)
+        assert not unexpected, unexpected  # same spec, so the same modules in front of the policy
+        return agent.to(self.device).train(self.training)
 
 
 def clone_module(module: _M) -> _M:

@@ -154,8 +154,12 @@ def fit(
     generator: th.Generator,
     parameters: list[th.nn.Parameter] | None = None,
 ) -> float:
-    """Minibatch Adam on the distillation loss (plus value MSE with ``critic``); returns the last epoch's loss."""
-    params = parameters if parameters is not None else [p for p in student.parameters() if p.requires_grad]
+    """Minibatch Adam on the distillation loss (plus value MSE with ``critic``); returns the last epoch's loss.
+
+    Only the student's policy is trained (by default all its trainable parameters): the input
+    defenses in front of it (a purifier) are the teacher's, and stay as they are.
+    """
+    params = parameters if parameters is not None else [p for p in student.policy.parameters() if p.requires_grad]
     opt = th.optim.Adam(params, lr=lr)
     x_all = th.as_tensor(states)
     with th.no_grad():
