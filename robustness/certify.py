@@ -5,7 +5,8 @@ Two certificates, both per visited state:
 - **Interval bound propagation** (Gowal et al. 2018, eqs. 6-7): the box
   ``[x - eps, x + eps]`` (clipped to the observation space) is pushed through the
   agent's preprocessing and network as centre/radius pairs; monotone activations
-  map bounds to bounds. For the chosen action ``a`` and every other action ``b``
+  map bounds to bounds (a purifier is not monotone: IBP goes through its layers too;
+  input filters and noise smoothing are refused). For the chosen action ``a`` and every other action ``b``
   the final linear layer is applied to the *difference* of rows ``W_a - W_b``, which
   bounds the margin ``z_a - z_b`` more tightly than subtracting two intervals. The
   action is certified when every margin's lower bound is > 0. Sound by construction:
@@ -101,22 +102,50 @@ def action_score_bounds(agent: Agent, obs: th.Tensor, eps: float) -> tuple[th.Te
     return agent.logits(obs), c - r, c + r
 
 
+def purifier_bounds(purifier: nn.Module, lo: th.Tensor, hi: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    """Sound elementwise bounds of a residual purifier's output over the box ``[lo, hi]``.
+
+    ``x -> z = (x - center) / scale -> z + net(z) -> clamp(y * scale + center)``: the affine maps
+    and the clamp are elementwise and non-decreasing (``scale > 0``), ``net`` is a chain of
+    Linear/Conv2d/ReLU layers that IBP propagates, and the bounds of a sum are the sums of the
+    bounds. The purifier itself is not monotone, so its outputs at ``lo`` and ``hi`` are not bounds.
+    """
+    scale = purifier.scale
+    if bool((scale <= 0).any()):
+        raise RllabError("IBP needs a purifier with positive scales")
+    z_lo, z_hi = (lo - purifier.center) / scale, (hi - purifier.center) / scale
+    c, r = (z_lo + z_hi) / 2, (z_hi - z_lo) / 2
+    nc, nr = c, r
+    for layer in purifier.net:
+        nc, nr = propagate(layer, nc, nr)
+    c, r = c + nc.reshape(c.shape), r + nr.reshape(r.shape)
+    out_lo = ((c - r) * scale + purifier.center).clamp(purifier.low, purifier.high)
+    out_hi = ((c + r) * scale + purifier.center).clamp(purifier.low, purifier.high)
+    return out_lo, out_hi
+
+
 def _input_box(agent: Agent, obs: th.Tensor, eps: float) -> Interval:
     if agent.filters or agent.smoothing is not None:
-        raise RllabError("IBP certifies the bare network; this agent has input defenses (use --method smoothing)")
+        raise RllabError(
+            "IBP cannot bound input filters or noise smoothing; certify this agent with --method smoothing"
+        )
     if eps < 0:
         raise RllabError(f"eps must be >= 0, got {eps}")
-    x = agent.as_tensor(obs)
+    x = agent.as_tensor(obs).float()
     delta = eps * unit_scale(agent).to(x)
     space = agent.observation_space
     low = th.as_tensor(space.low, dtype=th.float32, device=x.device)
     high = th.as_tensor(space.high, dtype=th.float32, device=x.device)
     lo, hi = th.maximum(x - delta, low), th.minimum(x + delta, high)
-    # agent preprocessing and SB3's image scaling are elementwise and non-decreasing: bounds map to bounds
+    if agent.purifier is not None:  # not monotone: bounded by IBP through its layers
+        lo, hi = purifier_bounds(agent.purifier, lo, hi)
+    # the rest of the preprocessing (transposition, observation normalisation) and SB3's image
+    # scaling are elementwise and non-decreasing: bounds map to bounds (unaware: the purifier is done)
     policy_space = agent.policy.observation_space
     norm_images = agent.policy.normalize_images
-    lo = preprocess_obs(agent.preprocess(lo), policy_space, norm_images)
-    hi = preprocess_obs(agent.preprocess(hi), policy_space, norm_images)
+    with agent.unaware():
+        lo = preprocess_obs(agent.preprocess(lo), policy_space, norm_images)
+        hi = preprocess_obs(agent.preprocess(hi), policy_space, norm_images)
     return (lo + hi) / 2, (hi - lo) / 2
 
 
@@ -162,7 +191,8 @@ def certify_smoothing(
         while done < k:
             m = min(per, k - done)
             noisy = x.unsqueeze(0) + th.randn((m, *x.shape), device=x.device) * sigma * scale
-            # the base agent is the plain network (filters/smoothing of the checkpoint are bypassed on purpose)
+            # the base classifier is the agent without its own smoothing (which this procedure replaces);
+            # its filters and purifier, if any, are part of it: _raw_scores runs them via preprocess
             acts = agent._raw_scores(noisy.clamp(low, high).reshape(m * x.shape[0], *x.shape[1:])).argmax(-1)
             out += nn.functional.one_hot(acts.reshape(m, x.shape[0]), n_actions).sum(0)
             done += m
@@ -251,7 +281,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("run")
     p.add_argument("--eps", default="0.05,0.1,0.2", help="comma list; pixel/255 for images (1/255 ok), std units else")
     p.add_argument("--method", choices=["ibp", "smoothing"], default="ibp")
-    p.add_argument("--sigma", type=float, default=0.25, help="smoothing noise, threat-model units")
+    p.add_argument(
+        "--sigma",
+        type=float,
+        default=None,
+        help="smoothing noise, threat-model units (default: a smoothed agent's own sigma, else 0.25)",
+    )
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--alpha", type=float, default=0.001)
     p.add_argument("--episodes", type=int, default=5)
@@ -275,24 +310,37 @@ def parse_eps_list(text: str) -> list[float]:
     return out
 
 
+def default_sigma(agent: Agent) -> float:
+    """The smoothing sigma to certify with: the agent's own (threat-model units) when it is smoothed, else 0.25."""
+    smoothing = agent.smoothing or {}
+    if smoothing.get("unit_sigma") is not None:
+        return float(smoothing["unit_sigma"])
+    return 0.25
+
+
 def _cmd(args: argparse.Namespace) -> int:
     from rllab.agent import load
 
     agent = load(args.run)
     if args.episodes <= 0:
         raise RllabError("--episodes must be positive")
+    sigma = args.sigma if args.sigma is not None else default_sigma(agent)
     report = certify(
         agent,
         parse_eps_list(args.eps),
         episodes=args.episodes,
         seed=args.seed,
         method=args.method,
-        sigma=args.sigma,
+        sigma=sigma,
         n=args.samples,
         alpha=args.alpha,
     )
     norm = report.settings["norm"]
-    print(f"{args.run}: {report.method} certification over {report.states} visited states ({norm}, unit {report.unit})")
+    sig = f", sigma {report.settings['sigma']:g}" if report.method == "smoothing" else ""
+    print(
+        f"{args.run}: {report.method} certification over {report.states} visited states "
+        f"({norm}, unit {report.unit}{sig})"
+    )
     for row in report.rows:
         print(f"  eps {row['eps']:.4g}: certified {row['certified_fraction']:.3f}")
     if args.json:

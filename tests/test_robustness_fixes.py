@@ -116,3 +116,54 @@ def test_timed_rows_record_change_rate_and_perturbation_over_attacked_steps(cart
     assert noise["attacked_action_change_rate"] == noise["action_change_rate"]
     card["flags"] = []
     assert "of the 25% attacked)" in render_markdown(card)
+
+
+def _purified(agent):
+    """``agent`` with an MLP purifier in front, scaled up so that it visibly changes observations."""
+    import copy
+
+    from rllab.agent import Agent
+
+    spec = copy.deepcopy(agent.spec)
+    spec["preprocessing"]["purifier"] = {"kind": "mlp", "hidden": [32], "center": [0.0] * 4, "scale": [1.0] * 4}
+    torch.manual_seed(0)
+    purified = Agent(spec, agent.policy)
+    with torch.no_grad():
+        for p in purified.purifier.parameters():
+            p.mul_(5)
+    return purified.eval()
+
+
+def test_ibp_through_a_purifier_is_sound(cartpole_ppo):
+    from robustness.certify import action_score_bounds, certify_ibp, unit_scale, visited_states
+
+    agent, eps = _purified(cartpole_ppo), 0.2
+    states = torch.as_tensor(visited_states(cartpole_ppo, 1, 0)[:16], dtype=torch.float32)
+    _, lo, hi = action_score_bounds(agent, states, eps)
+    res = certify_ibp(agent, states, eps)
+    assert 0 < int(res["certified"].sum()) < len(states)
+    delta = eps * unit_scale(agent)
+    gen = torch.Generator().manual_seed(0)
+    for i, s in enumerate(states):
+        u = torch.rand((1000, 4), generator=gen) * 2 - 1
+        u[:250] = u[:250].sign()  # corners of the box too
+        with torch.no_grad():
+            z = agent.logits(s + u * delta)  # CartPole's bounds are far away: no clipping needed
+        assert torch.all(z >= lo[i] - 1e-4) and torch.all(z <= hi[i] + 1e-4)
+        if res["certified"][i]:
+            assert torch.all(z.argmax(-1) == res["action"][i])
+
+
+def test_certify_cli_smoothing_sigma_defaults_to_the_agents_own(cartpole_ppo_path, tmp_path):
+    import json
+
+    from rllab.cli import main
+    from rllab.defend import defend
+
+    defend(cartpole_ppo_path, tmp_path / "sm", smoothing={"sigma": 0.4, "n": 4, "mode": "vote"})
+    args = ["certify", str(tmp_path / "sm"), "--method", "smoothing", "--eps", "0.1", "--episodes", "1"]
+    assert main([*args, "--samples", "50", "--json", str(tmp_path / "c.json")]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["settings"]["sigma"] == 0.4
+    assert main([*args, "--samples", "50", "--sigma", "0.2", "--json", str(tmp_path / "d.json")]) == 0
+    assert json.loads((tmp_path / "d.json").read_text())["settings"]["sigma"] == 0.2
+    assert main(["certify", str(tmp_path / "sm"), "--eps", "0.1", "--episodes", "1"]) == 2  # IBP: refused
