@@ -8,6 +8,7 @@ with respect to the raw observations the environment emits.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -96,11 +97,21 @@ class Agent(nn.Module):
     @property
     def device(self) -> th.device:
         # a cached reference parameter: module.to() moves parameters in place, so it stays valid,
-        # and walking the module tree on every call costs more than a small forward pass
+        # and walking the module tree on every call costs more than a small forward pass. A layer
+        # swapped out of the policy (quantisation) would leave the cache pointing at a tensor no
+        # .to() moves any more: layer swaps call ``forget_device``, and so does every .to() / .cuda().
         ref = self.__dict__.get("_device_ref")
         if ref is None:
-            ref = self.__dict__["_device_ref"] = next(self.policy.parameters())
+            ref = self.__dict__["_device_ref"] = next(itertools.chain(self.policy.parameters(), self.policy.buffers()))
         return ref.device
+
+    def forget_device(self) -> None:
+        """Drop the cached device reference (after replacing layers of the policy)."""
+        self.__dict__.pop("_device_ref", None)
+
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .float(), ...: look the device up afresh
+        self.forget_device()
+        return super()._apply(fn, *args, **kwargs)
 
     @property
     def is_discrete(self) -> bool:

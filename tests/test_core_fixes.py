@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
 
 import rllab
-from rllab.agent import Agent, clone_module
+from rllab.agent import Agent, agent_from_spec, clone_module, spec_skeleton
 from rllab.transforms import distill, prune
 
 
@@ -90,3 +91,29 @@ def test_distillation_trains_only_the_student_policy(purified_path):
     for k, v in _purifier_state(teacher).items():
         assert th.equal(student.purifier.state_dict()[k], v), k
     assert any(not th.equal(a, b) for a, b in zip(before_policy, student.policy.parameters(), strict=True))
+
+
+# ------------------------------------------------------- bug 9: device after quantisation
+def test_quantized_agent_reports_the_device_it_was_moved_to():
+    from rllab.transforms.quantize import apply_quantization_spec, quantize_agent
+
+    spec = spec_skeleton(
+        "ppo",
+        "X",
+        {},
+        [],
+        gym.spaces.Box(-1, 1, (20,), np.float32),
+        gym.spaces.Discrete(3),
+        "ActorCriticPolicy",
+        {"net_arch": [64, 64]},
+        True,
+    )
+    agent = agent_from_spec(spec).eval()
+    assert agent.device.type == "cpu"  # fills the cache
+    q = quantize_agent(agent)
+    assert q.device.type == "cpu"
+    assert q.to("meta").device.type == "meta"
+    rebuilt = agent_from_spec(copy.deepcopy(spec))
+    assert rebuilt.device.type == "cpu"
+    apply_quantization_spec(rebuilt, q.spec["quantization"])
+    assert rebuilt.to("meta").device.type == "meta"

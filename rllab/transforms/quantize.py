@@ -127,6 +127,7 @@ def apply_quantization_spec(agent: Agent, section: dict[str, Any]) -> Agent:
         if not isinstance(m, nn.Linear):
             raise RllabError(f"quantization section names {name!r}, which is not a linear layer")
         _swap(agent, name, QuantizedLinear(m.in_features, m.out_features, m.bias is not None).to(agent.device))
+    agent.forget_device()  # the cached device reference may be a removed layer's weight
     return agent
 
 
@@ -151,6 +152,7 @@ def quantize_agent(agent: Agent, dtype: str = "int8", min_features: int = 16) ->
         raise RllabError(f"no linear layer has >= {min_features} inputs and outputs; nothing to quantise")
     for name in names:
         _swap(q, name, QuantizedLinear.from_float(q.get_submodule(name)))
+    q.forget_device()  # the cached device reference may be a removed layer's weight
     q.spec["quantization"] = {
         "dtype": dtype,
         "scheme": "int8 weights, symmetric per output channel; int8 activations, symmetric per row, at run time",
