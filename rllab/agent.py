@@ -19,7 +19,8 @@ import numpy as np
 import torch as th
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_model
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import FlattenExtractor
@@ -27,7 +28,7 @@ from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
 
-from rllab.checkpoint import WEIGHTS_FILE, lineage_entry, read_spec, write_checkpoint
+from rllab.checkpoint import lineage_entry, read_checkpoint, write_checkpoint
 from rllab.environment import make_env
 from rllab.errors import RllabError
 from rllab.filters import build_filter, straight_through
@@ -457,20 +458,21 @@ def agent_from_spec(spec: dict[str, Any], device: th.device | str = "cpu") -> Ag
 
 
 def load(path: str | Path, device: str = "cpu", env_id: str | None = None) -> Agent:
-    """Load a checkpoint folder. Reads JSON and safetensors only: never unpickles.
+    """Load a checkpoint folder (or its ``agent.json``). Reads JSON and safetensors only: never unpickles.
 
+    The weights file is read once; its hash is checked on the bytes that are then loaded.
     ``env_id``, when given, must be the checkpoint's environment (a clear error otherwise).
     """
-    spec = read_spec(path)
+    folder, spec, data = read_checkpoint(path)
     if env_id is not None and env_id != spec["env"]["id"]:
         raise RllabError(f"checkpoint {path} is for {spec['env']['id']!r}, not {env_id!r}")
     if spec.get("quantization"):  # int8 checkpoints rebuild their quantised layers first
-        from rllab.transforms.quantize import load_quantized
+        from rllab.transforms.quantize import quantized_from_checkpoint
 
-        return load_quantized(path, device)
+        return quantized_from_checkpoint(folder, spec, data, device, shown=path)
     agent = agent_from_spec(spec, resolve_device(device))
     try:
-        missing, unexpected = load_model(agent, str(Path(path) / WEIGHTS_FILE), strict=False, device=str(agent.device))
+        missing, unexpected = load_weights(agent, data)
     except RuntimeError as exc:
         detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
         raise RllabError(f"weights of {path} do not fit the architecture in agent.json ({detail})") from None
@@ -482,8 +484,22 @@ def load(path: str | Path, device: str = "cpu", env_id: str | None = None) -> Ag
             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
     agent.eval()
-    agent.path = Path(path)
+    agent.path = folder
     return agent
+
+
+def load_weights(module: nn.Module, data: bytes) -> tuple[list[str], list[str]]:
+    """Load the safetensors bytes ``data`` into ``module``; returns (missing, unexpected) names.
+
+    Like ``safetensors.torch.load_model``, but from bytes already read (and hashed). A tensor
+    that several names share (one feature extractor for actor and critic) is stored under one
+    name; the others count as loaded.
+    """
+    state = load_safetensors(data)
+    current = module.state_dict(keep_vars=True)
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    loaded = {id(current[k]) for k in state if k in current}
+    return [k for k in missing if id(current[k]) not in loaded], list(unexpected)
 
 
 def resolve_device(device: str) -> th.device:

@@ -96,16 +96,25 @@ def write_checkpoint(path: str | Path, spec: dict[str, Any], write_weights) -> P
     return path
 
 
-def read_spec(path: str | Path) -> dict[str, Any]:
-    """Read and validate ``agent.json`` and check the weights' hash."""
+def checkpoint_dir(path: str | Path) -> Path:
+    """The checkpoint folder ``path`` names (the folder itself or its ``agent.json``)."""
     path = Path(path)
     if not path.exists():
         raise RllabError(f"no checkpoint at {path}")
     if path.is_file():
         if path.name == SPEC_FILE:
-            path = path.parent
-        else:
-            raise RllabError(f"{path} is a file; a checkpoint is a folder holding {SPEC_FILE} and {WEIGHTS_FILE}")
+            return path.parent
+        raise RllabError(f"{path} is a file; a checkpoint is a folder holding {SPEC_FILE} and {WEIGHTS_FILE}")
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[Path, dict[str, Any], bytes]:
+    """The checkpoint folder, its validated ``agent.json`` and the bytes of its weights file.
+
+    The weights are read once and the hash is checked on those very bytes, so a caller that
+    loads them gets exactly what was hashed, even if a concurrent save replaces the file.
+    """
+    path = checkpoint_dir(path)
     spec_path = path / SPEC_FILE
     if not spec_path.exists():
         raise RllabError(f"{path} is not an rllab checkpoint (no {SPEC_FILE})")
@@ -120,14 +129,22 @@ def read_spec(path: str | Path) -> dict[str, Any]:
         if key not in spec:
             raise RllabError(f"corrupt {spec_path}: missing field {key!r}")
     weights = path / WEIGHTS_FILE
-    if not weights.exists():
-        raise RllabError(f"checkpoint {path} has no {WEIGHTS_FILE}")
-    expected = spec["weights"].get("sha256")
-    if expected != sha256_file(weights):
+    try:
+        data = weights.read_bytes()
+    except FileNotFoundError:
+        raise RllabError(f"checkpoint {path} has no {WEIGHTS_FILE}") from None
+    except OSError as exc:
+        raise RllabError(f"cannot read weights of {path}: {exc}") from None
+    if spec["weights"].get("sha256") != hashlib.sha256(data).hexdigest():
         raise RllabError(
             f"{weights} does not match the hash recorded in {SPEC_FILE} (truncated, tampered or half-written)"
         )
-    return spec
+    return path, spec, data
+
+
+def read_spec(path: str | Path) -> dict[str, Any]:
+    """Read and validate ``agent.json`` and check the weights' hash."""
+    return read_checkpoint(path)[1]
 
 
 def lineage_entry(parent_path: str | Path, parent_spec: dict[str, Any], transform: str, params: dict[str, Any]):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import shutil
 from pathlib import Path
 
 import gymnasium as gym
@@ -12,6 +14,7 @@ import torch as th
 
 import rllab
 from rllab.agent import Agent, agent_from_spec, clone_module, spec_skeleton
+from rllab.checkpoint import SPEC_FILE, WEIGHTS_FILE
 from rllab.transforms import distill, prune
 
 
@@ -91,6 +94,62 @@ def test_distillation_trains_only_the_student_policy(purified_path):
     for k, v in _purifier_state(teacher).items():
         assert th.equal(student.purifier.state_dict()[k], v), k
     assert any(not th.equal(a, b) for a, b in zip(before_policy, student.policy.parameters(), strict=True))
+
+
+# ------------------------------------------------------- bugs 2, 3: loading
+def test_load_accepts_the_path_of_agent_json(cartpole_ppo_path, tmp_path):
+    from rllab.transforms import load_quantized, quantize
+
+    folder = rllab.load(cartpole_ppo_path)
+    by_file = rllab.load(cartpole_ppo_path / SPEC_FILE)
+    x = _obs(folder)
+    assert th.equal(by_file.logits(x), folder.logits(x))
+    assert by_file.path == Path(cartpole_ppo_path)
+    assert th.equal(load_quantized(cartpole_ppo_path / SPEC_FILE).logits(x), folder.logits(x))
+    q_dir = quantize(cartpole_ppo_path, out=tmp_path / "q", eval_episodes=1).path
+    q = rllab.load(q_dir)
+    for loaded in (rllab.load(q_dir / SPEC_FILE), load_quantized(q_dir / SPEC_FILE)):
+        assert loaded.path == q_dir
+        assert th.equal(loaded.logits(x), q.logits(x))
+    with pytest.raises(rllab.RllabError, match="is a file"):
+        rllab.load(cartpole_ppo_path / WEIGHTS_FILE)
+
+
+def test_load_never_mixes_weights_swapped_in_after_the_hash_check(cartpole_ppo_path, tmp_path, monkeypatch):
+    """A save that replaces the weights file between the hash check and the read cannot leak into the agent."""
+    import rllab.checkpoint as ckpt
+
+    run = tmp_path / "run"
+    shutil.copytree(cartpole_ppo_path, run, ignore=shutil.ignore_patterns("tb", "resume"))
+    original = rllab.load(run)
+    other = rllab.load(run)
+    with th.no_grad():
+        for p in other.policy.parameters():
+            p.mul_(-1.0)
+    other.save(tmp_path / "other")
+    swapped_in = (tmp_path / "other" / WEIGHTS_FILE).read_bytes()
+    real_sha256 = hashlib.sha256
+
+    class SwapAfterHashing:  # hashes what it is given; the moment the digest is taken, a concurrent save lands
+        def __init__(self, *args):
+            self._h = real_sha256(*args)
+
+        def update(self, data):
+            self._h.update(data)
+
+        def hexdigest(self):
+            digest = self._h.hexdigest()
+            (run / WEIGHTS_FILE).write_bytes(swapped_in)
+            return digest
+
+    monkeypatch.setattr(ckpt.hashlib, "sha256", SwapAfterHashing)
+    loaded = rllab.load(run)
+    monkeypatch.undo()
+    x = _obs(original)
+    assert th.equal(loaded.logits(x), original.logits(x))
+    # the file on disk is now the other agent's, and agent.json does not vouch for it
+    with pytest.raises(rllab.RllabError, match="does not match the hash"):
+        rllab.load(run)
 
 
 # ------------------------------------------------------- bug 9: device after quantisation

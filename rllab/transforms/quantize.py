@@ -24,11 +24,10 @@ from typing import Any
 import torch as th
 import torch.nn.functional as F
 from safetensors import SafetensorError
-from safetensors.torch import load_model
 from torch import nn
 
-from rllab.agent import Agent, agent_from_spec, clone_module, load, resolve_device
-from rllab.checkpoint import WEIGHTS_FILE, lineage_entry, read_spec
+from rllab.agent import Agent, agent_from_spec, clone_module, load, load_weights, resolve_device
+from rllab.checkpoint import lineage_entry, read_checkpoint
 from rllab.errors import RllabError
 
 DTYPES = ("int8",)
@@ -163,18 +162,31 @@ def quantize_agent(agent: Agent, dtype: str = "int8", min_features: int = 16) ->
 
 
 def load_quantized(path: str | Path, device: str = "cpu") -> Agent:
-    """Load any checkpoint, quantised or not (quantised ones get their int8 modules rebuilt)."""
-    spec = read_spec(path)
+    """Load any checkpoint (folder or ``agent.json``), quantised or not (quantised ones get their int8 modules)."""
+    folder, spec, data = read_checkpoint(path)
     if not spec.get("quantization"):
-        return load(path, device)
+        return load(folder, device)
+    return quantized_from_checkpoint(folder, spec, data, device, shown=path)
+
+
+def quantized_from_checkpoint(
+    folder: Path, spec: dict[str, Any], data: bytes, device: str = "cpu", shown: str | Path | None = None
+) -> Agent:
+    """A quantised agent from a checkpoint's validated spec and the (hashed) bytes of its weights."""
+    shown = folder if shown is None else shown
     agent = agent_from_spec(spec, resolve_device(device))
     apply_quantization_spec(agent, spec["quantization"])
     try:
-        load_model(agent, str(Path(path) / WEIGHTS_FILE), strict=True, device=str(agent.device))
+        missing, unexpected = load_weights(agent, data)
     except (RuntimeError, SafetensorError, OSError) as exc:
-        raise RllabError(f"cannot read quantised weights of {path}: {str(exc).splitlines()[0]}") from None
+        raise RllabError(f"cannot read quantised weights of {shown}: {str(exc).splitlines()[0]}") from None
+    if missing or unexpected:
+        raise RllabError(
+            f"cannot read quantised weights of {shown}: "
+            f"missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
+        )
     agent.eval()
-    agent.path = Path(path)
+    agent.path = folder
     return agent
 
 
