@@ -437,6 +437,14 @@ def _restore(model: BaseAlgorithm, run_dir: Path, spec: dict[str, Any]) -> int:
         tensors = load_file(str(resume / "optimizer.safetensors"))
     except (OSError, json.JSONDecodeError) as exc:
         raise RllabError(f"cannot resume {run_dir}: resume state unreadable ({exc})") from None
+    # save_run writes the resume state first and the checkpoint last: a run killed between the two
+    # writes holds a newer optimizer and step counter than its weights, which must not be mixed.
+    ckpt_steps = saved.spec.get("training", {}).get("timesteps")
+    if ckpt_steps is None or int(meta.get("num_timesteps", -1)) != int(ckpt_steps):
+        raise RllabError(
+            f"cannot resume {run_dir}: its checkpoint is at step {ckpt_steps} but the resume state at step "
+            f"{meta.get('num_timesteps')} (interrupted while saving); start a new run"
+        )
     _optimizer_from_files(model.policy.optimizer, tensors, meta)
     norm = spec["preprocessing"].get("obs_normalization")
     env = model.get_env()

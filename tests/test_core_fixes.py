@@ -176,3 +176,39 @@ def test_quantized_agent_reports_the_device_it_was_moved_to():
     assert rebuilt.device.type == "cpu"
     apply_quantization_spec(rebuilt, q.spec["quantization"])
     assert rebuilt.to("meta").device.type == "meta"
+
+
+# ------------------------------------------------------- bug 4: resume state and checkpoint disagree
+def test_resume_refuses_a_resume_state_newer_than_the_checkpoint(tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    small = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}
+    rllab.train(
+        "ppo",
+        "CartPole-v1",
+        steps=64,
+        n_envs=2,
+        overrides=small,
+        out=run,
+        eval_freq=0,
+        save_freq=0,
+        final_eval_episodes=1,
+        progress=False,
+    )
+    spec = json.loads((run / SPEC_FILE).read_text())
+    done = spec["training"]["timesteps"]
+    spec["training"]["complete"] = False  # as if killed mid-run (agent.json is not covered by the weights' hash)
+    (run / SPEC_FILE).write_text(json.dumps(spec))
+    # consistent: resumes (nothing left to train)
+    agent = rllab.train("ppo", "CartPole-v1", out=run, resume=True, steps=done, final_eval_episodes=1, progress=False)
+    assert agent.spec["training"]["resumed_from"] == done
+    # killed between writing resume/state.json and the checkpoint: the counter ran ahead of the weights
+    spec["training"]["complete"] = False
+    (run / SPEC_FILE).write_text(json.dumps(spec))
+    state = json.loads((run / "resume" / "state.json").read_text())
+    (run / "resume" / "state.json").write_text(json.dumps({**state, "num_timesteps": done + 64}))
+    with pytest.raises(
+        rllab.RllabError, match=f"checkpoint is at step {done} but the resume state at step {done + 64}"
+    ):
+        rllab.train("ppo", "CartPole-v1", out=run, resume=True, steps=done + 64, final_eval_episodes=1, progress=False)
