@@ -19,7 +19,10 @@ and the regulariser's gradient is added where it calls ``policy.optimizer.step``
 Budgets are in the threat model's units: pixel/255 for image observations; for vector
 observations, multiples of the per-feature standard deviation of the observations seen so
 far in training (a running estimate; the checkpoint's own ``obs_stats`` are gathered after
-training, from the final policy).
+training, from the final policy). Under observation normalisation (SB3's ``VecNormalize``) the
+policy is trained on normalised observations: the running std is VecNormalize's, the radius is
+expressed in normalised units, and the box is the observation space mapped through the
+normalisation and its clip.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.distributions import CategoricalDistribution, DiagGaussianDistribution
 from stable_baselines3.common.preprocessing import is_image_space, preprocess_obs
 from stable_baselines3.common.running_mean_std import RunningMeanStd
+from stable_baselines3.common.vec_env import unwrap_vec_normalize
 from torch.distributions import kl_divergence
 
 from rllab.errors import RllabError
@@ -56,7 +60,11 @@ def kl_pgd(
     steps: int,
     generator: th.Generator | None = None,
 ) -> th.Tensor:
-    """argmax over the linf box ``|s' - s| <= radius`` of KL(pi(.|s) || pi(.|s')), by PGD (step 2*radius/steps)."""
+    """argmax over the linf box ``|s' - s| <= radius`` of KL(pi(.|s) || pi(.|s')), by PGD (step 2*radius/steps).
+
+    ``low``/``high`` are widened to contain ``obs``, so the result is always within ``radius`` of it.
+    """
+    low, high = th.minimum(low, obs), th.maximum(high, obs)
     with th.no_grad():
         clean = _dist(policy, obs)
         noise = th.rand(obs.shape, generator=generator, device=obs.device) * 2 - 1
@@ -86,6 +94,7 @@ def kl_upper_bound(policy, obs: th.Tensor, radius: th.Tensor, low: th.Tensor, hi
     """
     from robustness.certify import actor_layers, propagate
 
+    low, high = th.minimum(low, obs), th.maximum(high, obs)
     lo = th.clamp(th.maximum(obs - radius, low), max=high)
     hi = th.clamp(th.minimum(obs + radius, high), min=low)
     lo = preprocess_obs(lo, policy.observation_space, policy.normalize_images)
@@ -133,6 +142,10 @@ class _StateAdversary:
         device = model.device
         self.low = th.as_tensor(np.maximum(space.low, -1e6), dtype=th.float32, device=device)
         self.high = th.as_tensor(np.minimum(space.high, 1e6), dtype=th.float32, device=device)
+        # with VecNormalize the policy is trained on normalised observations: the box and the budget
+        # must be mapped into those units (see bounds and radius)
+        venv = unwrap_vec_normalize(model.get_env()) if model.get_env() is not None else None
+        self.vec_normalize = venv if venv is not None and venv.norm_obs else None
         self.rms = RunningMeanStd(shape=space.shape)
         self.generator = th.Generator(device=device).manual_seed(seed)
         self.last_obs: th.Tensor | None = None
@@ -142,15 +155,37 @@ class _StateAdversary:
         progress = 1.0 - float(self.model._current_progress_remaining)
         return self.eps * min(1.0, progress / self.ramp) if self.ramp > 0 else self.eps
 
+    def _norm_stats(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """VecNormalize's running (mean, var, sqrt(var + epsilon)) of the raw observations."""
+        vn = self.vec_normalize
+        mean = th.as_tensor(vn.obs_rms.mean, dtype=th.float32, device=obs.device)
+        var = th.as_tensor(vn.obs_rms.var, dtype=th.float32, device=obs.device)
+        return mean, var, th.sqrt(var + vn.epsilon)
+
+    def bounds(self, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """The observation space's box in the units the policy sees (normalised under VecNormalize)."""
+        if self.vec_normalize is None:
+            return self.low.to(obs.device), self.high.to(obs.device)
+        space = self.model.policy.observation_space
+        mean, _, denom = self._norm_stats(obs)
+        clip = float(self.vec_normalize.clip_obs)
+        raw_low = th.as_tensor(space.low, dtype=th.float32, device=obs.device)  # infinite bounds stay infinite
+        raw_high = th.as_tensor(space.high, dtype=th.float32, device=obs.device)
+        return ((raw_low - mean) / denom).clamp(-clip, clip), ((raw_high - mean) / denom).clamp(-clip, clip)
+
     def radius(self, obs: th.Tensor) -> th.Tensor:
+        """``eps`` times the running std of the raw observations, in the units the policy sees."""
         eps = self.current_eps()
         if self.image:
             return th.full_like(obs[0], eps * 255.0)
+        if self.vec_normalize is not None:  # raw std / the normaliser's scale (about 1 per feature)
+            _, var, denom = self._norm_stats(obs)
+            return eps * th.sqrt(var) / denom
         std = th.as_tensor(np.sqrt(self.rms.var), dtype=th.float32, device=obs.device)
         return eps * std
 
     def observe(self, obs: th.Tensor) -> None:
-        if not self.image:
+        if not self.image and self.vec_normalize is None:
             self.rms.update(obs.detach().cpu().numpy().reshape(-1, *self.rms.mean.shape))
 
 
@@ -187,7 +222,7 @@ def install(
         adv.last_obs = obs
         if mode == "adv-obs" and adv.current_eps() > 0:
             was_training = policy.training
-            obs = kl_pgd(policy, obs, adv.radius(obs), adv.low, adv.high, adv.steps, adv.generator)
+            obs = kl_pgd(policy, obs, adv.radius(obs), *adv.bounds(obs), adv.steps, adv.generator)
             policy.train(was_training)
         return evaluate_actions(obs, actions)
 
@@ -195,9 +230,9 @@ def install(
         if mode == "sa-reg" and adv.last_obs is not None and adv.current_eps() > 0 and adv.coef > 0:
             obs = adv.last_obs
             if adv.solver == "ibp":
-                reg = kl_upper_bound(policy, obs, adv.radius(obs), adv.low, adv.high).mean()
+                reg = kl_upper_bound(policy, obs, adv.radius(obs), *adv.bounds(obs)).mean()
             else:
-                perturbed = kl_pgd(policy, obs, adv.radius(obs), adv.low, adv.high, adv.steps, adv.generator)
+                perturbed = kl_pgd(policy, obs, adv.radius(obs), *adv.bounds(obs), adv.steps, adv.generator)
                 with th.no_grad():
                     clean = _dist(policy, obs)
                 reg = _kl(clean, _dist(policy, perturbed)).mean()

@@ -181,3 +181,38 @@ def test_atla_alternates_victim_and_adversary(tmp_path):
     assert cfg["name"] == "atla" and cfg["adv_every"] == 2
     assert max(seen) > 0  # the victim's rollouts really saw perturbed observations
     assert agent.spec["lineage"][0]["transform"] == "adversarial-training:atla"
+
+
+@pytest.mark.parametrize("mode", ["adv-obs", "sa-reg"])
+def test_perturbations_stay_within_eps_under_observation_normalisation(tmp_path, monkeypatch, mode):
+    """With VecNormalize the policy sees normalised observations: box and radius must be in those units."""
+    import robustness.adversarial_training as at
+
+    calls = []
+    original = at.kl_pgd
+
+    def spy(policy, obs, radius, low, high, steps, generator=None):
+        out = original(policy, obs, radius, low, high, steps, generator)
+        calls.append((float(((out - obs).abs() - radius).max()), radius.clone(), low.clone(), high.clone()))
+        return out
+
+    monkeypatch.setattr(at, "kl_pgd", spy)
+    rllab.train(
+        "ppo",
+        "Acrobot-v1",
+        seed=0,
+        steps=512,
+        out=tmp_path / "acro",
+        progress=False,
+        overrides={"n_envs": 2, "n_steps": 256, "batch_size": 256, "n_epochs": 1, "normalize": True},
+        defense=mode,
+        defense_kwargs={"eps": 0.1, "ramp": 0.0, "steps": 2, "coef": 0.1},
+        final_eval_episodes=1,
+        eval_freq=0,
+    )
+    assert calls
+    for excess, radius, low, high in calls:
+        assert excess <= 1e-5, "a perturbation left the eps ball"
+        # eps is in multiples of the raw std; normalised by that running std, one unit is about 1
+        assert torch.allclose(radius, torch.full_like(radius, 0.1), rtol=1e-3)
+        assert torch.all(low >= -10) and torch.all(high <= 10)  # VecNormalize's clip box
