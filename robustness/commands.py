@@ -64,7 +64,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from torch.utils.tensorboard import SummaryWriter
 
     from rllab.agent import load
-    from robustness.evaluate import build_attack, evaluate
+    from robustness.evaluate import build_attack, evaluate, standard_suite
     from robustness.report import write_report
     from robustness.threat import parse_eps
 
@@ -81,7 +81,17 @@ def cmd_attack(args: argparse.Namespace) -> int:
                 "--target-action picks one attack; --attack all already pushes towards every action "
                 "(agents with at most 4 actions)"
             )
-        attacks = None
+        attacks = standard_suite(
+            agent,
+            steps=args.steps,
+            norm=args.norm,
+            queries=args.queries,
+            restarts=args.restarts,
+            bpda=args.bpda,
+            eot=args.eot,
+            threshold=args.threshold,
+            max_fraction=args.max_fraction,
+        )
     else:
         attacks = [
             build_attack(

@@ -89,32 +89,56 @@ def build_attack(
 FIXED_TARGET_MAX_ACTIONS = 4  # the suite adds one fixed-target PGD row per action up to this many actions
 
 
-def standard_suite(agent: Agent, steps: int = 10, norm: str = "linf", queries: int = 20_000) -> list[Attack]:
-    """``--attack all``: every attack that applies to this agent and norm."""
+def standard_suite(
+    agent: Agent,
+    steps: int = 10,
+    norm: str = "linf",
+    queries: int = 20_000,
+    restarts: int = 1,
+    bpda: bool = False,
+    eot: int = 1,
+    threshold: float = 0.5,
+    max_fraction: float = 0.25,
+) -> list[Attack]:
+    """``--attack all``: every attack that applies to this agent and norm.
+
+    ``restarts`` applies to every PGD row and to torchattacks' PGD, APGD and Square; ``queries``
+    is the surrogate's victim query budget; ``threshold``/``max_fraction`` configure the timed
+    attack. ``bpda``/``eot`` add adaptive PGD rows (also added automatically, with BPDA for
+    non-differentiable defenses and EOT x8 for random ones; the stronger setting wins).
+    """
     objectives = ["kl"] if not agent.is_discrete else ["action", "kl", "targeted"]
     if agent.has_critic or agent.has_q:
         objectives.append("value")
     suite: list[Attack] = [FGSM(objectives[0])]
-    suite += [PGD(o, steps=steps) for o in objectives]
+    suite += [PGD(o, steps=steps, restarts=restarts) for o in objectives]
     if agent.is_discrete and agent.action_space.n <= FIXED_TARGET_MAX_ACTIONS:
         # push towards one action at every step: what topples a balancing controller, which shrugs
         # off flips (CartPole's default agent: the strongest attack of the suite)
-        suite += [PGD("targeted", steps=steps, target=k) for k in range(agent.action_space.n)]
+        suite += [PGD("targeted", steps=steps, restarts=restarts, target=k) for k in range(agent.action_space.n)]
     if agent.is_discrete:
-        suite += [TorchAttack("PGD" if norm == "linf" else "PGDL2", steps=steps), TorchAttack("APGD", steps=steps)]
+        suite += [
+            TorchAttack("PGD" if norm == "linf" else "PGDL2", steps=steps, restarts=restarts),
+            TorchAttack("APGD", steps=steps, restarts=restarts),
+        ]
         if norm == "linf" or agent.is_image:  # torchattacks' l2 Square needs images
-            suite.append(TorchAttack("Square", queries=100))
-        suite += [SurrogateTransfer(queries=queries, steps=steps), StrategicallyTimed(PGD("action", steps=steps))]
+            suite.append(TorchAttack("Square", queries=100, restarts=restarts))
+        suite += [
+            SurrogateTransfer(queries=queries, steps=steps),
+            StrategicallyTimed(
+                PGD("action", steps=steps, restarts=restarts), threshold=threshold, max_fraction=max_fraction
+            ),
+        ]
     # Adaptive evaluation (Athalye et al. 2018): defenses that are non-differentiable get BPDA,
     # random ones EOT, added automatically so no report shows a defense only against naive attacks.
     defenses = agent.defenses
-    bpda = any(not d["differentiable"] for d in defenses)
-    eot = 8 if any(d["random"] for d in defenses) else 1
+    bpda = bpda or any(not d["differentiable"] for d in defenses)
+    eot = max(eot, 8 if any(d["random"] for d in defenses) else 1)
     if bpda or eot > 1:
-        suite += [PGD(o, steps=steps, bpda=bpda, eot=eot) for o in objectives if o != "value"]
+        suite += [PGD(o, steps=steps, restarts=restarts, bpda=bpda, eot=eot) for o in objectives if o != "value"]
     if defenses:
         # the defense-unaware attacker, the baseline a defense is usually reported against
-        suite += [PGD(o, steps=steps, unaware=True) for o in objectives if o != "value"]
+        suite += [PGD(o, steps=steps, restarts=restarts, unaware=True) for o in objectives if o != "value"]
     return suite
 
 

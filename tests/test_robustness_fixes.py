@@ -167,3 +167,33 @@ def test_certify_cli_smoothing_sigma_defaults_to_the_agents_own(cartpole_ppo_pat
     assert main([*args, "--samples", "50", "--sigma", "0.2", "--json", str(tmp_path / "d.json")]) == 0
     assert json.loads((tmp_path / "d.json").read_text())["settings"]["sigma"] == 0.2
     assert main(["certify", str(tmp_path / "sm"), "--eps", "0.1", "--episodes", "1"]) == 2  # IBP: refused
+
+
+def test_attack_all_passes_the_users_settings_to_the_suite(cartpole_ppo_path, monkeypatch, tmp_path):
+    import importlib
+
+    from rllab.cli import main
+    from rllab.errors import RllabError
+    from robustness.attacks import StrategicallyTimed, SurrogateTransfer
+
+    seen = {}
+
+    def fake_evaluate(agent, attacks=None, **kwargs):
+        seen["attacks"] = attacks
+        raise RllabError("stop here")
+
+    monkeypatch.setattr(importlib.import_module("robustness.evaluate"), "evaluate", fake_evaluate)
+    args = ["attack", str(cartpole_ppo_path), "--attack", "all", "--out", str(tmp_path / "r"), "--no-progress"]
+    args += ["--queries", "123", "--restarts", "3", "--bpda", "--eot", "2", "--threshold", "0.1"]
+    assert main([*args, "--max-fraction", "0.5"]) == 2
+    suite = seen["attacks"]
+    assert suite is not None
+    by_type = {type(a): a for a in suite}
+    assert by_type[SurrogateTransfer].budget == 123
+    timed = by_type[StrategicallyTimed]
+    assert (timed.threshold, timed.max_fraction, timed.base.restarts) == (0.1, 0.5, 3)
+    pgds = [a for a in suite if type(a) is PGD]
+    assert pgds and all(a.restarts == 3 for a in pgds)
+    assert [a.label for a in pgds if a.bpda and a.eot == 2]  # the adaptive rows the user asked for
+    apgd = [a for a in suite if isinstance(a, TorchAttack) and a.attack == "APGD"]
+    assert apgd[0].restarts == 3
