@@ -17,6 +17,7 @@ from rllab.errors import RllabError
 
 COMMAND_MODULES = [
     "rllab.commands",
+    "rllab.sweep",
     "rllab.transforms.commands",
     "robustness.commands",
     "robustness.certify",

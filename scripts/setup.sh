@@ -9,7 +9,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 # CPU build of torch first: a bare `torch` requirement would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev,ray]"
 # torchattacks 3.5.1 declares requests~=2.25.1 and torchvision, neither of which it
 # imports; torchvision does not even import beside the CPU torch. So: no deps.
 .venv/bin/python -m pip install -q --no-deps "torchattacks==3.5.1"
