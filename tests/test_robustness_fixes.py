@@ -197,3 +197,20 @@ def test_attack_all_passes_the_users_settings_to_the_suite(cartpole_ppo_path, mo
     assert [a.label for a in pgds if a.bpda and a.eot == 2]  # the adaptive rows the user asked for
     apgd = [a for a in suite if isinstance(a, TorchAttack) and a.attack == "APGD"]
     assert apgd[0].restarts == 3
+
+
+def test_surrogate_counts_and_bounds_every_victim_query(cartpole_ppo, monkeypatch):
+    from robustness.attacks import SurrogateTransfer
+
+    asked = []
+    act = cartpole_ppo.act
+
+    def counting_act(obs, *args, **kwargs):
+        asked.append(len(np.asarray(obs)))
+        return act(obs, *args, **kwargs)
+
+    monkeypatch.setattr(cartpole_ppo, "act", counting_act)
+    attack = SurrogateTransfer(queries=50, epochs=1)
+    attack.prepare(cartpole_ppo, seed=0)
+    assert sum(asked) == 50  # a CartPole episode lasts 500 steps: the rollout stops at the budget
+    assert attack.queries == 50 and attack.settings()["queries_used"] == 50

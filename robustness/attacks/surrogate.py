@@ -1,7 +1,8 @@
 """Black-box transfer through a behaviour-cloned surrogate (Papernot et al. 2017; Huang et al. 2017).
 
 1. Query the victim for its actions on observations it visits (its own rollouts), up to a
-   query budget; every labelled observation is one query.
+   query budget. Every victim query, that is every step of those rollouts, is one labelled
+   observation and counts against the budget; the rollouts stop when it is spent.
 2. Train a surrogate policy on those labels by cross-entropy (behaviour cloning). Its
    architecture is configurable and by default differs from the victim's.
 3. At attack time, run PGD on the surrogate (white-box on the surrogate, no victim
@@ -75,6 +76,10 @@ class SurrogatePolicy(nn.Module):
         return contextlib.nullcontext()
 
 
+class _BudgetSpent(Exception):
+    """Raised inside the labelling rollouts once the victim query budget is used up."""
+
+
 class SurrogateTransfer(Attack):
     name = "surrogate"
     kind = "black-box (transfer)"
@@ -121,18 +126,28 @@ class SurrogateTransfer(Attack):
         obs_list: list[np.ndarray] = []
         labels: list[np.ndarray] = []
         budget = self.budget
+        used = 0
 
         def query(obs: np.ndarray, ctx: dict[str, Any]) -> np.ndarray:
-            actions = agent.act(obs)  # the victim's answer is all the attacker sees
-            room = budget - sum(len(o) for o in obs_list)
-            if room > 0:
-                obs_list.append(obs[:room].astype(np.float32))
-                labels.append(np.asarray(actions[:room]))
+            # every victim query drives the rollout and is labelled: the budget bounds all of them
+            nonlocal used
+            n = min(budget - used, len(obs))
+            if n <= 0:
+                raise _BudgetSpent
+            actions = agent.act(obs[:n])  # the victim's answer is all the attacker sees
+            used += n
+            obs_list.append(obs[:n].astype(np.float32))
+            labels.append(np.asarray(actions))
+            if n < len(obs):  # the other environments would need answers beyond the budget
+                raise _BudgetSpent
             return actions
 
         episodes = 1
-        while sum(len(o) for o in obs_list) < budget and episodes <= 4096:
-            run_episodes(agent, episodes, seed=seed + 50_000 + episodes, act_fn=query)
+        while used < budget and episodes <= 4096:
+            try:
+                run_episodes(agent, episodes, seed=seed + 50_000 + episodes, act_fn=query)
+            except _BudgetSpent:
+                break
             episodes *= 2
         x = th.as_tensor(np.concatenate(obs_list))
         y = th.as_tensor(np.concatenate(labels)).long()
