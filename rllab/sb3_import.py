@@ -22,12 +22,12 @@ from typing import Any
 import torch as th
 from gymnasium import spaces
 
-from rllab.agent import Agent, agent_from_spec, check_spaces, spec_skeleton
+from rllab.agent import Agent, agent_from_spec, spec_skeleton
 from rllab.checkpoint import SPEC_FILE, now, sha256_file
 from rllab.environment import make_env
 from rllab.errors import RllabError
 from rllab.evaluation import observation_stats
-from rllab.policies import ACTIVATIONS
+from rllab.policies import ACTIVATIONS, transposed_image_space
 
 _POLICY_CLASSES = {
     # class name in the zip -> (algorithm family, default features extractor)
@@ -166,13 +166,15 @@ def import_sb3(model_zip: str | Path, env_id: str, out: str | Path, algo: str | 
     if (family == "dqn") != (algo == "dqn"):
         raise RllabError(f"policy class {policy_name} does not fit algorithm {algo}")
 
+    from rllab.training import _needs_transpose
+
     env = make_env(env_id)
     obs_space, act_space = env.observation_space, env.action_space
     env.close()
-    _check_space_fields(data.get("observation_space"), obs_space, "observation", env_id)
+    # SB3 wraps a channel-last image env in VecTransposeImage and stores the transposed (CHW) space
+    model_obs_space = transposed_image_space(obs_space) if _needs_transpose(obs_space) else obs_space
+    _check_space_fields(data.get("observation_space"), model_obs_space, "observation", env_id)
     _check_space_fields(data.get("action_space"), act_space, "action", env_id)
-
-    from rllab.training import _needs_transpose
 
     policy_kwargs = _policy_kwargs(data, default_extractor)
     spec = spec_skeleton(
@@ -201,7 +203,7 @@ def import_sb3(model_zip: str | Path, env_id: str, out: str | Path, algo: str | 
             f"weights in {model_zip} do not fit the architecture {policy_kwargs}: {str(exc).splitlines()[0]}"
         ) from None
     agent.eval()
-    check_spaces(agent.make_env(), agent.observation_space, agent.action_space, env_id)
+    agent.make_env().close()  # checks the spaces of the environment as the checkpoint builds it
     agent.spec["obs_stats"] = observation_stats(agent, episodes=10, seed=seed + 10_000)
     agent.spec["training"] = {
         "imported_from": str(model_zip),

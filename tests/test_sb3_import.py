@@ -122,3 +122,75 @@ def test_import_errors_are_one_line(tmp_path, capsys):
     assert main(["import-sb3", str(tmp_path / "junk.zip"), "--env", "CartPole-v1", "--out", str(tmp_path / "o")]) == 2
     assert "cannot read" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_model_of_a_channel_last_image_env_imports_and_acts_alike(tmp_path):
+    """SB3 trains an HWC env through VecTransposeImage and stores the CHW space; the import must accept it."""
+    import gymnasium as gym
+    import torch
+
+    from rllab.policies import SmallCNN
+    from tests.hwc_env import make_hwc_catch
+
+    if "CatchHWC-v0" not in gym.registry:
+        gym.register("CatchHWC-v0", entry_point=make_hwc_catch)
+    model = PPO(
+        "CnnPolicy",
+        "CatchHWC-v0",
+        n_steps=32,
+        batch_size=32,
+        seed=0,
+        policy_kwargs={"features_extractor_class": SmallCNN},
+    )
+    assert model.observation_space.shape[0] == 3  # what the zip records: channels first
+    model.learn(64)
+    with torch.no_grad():  # a sharper head, so that random frames get different actions
+        model.policy.action_net.weight.copy_(
+            torch.randn(model.policy.action_net.weight.shape, generator=torch.Generator().manual_seed(0))
+        )
+    model.save(tmp_path / "model.zip")
+    import_sb3(tmp_path / "model.zip", "CatchHWC-v0", tmp_path / "imported")
+    agent = rllab.load(tmp_path / "imported")
+    assert agent.observation_space.shape[-1] == 3 and agent.transpose_image
+    env = agent.make_env()  # frames from the game (uniform noise frames all look alike to a CNN)
+    frames = [env.reset(seed=1)[0]]
+    for t in range(63):
+        o, _, term, trunc, _ = env.step(t % 3)
+        frames.append(env.reset(seed=2 + t)[0] if term or trunc else o)
+    env.close()
+    obs = np.stack(frames)
+    expected, _ = model.predict(obs, deterministic=True)
+    assert len(set(expected.tolist())) > 1  # the comparison means something
+    np.testing.assert_array_equal(agent.act(obs), expected)
+    sb3_logits = model.policy.get_distribution(model.policy.obs_to_tensor(obs)[0]).distribution.logits
+    np.testing.assert_allclose(agent.action_dist(obs).logits.detach(), sb3_logits.detach(), atol=1e-5)
+
+
+def test_import_closes_every_environment_it_opens(tmp_path, monkeypatch):
+    import rllab.environment
+    import rllab.sb3_import
+
+    opened = []
+    real_make_env = rllab.environment.make_env
+
+    def tracking_make_env(*args, **kwargs):
+        env = real_make_env(*args, **kwargs)
+        close = env.close
+        record = {"closed": False}
+
+        def tracked_close():
+            record["closed"] = True
+            close()
+
+        env.close = tracked_close
+        opened.append(record)
+        return env
+
+    monkeypatch.setattr(rllab.sb3_import, "make_env", tracking_make_env)
+    monkeypatch.setattr(rllab.agent, "make_env", tracking_make_env)  # Agent.make_env and the rollouts it feeds
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64, seed=0)
+    model.save(tmp_path / "m.zip")
+    import_sb3(tmp_path / "m.zip", "CartPole-v1", tmp_path / "o")
+    assert opened and all(r["closed"] for r in opened), (
+        f"{sum(not r['closed'] for r in opened)} of {len(opened)} left open"
+    )
