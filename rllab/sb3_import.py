@@ -43,7 +43,6 @@ _PLAIN_KWARGS = {
     "log_std_init",
     "full_std",
     "use_expln",
-    "squash_output",
     "share_features_extractor",
     "normalize_images",
     "features_extractor_kwargs",
@@ -91,6 +90,9 @@ def _policy_kwargs(data: dict[str, Any], default_extractor: str) -> dict[str, An
             if name not in _EXTRACTOR_NAMES:
                 raise RllabError(f"cannot import: unsupported features extractor {value!r}")
             out["features_extractor"] = _EXTRACTOR_NAMES[name]
+        elif key == "squash_output":
+            if _literal(value, key):  # tanh-squashed, rescaled actions: the agent's Gaussian would not be the policy
+                raise RllabError("cannot import: squash_output=True (tanh-squashed actions) is not supported")
         elif key in _PLAIN_KWARGS:
             out[key] = _literal(value, key)
         else:

@@ -166,6 +166,31 @@ def test_model_of_a_channel_last_image_env_imports_and_acts_alike(tmp_path):
     np.testing.assert_allclose(agent.action_dist(obs).logits.detach(), sb3_logits.detach(), atol=1e-5)
 
 
+def test_squashed_output_policy_is_refused(tmp_path, capsys):
+    model = PPO(
+        "MlpPolicy",
+        "Pendulum-v1",
+        use_sde=True,
+        n_steps=64,
+        batch_size=64,
+        seed=0,
+        policy_kwargs={"squash_output": True},
+    )
+    model.save(tmp_path / "model.zip")
+    with pytest.raises(RllabError, match="squash_output"):
+        import_sb3(tmp_path / "model.zip", "Pendulum-v1", tmp_path / "imported")
+    assert not (tmp_path / "imported").exists()
+    assert main(["import-sb3", str(tmp_path / "model.zip"), "--env", "Pendulum-v1", "--out", str(tmp_path / "i")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "squash_output" in err and len(err.splitlines()) == 1
+    # squash_output=False is the default, and imports
+    plain = PPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=64, seed=0, policy_kwargs={"squash_output": False})
+    plain.save(tmp_path / "plain.zip")
+    agent = import_sb3(tmp_path / "plain.zip", "Pendulum-v1", tmp_path / "plain")
+    obs = np.zeros((4, 3), np.float32)
+    np.testing.assert_allclose(agent.act(obs), plain.predict(obs, deterministic=True)[0], atol=1e-6)
+
+
 def test_import_closes_every_environment_it_opens(tmp_path, monkeypatch):
     import rllab.environment
     import rllab.sb3_import
