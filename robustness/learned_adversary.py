@@ -273,7 +273,44 @@ class AdversarialObservations:
         if self.attacked.eps == 0:
             return obs
         action, _ = self.adversary.predict(obs.astype(np.float32), deterministic=False)
-        return self.attacked.perturb(obs.astype(np.float32), action).astype(obs.dtype)
+        out = self.attacked.perturb(obs.astype(np.float32), action)
+        if np.issubdtype(obs.dtype, np.integer):  # uint8 pixels: nearest grey level, not truncation
+            info = np.iinfo(obs.dtype)
+            out = np.clip(np.rint(out), info.min, info.max)
+        return out.astype(obs.dtype)
+
+
+def env_spec_of(venv: Any) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    """(id, kwargs, wrappers) of the environments of an rllab training ``DummyVecEnv``.
+
+    Read back from the first environment: the kwargs from its ``gym.make`` spec, the named
+    wrappers (``envs.wrappers.WRAPPERS``) from its wrapper chain, so that the adversary's and the
+    statistics' environments are the run's own, not ``gym.make(id)``.
+    """
+    from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
+    from stable_baselines3.common.monitor import Monitor
+
+    from envs.wrappers import WRAPPERS, ObservationShift
+
+    envs = getattr(venv, "envs", None)
+    if not envs:
+        raise RllabError("--defense atla needs the lab's own (DummyVecEnv) training environments")
+    env, wrappers = envs[0], []
+    while isinstance(env, gym.Wrapper):
+        name = next((n for n, cls in WRAPPERS.items() if type(env) is cls), None)
+        if name is not None:
+            if isinstance(env, ObservationShift):
+                kwargs = {"scale": env.scale, "offset": env.offset}
+            else:
+                kwargs = dict(getattr(env, "_saved_kwargs", {}))
+            wrappers.append({"name": name, "kwargs": kwargs})
+        elif not isinstance(env, (Monitor, TimeLimit, OrderEnforcing, PassiveEnvChecker)):
+            raise RllabError(f"--defense atla cannot rebuild the training environment's {type(env).__name__} wrapper")
+        env = env.env
+    spec = env.spec
+    if spec is None:
+        raise RllabError("--defense atla needs a registered environment (gym.make) to rebuild it")
+    return spec.id, dict(spec.kwargs), wrappers[::-1]
 
 
 def install_atla(
@@ -283,7 +320,8 @@ def install_atla(
 
     The victim's rollouts see observations perturbed by a PA-AD adversary; every ``adv_every``
     victim updates the adversary trains ``adv_steps`` PPO steps against the current victim.
-    Vector budgets use the std of observations under the initial (untrained) policy.
+    The adversary's environments are the run's own (id, kwargs and wrappers). Vector budgets
+    use the std of observations in 2000 steps of random-action rollouts of that environment.
     """
     from stable_baselines3 import PPO
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
@@ -297,11 +335,13 @@ def install_atla(
     venv = model.get_env()
     if isinstance(venv, VecNormalize) or type(venv).__name__ == "VecTransposeImage":
         raise RllabError("--defense atla supports environments without observation normalisation or transposition")
-    env_id = venv.get_attr("spec")[0].id
+    env_id, env_kwargs, wrappers = env_spec_of(venv)
     obs_space, act_space = model.observation_space, model.action_space
     kwargs = {"features_extractor": default_extractor(obs_space)} if len(obs_space.shape) == 3 else {}
-    spec = spec_skeleton("ppo", env_id, {}, [], obs_space, act_space, "ActorCriticPolicy", kwargs, has_critic=True)
-    probe = gym.make(env_id)
+    spec = spec_skeleton(
+        "ppo", env_id, env_kwargs, wrappers, obs_space, act_space, "ActorCriticPolicy", kwargs, has_critic=True
+    )
+    probe = _Agent(spec, model.policy).make_env()  # the run's environment; checks the spaces too
     seen, (o, _) = [], probe.reset(seed=seed)
     for _ in range(2000):
         seen.append(np.asarray(o, dtype=np.float64))
@@ -341,7 +381,8 @@ def install_atla(
     return {
         "name": "atla",
         "eps": eps,
-        "unit": "pixel/255" if victim.is_image else "initial-policy obs std",
+        "unit": "pixel/255" if victim.is_image else "random-action obs std",
+        "env": {"id": env_id, "kwargs": env_kwargs, "wrappers": wrappers},
         "pgd_steps": steps,
         "adv_every": adv_every,
         "adv_steps": adv_steps,

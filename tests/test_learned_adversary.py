@@ -60,3 +60,42 @@ def test_missing_adversary_checkpoint_fails_before_any_episode(tmp_path):
     with pytest.raises(RllabError, match="no adversary checkpoint"):
         LearnedAttackAdapter(adversary=tmp_path / "nope")
     assert LearnedAttackAdapter(adv_steps=1000).adv_steps == 1000  # training on first use needs no path
+
+
+def test_atla_uses_the_runs_env_kwargs_and_wrappers(tmp_path):
+    wrappers = [{"name": "FrameStackObservation", "kwargs": {"stack_size": 2}}]
+    agent = rllab.train(
+        "ppo",
+        "CartPole-v1",
+        seed=0,
+        steps=256,
+        out=tmp_path / "atla",
+        progress=False,
+        env_kwargs={"sutton_barto_reward": True},
+        wrappers=wrappers,
+        overrides={"n_envs": 2, "n_steps": 128, "batch_size": 128, "n_epochs": 1},
+        final_eval_episodes=1,
+        eval_freq=0,
+        defense="atla",
+        defense_kwargs={"eps": 0.3, "steps": 2, "adv_every": 100, "adv_steps": 128},
+    )
+    cfg = agent.spec["training"]["config"]["defense"]
+    assert cfg["env"]["kwargs"] == {"sutton_barto_reward": True}
+    assert [w["name"] for w in cfg["env"]["wrappers"]] == ["FrameStackObservation"]
+    assert cfg["env"]["wrappers"][0]["kwargs"]["stack_size"] == 2
+    assert cfg["unit"] == "random-action obs std"
+
+
+def test_atla_rounds_perturbed_uint8_pixels():
+    from types import SimpleNamespace
+
+    from robustness.learned_adversary import AdversarialObservations
+
+    obs = np.array([[10, 200, 0, 255]], dtype=np.uint8)
+    fake = SimpleNamespace(
+        attacked=SimpleNamespace(eps=1.0, perturb=lambda o, a: o + np.array([0.7, -0.6, -3.0, 4.0], np.float32)),
+        adversary=SimpleNamespace(predict=lambda o, deterministic: (None, None)),
+    )
+    out = AdversarialObservations.perturb(fake, obs)
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out, [[11, 199, 0, 255]])
