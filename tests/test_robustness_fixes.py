@@ -214,3 +214,25 @@ def test_surrogate_counts_and_bounds_every_victim_query(cartpole_ppo, monkeypatc
     attack.prepare(cartpole_ppo, seed=0)
     assert sum(asked) == 50  # a CartPole episode lasts 500 steps: the rollout stops at the budget
     assert attack.queries == 50 and attack.settings()["queries_used"] == 50
+
+
+def test_torchattacks_sees_channel_last_images_as_chw():
+    from types import SimpleNamespace
+
+    import gymnasium as gym
+
+    from robustness.attacks.torchattacks_adapter import BoxModel
+
+    space = gym.spaces.Box(0, 255, shape=(6, 5, 3), dtype=np.uint8)
+    seen = []
+    agent = SimpleNamespace(
+        observation_space=space, transpose_image=True, logits=lambda obs: seen.append(obs) or obs.sum((1, 2))
+    )
+    model = BoxModel(agent, torch.zeros(6, 5, 3), torch.full((6, 5, 3), 255.0))
+    x = torch.arange(2 * 6 * 5 * 3, dtype=torch.float32).reshape(2, 6, 5, 3) % 256
+    u = model.to_u(x)
+    assert u.shape == (2, 3, 6, 5)
+    assert torch.equal(u[:, 1, 4, 2], x[:, 4, 2, 1] / 255)
+    torch.testing.assert_close(model.to_obs(u), x)
+    model(u)
+    torch.testing.assert_close(seen[0], x)  # the agent gets its own (H, W, C) layout back

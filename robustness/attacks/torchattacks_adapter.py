@@ -40,12 +40,20 @@ class BoxModel(nn.Module):
         super().__init__()
         self.agent, self.low, self.width = agent, low, width
         self.obs_shape = tuple(agent.observation_space.shape)
+        # channel-last (H, W, C) image observations are shown to torchattacks as (C, H, W), the layout
+        # it assumes (Square's windows are spatial)
+        self.hwc = len(self.obs_shape) == 3 and bool(getattr(agent, "transpose_image", False))
         self.u_shape = self.obs_shape if len(self.obs_shape) == 3 else (int(low.numel()), 1, 1)
 
     def to_u(self, x: th.Tensor) -> th.Tensor:
-        return ((x - self.low) / self.width).reshape(x.shape[0], *self.u_shape)
+        u = (x - self.low) / self.width
+        if self.hwc:
+            return u.permute(0, 3, 1, 2)
+        return u.reshape(x.shape[0], *self.u_shape)
 
     def to_obs(self, u: th.Tensor) -> th.Tensor:
+        if self.hwc:
+            u = u.permute(0, 2, 3, 1)
         return u.reshape(u.shape[0], *self.obs_shape) * self.width + self.low
 
     def forward(self, u: th.Tensor) -> th.Tensor:
