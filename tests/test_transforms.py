@@ -274,3 +274,47 @@ def test_dqn_teacher_distils_into_policy_network(tmp_path):
     agree = (loaded.act(x) == teacher.act(x)).mean()
     assert agree >= 0.9, agree
     assert th.equal(loaded.logits(x), student.logits(x))
+
+
+# ------------------------------------------------------------- fixed bugs
+def _untrained_run(tmp_path, algo: str, net_arch, name: str = "run"):
+    """An untrained CartPole checkpoint with the given architecture (pruning needs no trained weights)."""
+    import gymnasium as gym
+
+    from rllab.agent import agent_from_spec, spec_skeleton
+
+    env = gym.make("CartPole-v1")
+    cls = "DQNPolicy" if algo == "dqn" else "ActorCriticPolicy"
+    spec = spec_skeleton(
+        algo, "CartPole-v1", {}, [], env.observation_space, env.action_space, cls, {"net_arch": net_arch}, algo != "dqn"
+    )
+    env.close()
+    th.manual_seed(0)
+    agent = agent_from_spec(spec).eval()
+    agent.spec["training"] = {"complete": True}
+    agent.save(tmp_path / name)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize(
+    "net_arch,sparsity,rounds,widths",
+    [
+        ({"pi": [64, 64], "vf": [10]}, 0.5, 2, {"pi": [32, 32], "vf": [5]}),
+        ({"pi": [25], "vf": [25]}, 0.75, 1, {"pi": [7], "vf": [7]}),
+        ({"pi": [10, 20], "vf": [64, 64]}, 0.7, 1, {"pi": [3, 6], "vf": [20, 20]}),
+    ],
+)
+def test_structured_pruning_reaches_each_layers_target_width(tmp_path, net_arch, sparsity, rounds, widths):
+    run = _untrained_run(tmp_path, "ppo", net_arch)
+    agent = prune(
+        run,
+        sparsity,
+        out=tmp_path / "p",
+        structured=True,
+        iterative=rounds,
+        finetune="none",
+        eval_episodes=1,
+        progress=False,
+    )
+    assert agent.spec["policy"]["kwargs"]["net_arch"] == widths
+    assert rllab.load(tmp_path / "p").spec["lineage"][-1]["result"]["widths"] == widths

@@ -139,11 +139,13 @@ def _slice_mlp(
 
 
 def remove_units(
-    agent: Agent, keep_fraction: float, importance: dict[str, list[th.Tensor]]
+    agent: Agent, target: dict[str, list[int]], importance: dict[str, list[th.Tensor]]
 ) -> tuple[ActorCriticPolicy, dict[str, Any], dict[str, list[list[int]]]]:
-    """A new, physically smaller policy keeping the most important ``keep_fraction`` of each hidden layer.
+    """A new, physically smaller policy keeping the ``target[key][i]`` most important units of each hidden layer.
 
-    Returns the policy, its JSON kwargs (``net_arch`` with the new widths) and the kept indices.
+    ``target`` holds a width per layer, as ``hidden_widths`` does (``pi``, ``vf``, and ``features``
+    for a shared CNN extractor); a layer never grows. Returns the policy, its JSON kwargs
+    (``net_arch`` with the new widths) and the kept indices.
     """
     policy = agent.policy
     assert isinstance(policy, ActorCriticPolicy)
@@ -159,7 +161,7 @@ def remove_units(
     feat = feature_linear(policy)
     if feat is not None and "features" in importance:
         score = importance["features"][0]
-        idx_f = th.sort(th.topk(score, max(1, math.ceil(keep_fraction * score.numel()))).indices).values
+        idx_f = th.sort(th.topk(score, _width(target["features"][0], score)).indices).values
         for alias in ("features_extractor", "pi_features_extractor", "vf_features_extractor"):
             for suffix in ("weight", "bias"):
                 key = f"{alias}.linear.0.{suffix}"
@@ -177,9 +179,8 @@ def remove_units(
     for key, (net, prefix, head) in nets.items():
         linear_idx = [i for i, m in enumerate(net) if isinstance(m, nn.Linear)]
         idx = []
-        for score in importance[key]:
-            k = max(1, math.ceil(keep_fraction * score.numel()))
-            idx.append(th.sort(th.topk(score, k).indices).values)  # sorted: kept units keep their order
+        for width, score in zip(target[key], importance[key], strict=True):
+            idx.append(th.sort(th.topk(score, _width(width, score)).indices).values)  # sorted: kept units keep order
         _slice_mlp(state, prefix, head, linear_idx, idx)
         kept[key] = [i.tolist() for i in idx]
         widths[key] = [len(i) for i in idx]
@@ -188,6 +189,18 @@ def remove_units(
     assert isinstance(new, ActorCriticPolicy)
     new.load_state_dict(state)
     return new, kwargs, kept
+
+
+def kept_width(width: int, sparsity: float) -> int:
+    """Units a layer of ``width`` keeps at ``sparsity``: ceil((1 - sparsity) * width), at least 1.
+
+    Rounded first, so float noise cannot add a unit ((1 - 0.7) * 10 is 3.0000000000000004).
+    """
+    return max(1, math.ceil(round((1 - sparsity) * width, 9)))
+
+
+def _width(target: int, score: th.Tensor) -> int:
+    return max(1, min(int(target), score.numel()))
 
 
 def hidden_widths(agent: Agent) -> dict[str, list[int]]:
@@ -268,11 +281,9 @@ def prune(
                 else None
             )
             scores = unit_importance(agent, states, importance)
-            # keep_fraction relative to the current widths, so the final widths match the target
-            widths = hidden_widths(agent)
-            target_w = {key: [max(1, math.ceil((1 - target) * w)) for w in ws] for key, ws in original.items()}
-            keep = min(t / w for key in widths for t, w in zip(target_w[key], widths[key], strict=True))
-            policy, kwargs, kept = remove_units(agent, keep, scores)
+            # each layer's width after this round: (1 - target) of its original width
+            target_w = {key: [kept_width(w, target) for w in ws] for key, ws in original.items()}
+            policy, kwargs, kept = remove_units(agent, target_w, scores)
             kept_total = (
                 kept
                 if kept_total is None
