@@ -318,3 +318,21 @@ def test_structured_pruning_reaches_each_layers_target_width(tmp_path, net_arch,
     )
     assert agent.spec["policy"]["kwargs"]["net_arch"] == widths
     assert rllab.load(tmp_path / "p").spec["lineage"][-1]["result"]["widths"] == widths
+
+
+def test_gradient_importance_without_a_critic_ranks_the_critic_by_magnitude(cartpole_ppo):
+    from rllab.agent import Agent, clone_module
+    from rllab.transforms.prune import remove_units, unit_importance
+
+    spec = {**cartpole_ppo.spec, "policy": {**cartpole_ppo.spec["policy"], "has_critic": False}}
+    agent = Agent(spec, clone_module(cartpole_ppo.policy)).eval()  # a distilled student, REINFORCE without baseline
+    states = _states(agent, 16).numpy()
+    scores = unit_importance(agent, states, "gradient")
+    magnitude = unit_importance(agent, None, "magnitude")
+    for got, want in zip(scores["vf"], magnitude["vf"], strict=True):
+        assert th.equal(got, want)
+    with_critic = unit_importance(cartpole_ppo, states, "gradient")
+    for got, want in zip(scores["pi"], with_critic["pi"], strict=True):  # the actor's scores are the gradient ones
+        assert th.allclose(got, want)
+    policy, kwargs, _ = remove_units(agent, {"pi": [16, 16], "vf": [8, 8]}, scores)
+    assert kwargs["net_arch"] == {"pi": [16, 16], "vf": [8, 8]}

@@ -97,14 +97,18 @@ def unit_importance(agent: Agent, states: np.ndarray | None, method: str) -> dic
     feat = feature_linear(policy)
     if feat is not None:
         nets["features"] = nn.Sequential(feat)
+    magnitude = {
+        k: [lin.weight.detach().abs().sum(1) + lin.bias.detach().abs() for lin in mlp_linears(net)]
+        for k, net in nets.items()
+    }
     if method == "magnitude":
-        return {
-            k: [lin.weight.detach().abs().sum(1) + lin.bias.detach().abs() for lin in mlp_linears(net)]
-            for k, net in nets.items()
-        }
+        return magnitude
     if method != "gradient":
         raise RllabError(f"unknown importance {method!r}; choose one of {', '.join(IMPORTANCE)}")
     assert states is not None
+    # without a trained critic (a distilled student, REINFORCE without baseline) V gives no gradient
+    # worth ranking by: the critic's units are ranked by magnitude
+    critic = agent.has_critic and bool(mlp_linears(nets["vf"]))
     scores: dict[str, list[th.Tensor]] = {
         k: [th.zeros(lin.out_features) for lin in mlp_linears(net)] for k, net in nets.items()
     }
@@ -112,7 +116,7 @@ def unit_importance(agent: Agent, states: np.ndarray | None, method: str) -> dic
     for chunk in th.split(x, 1):  # MAS takes the gradient per sample, then averages its magnitude
         agent.zero_grad()
         out_pi = agent.logits(chunk).pow(2).sum()
-        out_vf = agent.value(chunk).pow(2).sum() if nets["vf"] is not None else None
+        out_vf = agent.value(chunk).pow(2).sum() if critic else None
         out_pi.backward()
         for key in ("pi", "features"):  # the shared extractor's score is the actor's
             for i, lin in enumerate(mlp_linears(nets[key]) if key in nets else []):
@@ -123,7 +127,10 @@ def unit_importance(agent: Agent, states: np.ndarray | None, method: str) -> dic
             for i, lin in enumerate(mlp_linears(nets["vf"])):
                 scores["vf"][i] += lin.weight.grad.abs().sum(1) + lin.bias.grad.abs()
     agent.zero_grad()
-    return {k: [s / len(x) for s in v] for k, v in scores.items()}
+    out = {k: [s / len(x) for s in v] for k, v in scores.items()}
+    if not critic:
+        out["vf"] = magnitude["vf"]
+    return out
 
 
 def _slice_mlp(
