@@ -336,3 +336,24 @@ def test_gradient_importance_without_a_critic_ranks_the_critic_by_magnitude(cart
         assert th.allclose(got, want)
     policy, kwargs, _ = remove_units(agent, {"pi": [16, 16], "vf": [8, 8]}, scores)
     assert kwargs["net_arch"] == {"pi": [16, 16], "vf": [8, 8]}
+
+
+def test_dqn_pruning_budget_and_sparsity_leave_out_the_target_network(tmp_path):
+    from rllab.transforms.prune import prunable
+
+    run = _untrained_run(tmp_path, "dqn", [64, 64])
+    dqn = rllab.load(run)
+    with th.no_grad():  # a trained DQN's target network lags its online network
+        for p in dqn.policy.q_net_target.parameters():
+            p.mul_(0.5)
+    dqn.save(run)
+    agent = prune(run, 0.6, out=tmp_path / "p", finetune="none", eval_episodes=1, progress=False)
+    loaded = rllab.load(tmp_path / "p")
+    q_net, target = loaded.policy.q_net, loaded.policy.q_net_target
+    assert weight_sparsity(q_net) == pytest.approx(0.6, abs=1e-3)  # the acting network holds the whole budget
+    assert loaded.spec["lineage"][-1]["result"]["weight_sparsity"] == pytest.approx(0.6, abs=1e-3)
+    assert weight_sparsity(loaded.policy) == pytest.approx(0.6, abs=1e-3)
+    for a, b in zip(q_net.state_dict().values(), target.state_dict().values(), strict=True):
+        assert th.equal(a, b)  # the target network is the pruned network
+    target_ids = {id(m) for m in target.modules()}
+    assert not any(id(m) in target_ids for m, _ in prunable(agent.policy))

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch as th
 from stable_baselines3.common.policies import ActorCriticPolicy
+from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 from torch.nn.utils import prune as tprune
 from tqdm.auto import tqdm
@@ -42,11 +43,20 @@ def schedule(sparsity: float, rounds: int) -> list[float]:
 
 
 def prunable(policy: nn.Module) -> list[tuple[nn.Module, str]]:
-    return [(m, "weight") for m in policy.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    """The linear and convolutional layers that act (a DQN's target network never does: it is left out)."""
+    target = getattr(policy, "q_net_target", None) if isinstance(policy, DQNPolicy) else None
+    skip = {id(m) for m in target.modules()} if target is not None else set()
+    return [(m, "weight") for m in policy.modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and id(m) not in skip]
+
+
+def sync_target(policy: nn.Module) -> None:
+    """A DQN's target network set to its (pruned) online network, so the checkpoint holds one network twice."""
+    if isinstance(policy, DQNPolicy):
+        policy.q_net_target.load_state_dict(policy.q_net.state_dict())
 
 
 def weight_sparsity(policy: nn.Module) -> float:
-    """Fraction of zero entries over all linear and convolutional weights."""
+    """Fraction of zero entries over all acting linear and convolutional weights (not a DQN's target network)."""
     weights = [m.weight for m, _ in prunable(policy)]
     total = sum(w.numel() for w in weights)
     return float(sum(int((w == 0).sum()) for w in weights) / max(total, 1))
@@ -318,6 +328,7 @@ def prune(
             history.append(_finetune(agent, teacher, finetune, steps, epochs, lr, temperature, seed + k, gen))
             history[-1]["sparsity"] = weight_sparsity(agent.policy)
         make_permanent(agent.policy)
+        sync_target(agent.policy)
         agent.spec["lineage"][-1]["result"] = {"weight_sparsity": weight_sparsity(agent.policy), "rounds": history}
     agent.spec["training"] = {**teacher.spec.get("training", {}), "complete": True}
     agent.spec["training"].pop("config", None)
