@@ -357,3 +357,14 @@ def test_dqn_pruning_budget_and_sparsity_leave_out_the_target_network(tmp_path):
         assert th.equal(a, b)  # the target network is the pruned network
     target_ids = {id(m) for m in target.modules()}
     assert not any(id(m) in target_ids for m, _ in prunable(agent.policy))
+
+
+def test_quantised_checkpoints_are_not_pruned_and_distil_into_float_students(cartpole_ppo_path, tmp_path):
+    q = quantize(cartpole_ppo_path, out=tmp_path / "q", eval_episodes=1).path
+    with pytest.raises(rllab.RllabError, match="quantised checkpoint cannot be pruned"):
+        prune(q, 0.5, out=tmp_path / "p", finetune="none", eval_episodes=1, progress=False)
+    assert not (tmp_path / "p").exists()
+    distill(q, arch=[8], steps=64, rounds=1, epochs=1, out=tmp_path / "d", eval_episodes=1, progress=False)
+    student = rllab.load(tmp_path / "d")  # the int8 teacher's quantisation section is not the student's
+    assert "quantization" not in student.spec
+    assert student.policy.mlp_extractor.policy_net[0].weight.shape == (8, 4)

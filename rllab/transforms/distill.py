@@ -319,6 +319,7 @@ def distill(
         "seed": seed,
     }
     student = teacher.derive(new_student(teacher, kwargs), "distill", params, paths[0], policy_kwargs=kwargs)
+    student.spec.pop("quantization", None)  # an int8 teacher labels the states; the new student is float
     student.spec["policy"]["class"] = "ActorCriticPolicy"
     student.spec["policy"]["has_critic"] = bool(critic)
     if not isinstance(teacher.policy, ActorCriticPolicy):

@@ -268,6 +268,8 @@ def prune(
     run = Path(run)
     output_for(out, run, "prune")  # an --out that cannot be written fails now, not after fine-tuning
     teacher = load(run)
+    if teacher.spec.get("quantization"):
+        raise RllabError("a quantised checkpoint cannot be pruned; prune its float parent, then quantise")
     if structured and not isinstance(teacher.policy, ActorCriticPolicy):
         raise RllabError(f"structured pruning works on actor-critic MLPs; {run} is a {teacher.algo} agent")
     th.manual_seed(seed)
