@@ -172,6 +172,20 @@ def observation_stats(agent: Agent, episodes: int = 10, seed: int = 10_000) -> d
     }
 
 
+def observation_frame(o: np.ndarray, zoom: int = 16) -> np.ndarray:
+    """An image observation as a picture Pillow can encode: (H, W) grey or (H, W, 3) RGB, each cell zoom x zoom.
+
+    Channels-first (C, H, W) and channels-last (H, W, C) are both read: three channels are RGB
+    (channels-last RGBA drops alpha), one is grey, and other counts (stacked frames) show the first.
+    """
+    img = np.asarray(o, dtype=np.uint8)
+    if img.ndim == 3 and img.shape[0] in (1, 3, 4) and img.shape[0] < img.shape[-1]:  # channels first
+        img = np.moveaxis(img, 0, -1) if img.shape[0] == 3 else img[0]
+    if img.ndim == 3:  # channels last
+        img = img[..., :3] if img.shape[-1] in (3, 4) else img[..., 0]
+    return np.repeat(np.repeat(img, zoom, axis=0), zoom, axis=1)
+
+
 def record_video(agent: Agent, path: str | Path, seed: int = 0, fps: int = 30, deterministic: bool = True) -> Path:
     """Record one episode as an animated GIF, encoded with Pillow.
 
@@ -203,9 +217,7 @@ def record_video(agent: Agent, path: str | Path, seed: int = 0, fps: int = 30, d
             if img is not None:
                 return np.asarray(img, dtype=np.uint8)
         if agent.is_image:
-            img = o[0] if o.shape[0] in (1, 3, 4) and o.shape[0] < o.shape[-1] else o
-            img = img if img.ndim == 2 else img[..., :3]
-            return np.kron(np.asarray(img, dtype=np.uint8), np.ones((16, 16), dtype=np.uint8)) if img.ndim == 2 else img
+            return observation_frame(o)
         return None
 
     try:

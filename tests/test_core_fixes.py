@@ -212,3 +212,66 @@ def test_resume_refuses_a_resume_state_newer_than_the_checkpoint(tmp_path):
         rllab.RllabError, match=f"checkpoint is at step {done} but the resume state at step {done + 64}"
     ):
         rllab.train("ppo", "CartPole-v1", out=run, resume=True, steps=done + 64, final_eval_episodes=1, progress=False)
+
+
+# ------------------------------------------------------- bug 10: videos of image observations
+class _Frames(gym.Env):
+    """Three steps of flat frames whose channel c holds 40 * (c + 1) + 10 * t; no rgb_array rendering."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, shape=(3, 4, 5), channel_axis=0):
+        self.shape, self.axis = shape, channel_axis
+        self.observation_space = gym.spaces.Box(0, 255, shape, np.uint8)
+        self.action_space = gym.spaces.Discrete(2)
+
+    def _obs(self):
+        c = self.shape[self.axis]
+        values = (40 * (np.arange(c) + 1) + 10 * self.t).astype(np.uint8)
+        return np.moveaxis(np.broadcast_to(values, (*np.delete(self.shape, self.axis), c)), -1, self.axis).copy()
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), 0.0, self.t >= 3, False, {}
+
+
+@pytest.mark.parametrize(
+    "shape,axis,rgb",
+    [((4, 5, 1), 2, False), ((3, 4, 5), 0, True), ((4, 5, 3), 2, True), ((1, 4, 5), 0, False)],
+)
+def test_video_of_image_observations_keeps_their_colours(tmp_path, shape, axis, rgb):
+    from PIL import Image
+
+    from rllab.evaluation import record_video
+    from rllab.training import _needs_transpose
+
+    env_id = f"rllabtest/Frames{'x'.join(map(str, shape))}-v0"
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=_Frames, kwargs={"shape": shape, "channel_axis": axis})
+    space = gym.spaces.Box(0, 255, shape, np.uint8)
+    spec = spec_skeleton(
+        "ppo",
+        env_id,
+        {},
+        [],
+        space,
+        gym.spaces.Discrete(2),
+        "ActorCriticPolicy",
+        {"net_arch": [4], "features_extractor": "flatten"},
+        True,
+        transpose_image=_needs_transpose(space),
+    )
+    path = record_video(agent_from_spec(spec).eval(), tmp_path / "v.gif")
+    with Image.open(path) as gif:
+        assert gif.n_frames == 4  # reset + 3 steps
+        for t in range(4):
+            gif.seek(t)
+            frame = np.asarray(gif.convert("RGB"))
+            assert frame.shape == (4 * 16, 5 * 16, 3)
+            want = [40 + 10 * t, 80 + 10 * t, 120 + 10 * t] if rgb else [40 + 10 * t] * 3
+            assert (frame == want).all(), (t, frame[0, 0], want)
