@@ -336,13 +336,17 @@ class Agent(nn.Module):
 
     @th.no_grad()
     def act(self, obs: Any, deterministic: bool = True) -> np.ndarray:
-        """Actions for a batch of raw observations (or one observation), as numpy."""
+        """Actions for a batch of raw observations (or one observation), as numpy.
+
+        ``deterministic=False`` samples from ``action_dist`` (with noise smoothing: from the smoothed
+        distribution). A DQN agent always acts greedily: it has no stochastic policy to sample.
+        """
         single = (
             np.asarray(obs).shape == self.observation_space.shape
             if not isinstance(obs, th.Tensor)
             else (tuple(obs.shape) == self.observation_space.shape)
         )
-        if isinstance(self.policy, DQNPolicy) or (self.is_discrete and (deterministic or self.smoothing)):
+        if isinstance(self.policy, DQNPolicy) or (self.is_discrete and deterministic):
             actions = self.logits(obs).argmax(dim=-1)
         else:
             dist = self.action_dist(obs)

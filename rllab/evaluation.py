@@ -143,7 +143,9 @@ def run_episodes(
     finally:
         for env in envs:
             env.close()
-    return EvalResult(returns=returns, lengths=lengths, seed=seed, deterministic=deterministic)
+    # a DQN agent acts greedily whatever it is asked (Agent.act); the record says what ran
+    acted = deterministic or (act_fn is None and agent.has_q)
+    return EvalResult(returns=returns, lengths=lengths, seed=seed, deterministic=acted)
 
 
 def evaluate(

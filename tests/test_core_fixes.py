@@ -275,3 +275,33 @@ def test_video_of_image_observations_keeps_their_colours(tmp_path, shape, axis, 
             assert frame.shape == (4 * 16, 5 * 16, 3)
             want = [40 + 10 * t, 80 + 10 * t, 120 + 10 * t] if rgb else [40 + 10 * t] * 3
             assert (frame == want).all(), (t, frame[0, 0], want)
+
+
+# ------------------------------------------------------- (f) stochastic acting with smoothing, DQN
+@pytest.mark.parametrize("mode", ["mean", "vote"])
+def test_stochastic_acting_with_smoothing_samples_the_smoothed_distribution(cartpole_ppo, mode):
+    spec = copy.deepcopy(cartpole_ppo.spec)
+    spec["preprocessing"]["smoothing"] = {"sigma": 0.5, "n": 8, "mode": mode}
+    agent = Agent(spec, cartpole_ppo.policy).eval()
+    obs = np.repeat(_obs(agent, 1), 4000, axis=0) * 0.1  # one state near the balance point
+    th.manual_seed(0)
+    with th.no_grad():
+        probs = agent.action_dist(obs).probs.mean(0).numpy()
+    th.manual_seed(1)
+    sampled = agent.act(obs, deterministic=False)
+    assert 0.05 < probs[1] < 0.95  # the test means something: both actions are likely
+    assert abs(sampled.mean() - probs[1]) < 0.03  # frequencies follow the smoothed distribution
+
+
+def test_evaluation_records_that_a_dqn_agent_acted_greedily():
+    from rllab.evaluation import evaluate
+
+    env = gym.make("CartPole-v1")
+    spec = spec_skeleton(
+        "dqn", "CartPole-v1", {}, [], env.observation_space, env.action_space, "DQNPolicy", {"net_arch": [8]}, False
+    )
+    env.close()
+    agent = agent_from_spec(spec).eval()
+    result = evaluate(agent, episodes=2, deterministic=False)
+    assert result.summary()["deterministic"] is True
+    assert result.returns == evaluate(agent, episodes=2, deterministic=True).returns
