@@ -479,10 +479,14 @@ class Greydanus(Explainer):
                 flat = self._from_chw(perturbed.reshape(-1, c, h, w))
                 out = self._outputs(flat).reshape(s1 - s0, p, -1)
                 scores[s0:s1] = 0.5 * ((out - ref[s0:s1].unsqueeze(1)) ** 2).sum(-1)
-            grid = scores.view(n, 1, len(rows), len(cols))
-            if self.stride > 1:
-                grid = F.interpolate(grid, size=(h, w), mode="bilinear", align_corners=False)
-            return self._from_chw(grid.expand(n, c, h, w).contiguous())
+            grid = scores.view(n, len(rows), len(cols))
+            if self.stride > 1:  # bilinear between the scored pixels, each score at its own pixel
+                grid = (
+                    _pixel_interpolation(h, self.stride, x.device)
+                    @ grid
+                    @ _pixel_interpolation(w, self.stride, x.device).T
+                )
+            return self._from_chw(grid.unsqueeze(1).expand(n, c, h, w).contiguous())
 
     def params(self) -> dict[str, Any]:
         return {
@@ -493,10 +497,32 @@ class Greydanus(Explainer):
         }
 
 
-def last_conv_layer(agent: Agent) -> nn.Conv2d:
-    """The last convolution of the agent's feature extractor (Grad-CAM's layer)."""
+def _pixel_interpolation(size: int, stride: int, device: th.device) -> th.Tensor:
+    """(size, ceil(size / stride)) linear interpolation from scores at pixels 0, stride, 2 stride, ...
+
+    Pixel ``k * stride`` gets score ``k`` exactly; pixels between two scored ones are linear
+    blends; pixels past the last scored one keep its score.
+    """
+    n = (size - 1) // stride + 1
+    u = th.arange(size, device=device, dtype=th.float32) / stride
+    i0 = u.floor().long().clamp(max=n - 1)
+    i1 = (i0 + 1).clamp(max=n - 1)
+    frac = (u - i0.float()).clamp(0, 1) * (i1 != i0).float()
+    weights = th.zeros(size, n, device=device)
+    weights[th.arange(size), i0] += 1 - frac
+    weights[th.arange(size), i1] += frac
+    return weights
+
+
+def last_conv_layer(agent: Agent, target: str = "action") -> nn.Conv2d:
+    """The last convolution of the feature extractor that ``target`` reads (Grad-CAM's layer).
+
+    An actor-critic policy with separate extractors computes the value from its critic's one.
+    """
     policy = agent.policy
     extractor = getattr(policy, "pi_features_extractor", None) or getattr(policy, "features_extractor", None)
+    if target == "value" and getattr(policy, "share_features_extractor", True) is False:
+        extractor = policy.vf_features_extractor
     if extractor is None and hasattr(policy, "q_net"):
         extractor = policy.q_net.features_extractor
     convs = [m for m in (extractor.modules() if extractor is not None else []) if isinstance(m, nn.Conv2d)]
@@ -521,7 +547,7 @@ class GradCam(Explainer):
         self._bind()
 
     def _bind(self) -> None:
-        self.layer = last_conv_layer(self.agent)
+        self.layer = last_conv_layer(self.agent, self.target)
 
     def _attribute(self, x: th.Tensor, actions: th.Tensor | None) -> th.Tensor:
         cam = LayerGradCam(self.forward, self.layer).attribute(

@@ -300,3 +300,58 @@ def test_deletion_accepts_one_baseline_per_state(catchd_ppo, catchd_states):
         acts = catchd_ppo.logits(obs).argmax(-1)
         p_blur = th.softmax(catchd_ppo.logits(blurred), -1).gather(1, acts.view(-1, 1)).mean()
     assert b["baseline_probability"] == pytest.approx(float(p_blur), abs=1e-5)
+
+
+def _untrained_image_agent(shape, extractor, share=True):
+    import gymnasium as gym
+
+    from rllab.agent import agent_from_spec, spec_skeleton
+
+    th.manual_seed(0)
+    kwargs = {"net_arch": [8], "features_extractor": extractor, "share_features_extractor": share}
+    spec = spec_skeleton(
+        "ppo",
+        "None-v0",
+        {},
+        [],
+        gym.spaces.Box(0, 255, shape, np.uint8),
+        gym.spaces.Discrete(3),
+        "ActorCriticPolicy",
+        kwargs,
+        True,
+    )
+    return agent_from_spec(spec).eval()
+
+
+def test_greydanus_with_a_stride_puts_each_score_on_its_own_pixel():
+    agent = _untrained_image_agent((1, 21, 17), "flatten")
+    gen = th.Generator().manual_seed(0)
+    obs = th.randint(0, 256, (2, 1, 21, 17), generator=gen).float()
+    g = Greydanus(agent, sigma_mask=2.0, sigma_blur=1.5, stride=5)
+    maps = g.attribute(obs)
+    blurred = gaussian_blur(obs, 1.5)
+    yy, xx = th.meshgrid(th.arange(21.0), th.arange(17.0), indexing="ij")
+    centres = [(i, j) for i in (0, 5, 10, 15, 20) for j in (0, 5, 10, 15)]
+    scored = {}
+    for i, j in centres:
+        m = th.exp(-((yy - i) ** 2 + (xx - j) ** 2) / (2 * 2.0**2))
+        with th.no_grad():
+            s = 0.5 * ((agent.logits(obs) - agent.logits(obs * (1 - m) + blurred * m)) ** 2).sum(-1)
+        scored[i, j] = s
+        assert th.allclose(maps[:, 0, i, j], s, rtol=1e-4, atol=1e-7), (i, j)
+    # between two scored pixels, a linear blend; past the last scored column, its score
+    mid = 0.6 * scored[5, 5] + 0.4 * scored[5, 10]
+    assert th.allclose(maps[:, 0, 5, 7], mid, rtol=1e-4, atol=1e-7)
+    assert th.allclose(maps[:, 0, 10, 16], scored[10, 15], rtol=1e-4, atol=1e-7)
+
+
+def test_gradcam_of_the_value_uses_the_critics_extractor():
+    from explain.methods import GradCam
+
+    agent = _untrained_image_agent((1, 20, 20), "small_cnn", share=False)
+    vf_convs = [m for m in agent.policy.vf_features_extractor.modules() if isinstance(m, th.nn.Conv2d)]
+    pi_convs = [m for m in agent.policy.pi_features_extractor.modules() if isinstance(m, th.nn.Conv2d)]
+    assert GradCam(agent, target="value").layer is vf_convs[-1]
+    assert GradCam(agent, target="action").layer is pi_convs[-1]
+    obs = th.randint(0, 256, (4, 1, 20, 20), generator=th.Generator().manual_seed(0)).float()
+    assert float(GradCam(agent, target="value").attribute(obs).abs().sum()) > 0
