@@ -108,10 +108,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=positive_int, default=10)
     p.set_defaults(func=cmd_defend)
 
-    p = sub.add_parser("lab", help="the lab's main job: train PPO on CartPole-v1 and Catch-v0, evaluate both")
+    p = sub.add_parser(
+        "lab", help="the lab's main job: train PPO on CartPole-v1 and Catch-v0, evaluate both, attack both (report)"
+    )
     p.add_argument("--out", default="runs/lab")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--episodes", type=positive_int, default=20)
+    p.add_argument("--attack-episodes", type=positive_int, default=10, help="episodes per attack and eps")
+    p.add_argument("--no-attack", action="store_true", help="train and evaluate only")
     p.add_argument("--fresh", action="store_true", help="retrain even if the runs exist")
     p.set_defaults(func=cmd_lab)
 
@@ -260,18 +264,77 @@ def cmd_lab(args: argparse.Namespace) -> int:
         _write_json(run / "eval.json", {"run": str(run), "env": env_id, "algo": "ppo", **summary})
         print(f"[lab] {env_id}:")
         print("  " + format_summary(summary).replace("\n", "\n  "))
-        rows.append((env_id, run, summary))
+        card = None if args.no_attack else _lab_attack(run, LAB_ATTACK_EPS[env_id], args)
+        rows.append((env_id, run, summary, card))
     lines = ["| env | run | mean return | std | 95% CI | episodes |", "|---|---|---|---|---|---|"]
-    for env_id, run, s in rows:
+    for env_id, run, s, _ in rows:
         lines.append(
             f"| {env_id} | {run} | {s['mean_return']:.3f} | {s['std_return']:.3f} | "
             f"[{s['ci95_return'][0]:.3f}, {s['ci95_return'][1]:.3f}] | {s['episodes']} |"
         )
+    attacked = [(env_id, run, card) for env_id, run, _, card in rows if card is not None]
+    if attacked:
+        lines += [
+            "",
+            f"Under attack (linf, `rllab attack --attack quick`: the standard suite without torchattacks' rows, "
+            f"{args.attack_episodes} episodes; "
+            "eps in pixel/255 for Catch, in per-feature observation std for CartPole):",
+            "",
+            "| env | eps | clean | noise | strongest attack | its return | report |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for env_id, run, card in attacked:
+            for e in card["threat_model"]["eps"]:
+                key = f"{e:g}"
+                worst = min(
+                    ((n, r[key]) for n, r in card["results"].items() if n != "noise" and key in r),
+                    key=lambda nr: nr[1]["mean_return"],
+                )
+                label = f"{round(e * 255)}/255" if card["threat_model"]["unit"] == "pixel/255" else key
+                lines.append(
+                    f"| {env_id} | {label} | {card['clean']['mean_return']:.3g} | "
+                    f"{card['results']['noise'][key]['mean_return']:.3g} | {worst[0]} | "
+                    f"{worst[1]['mean_return']:.3g} | {run / LAB_ATTACK_DIR / 'report.html'} |"
+                )
     (out / "summary.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"[lab] results: {out}/summary.md, {out}/*/eval.json; checkpoints: {', '.join(str(r[1]) for r in rows)}")
+    if attacked:
+        print(f"[lab] attack reports: {', '.join(str(r / LAB_ATTACK_DIR / 'report.html') for _, r, _ in attacked)}")
     print(f"[lab] tensorboard --logdir {out}")
     return 0
+
+
+LAB_ATTACK_EPS = {"CartPole-v1": "0.25,0.5,1", "Catch-v0": "8/255,32/255,64/255"}
+LAB_ATTACK_DIR = Path("attacks") / "lab"
+
+
+def _lab_attack(run: Path, eps: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """``rllab attack RUN --attack quick`` (reused when done with these settings); None without robustness/."""
+    import importlib.util
+
+    if importlib.util.find_spec("robustness") is None:
+        print("[lab] robustness/ is not installed: no attack stage")
+        return None
+    from rllab.cli import main  # `attack` is robustness's command, reached by name: rllab never imports it
+
+    folder = run / LAB_ATTACK_DIR
+    cached = folder / "results.json"
+    if cached.exists():
+        card = json.loads(cached.read_text())
+        wanted = [float(n) / float(d or 1) for n, _, d in (e.partition("/") for e in eps.split(","))]
+        same_eps = len(card["threat_model"]["eps"]) == len(wanted) and all(
+            abs(a - b) < 1e-9 for a, b in zip(card["threat_model"]["eps"], wanted, strict=True)
+        )
+        if same_eps and card["episodes"] == args.attack_episodes and card["seed"] == args.seed:
+            print(f"[lab] reusing the attack results in {folder}")
+            return card
+    print(f"[lab] attacking {run} at eps {eps} ({args.attack_episodes} episodes; rllab attack --attack quick)")
+    argv = ["attack", str(run), "--attack", "quick", "--eps", eps, "--episodes", str(args.attack_episodes)]
+    code = main([*argv, "--seed", str(args.seed), "--out", str(folder)])
+    if code != 0:
+        raise RllabError(f"the attack stage failed for {run}")
+    return json.loads(cached.read_text())
 
 
 def cmd_defend(args: argparse.Namespace) -> int:

@@ -99,8 +99,12 @@ def standard_suite(
     eot: int = 1,
     threshold: float = 0.5,
     max_fraction: float = 0.25,
+    library: bool = True,
 ) -> list[Attack]:
     """``--attack all``: every attack that applies to this agent and norm.
+
+    ``library=False`` (``--attack quick``) leaves out torchattacks' rows: they cross-check the lab's
+    own FGSM/PGD, and Square's 100 queries per step take most of the suite's time.
 
     ``restarts`` applies to every PGD row and to torchattacks' PGD, APGD and Square; ``queries``
     is the surrogate's victim query budget; ``threshold``/``max_fraction`` configure the timed
@@ -116,13 +120,14 @@ def standard_suite(
         # push towards one action at every step: what topples a balancing controller, which shrugs
         # off flips (CartPole's default agent: the strongest attack of the suite)
         suite += [PGD("targeted", steps=steps, restarts=restarts, target=k) for k in range(agent.action_space.n)]
-    if agent.is_discrete:
+    if agent.is_discrete and library:
         suite += [
             TorchAttack("PGD" if norm == "linf" else "PGDL2", steps=steps, restarts=restarts),
             TorchAttack("APGD", steps=steps, restarts=restarts),
         ]
         if norm == "linf" or agent.is_image:  # torchattacks' l2 Square needs images
             suite.append(TorchAttack("Square", queries=100, restarts=restarts))
+    if agent.is_discrete:
         suite += [
             SurrogateTransfer(queries=queries, steps=steps),
             StrategicallyTimed(

@@ -1,3 +1,4 @@
+import json
 import shutil
 from importlib import resources
 
@@ -54,12 +55,28 @@ def test_bad_values_are_user_errors(tmp_path):
 def test_lab_reuses_finished_runs_and_writes_a_summary(tmp_path, cartpole_ppo_path, catch_ppo_path, capsys):
     shutil.copytree(cartpole_ppo_path, tmp_path / "ppo-CartPole-v1")
     shutil.copytree(catch_ppo_path, tmp_path / "ppo-Catch-v0")
-    assert main(["lab", "--out", str(tmp_path), "--episodes", "5"]) == 0
+    assert main(["lab", "--out", str(tmp_path), "--episodes", "5", "--attack-episodes", "2"]) == 0
     out = capsys.readouterr().out
     assert out.count("reusing the finished run") == 2
     summary = (tmp_path / "summary.md").read_text()
     assert "CartPole-v1" in summary and "Catch-v0" in summary
     assert f"{tmp_path}/summary.md" in out
+    # the main job ends in an attack report per agent, summarised beside the clean figures
+    attacked = [ln for ln in summary.splitlines() if ln.endswith("report.html |")]
+    assert len(attacked) == 6  # 3 eps per agent
+    for env_id in ("CartPole-v1", "Catch-v0"):
+        card = json.loads((tmp_path / f"ppo-{env_id}" / "attacks" / "lab" / "results.json").read_text())
+        assert card["episodes"] == 2 and len(card["results"]) >= 10  # the standard suite ...
+        assert not any(n.startswith("torchattacks") for n in card["results"])  # ... without its cross-checks
+        assert (tmp_path / f"ppo-{env_id}" / "attacks" / "lab" / "report.html").exists()
+        for e in card["threat_model"]["eps"]:
+            worst = min(r[f"{e:g}"]["mean_return"] for n, r in card["results"].items() if n != "noise")
+            assert f"| {worst:.3g} | " in summary
+    # run again: the attack results are reused; --no-attack trains and evaluates only
+    assert main(["lab", "--out", str(tmp_path), "--episodes", "5", "--attack-episodes", "2"]) == 0
+    assert capsys.readouterr().out.count("reusing the attack results") == 2
+    assert main(["lab", "--out", str(tmp_path), "--episodes", "5", "--no-attack"]) == 0
+    assert "Under attack" not in (tmp_path / "summary.md").read_text()
 
 
 @pytest.mark.slow
