@@ -263,7 +263,7 @@ def run_job(job: Job | dict[str, Any]) -> dict[str, Any]:
         if proc.returncode != 0:
             index = int(failed[-1][1]) if failed else 0
             errors = [ln for ln in lines if not ln.startswith(FAILED_MARK)]
-            error = errors[-1] if errors else f"exit status {proc.returncode}"
+            error = re.sub(r"^rllab \S+: error: ", "", errors[-1]) if errors else f"exit status {proc.returncode}"
             stage = todo[index][0]
             result.update(status="failed", stage=stage, returncode=proc.returncode, error=error)
             result["ran"] = [t[0] for t in todo[:index]]
@@ -277,16 +277,14 @@ def run_job(job: Job | dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- backends
 def _run_local(jobs: list[Job], workers: int, on_done: Callable[[dict[str, Any]], bool]) -> None:
     with cf.ThreadPoolExecutor(max_workers=workers) as pool:  # the work is in subprocesses
-        pending = {pool.submit(run_job, j) for j in jobs}
+        pending = [pool.submit(run_job, j) for j in jobs]
         try:
             for fut in cf.as_completed(pending):
                 if not on_done(fut.result()):
-                    for f in pending:
-                        f.cancel()
-        except BaseException:
+                    break  # the jobs already running finish; the queued ones never start
+        finally:
             for f in pending:
                 f.cancel()
-            raise
 
 
 def _run_ray(jobs: list[Job], workers: int, on_done: Callable[[dict[str, Any]], bool]) -> None:

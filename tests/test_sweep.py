@@ -161,7 +161,7 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path):
         (["--env-kwargs", "[1]"], "--env-kwargs must be a YAML/JSON mapping"),
         (["--hyperparams", "/no/such.yml"], "no such hyperparameter file"),
         # a user error inside the jobs (SB3 has no such key): reported once, in one line, from the first job
-        (["--grid", "{n_epoch: [1, 2]}"], "train failed for n_epoch=1"),
+        (["--grid", "{n_epoch: [1, 2]}", "--seeds", "0-2"], "train failed for n_epoch=1 s0: unknown ppo hyperparam"),
     ],
 )
 def test_sweep_user_errors_are_one_line(tmp_path, capsys, extra, message):
