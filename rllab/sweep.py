@@ -317,12 +317,14 @@ BACKENDS = {"local": _run_local, "ray": _run_ray}
 
 
 # ---------------------------------------------------------------- summary
-def seed_stats(values: list[float]) -> dict[str, Any]:
+def seed_stats(values: list[float]) -> dict[str, Any] | None:
     """Across seeds: mean, sample std, Student-t 95% CI (None for one seed), median, IQM, min, max."""
     from scipy import stats
 
     x = np.asarray(values, dtype=np.float64)
     n = x.size
+    if n == 0:
+        return None
     ci = None
     if n > 1:
         half = float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / math.sqrt(n))
@@ -341,16 +343,16 @@ def seed_stats(values: list[float]) -> dict[str, Any]:
 
 
 def _attack_summary(card: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per eps: the strongest attack's return (lowest mean over the attacks, noise excluded) and noise's."""
+    """Per eps: the worst case (lowest mean return over every row, uniform noise included: it is an
+    adversary within the same budget), the attack that reached it, and noise's return."""
     out = {}
     for e in card["threat_model"]["eps"]:
         key = f"{float(e):g}"
         rows = {n: r[key] for n, r in card["results"].items() if key in r}
-        attacks = {n: r for n, r in rows.items() if n != "noise"}
-        if not attacks:
+        if not rows:
             continue
-        name, row = min(attacks.items(), key=lambda kv: kv[1]["mean_return"])
-        out[key] = {"strongest": name, "return": row["mean_return"], "noise": rows.get("noise", {}).get("mean_return")}
+        name, row = min(rows.items(), key=lambda kv: kv[1]["mean_return"])
+        out[key] = {"worst_case": row["mean_return"], "by": name, "noise": rows.get("noise", {}).get("mean_return")}
     return out
 
 
@@ -380,9 +382,9 @@ def summarise(jobs: list[Job], results: dict[tuple[str, int], dict[str, Any]]) -
         for k in eps_keys:
             with_k = [r["attack"][k] for r in runs if k in r.get("attack", {})]
             c["attacked"][k] = {
-                "strongest": seed_stats([a["return"] for a in with_k]),
+                "worst_case": seed_stats([a["worst_case"] for a in with_k]),
                 "noise": seed_stats([a["noise"] for a in with_k if a["noise"] is not None]),
-                "strongest_by_seed": [a["strongest"] for a in with_k],
+                "reached_by": [a["by"] for a in with_k],
             }
         c["attack_unit"] = next((r["attack_unit"] for r in runs if r.get("attack_unit")), None)
     ranked = sorted(configs, key=lambda n: -(configs[n]["clean"] or {"mean": -math.inf})["mean"])
@@ -411,12 +413,12 @@ def render_markdown(summary: dict[str, Any], header: dict[str, Any]) -> str:
     ]
     if eps_keys:
         lines.append(
-            f"Attacked: each run's strongest attack per eps (eps in {unit}; `rllab attack "
+            f"Attacked: each run's worst case per eps over every attack, noise included (eps in {unit}; `rllab attack "
             f"{' '.join(header.get('attack_args') or [])}`), noise of the same budget beside it."
         )
     cols = ["config", "seeds", "clean mean [95% CI]", "median", "IQM", "min-max"]
     for k in eps_keys:
-        cols += [f"attacked eps {k}", f"noise eps {k}"]
+        cols += [f"worst case eps {k}", f"noise eps {k}"]
     lines += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name in summary["ranking"]:
         c = configs[name]
@@ -426,12 +428,12 @@ def render_markdown(summary: dict[str, Any], header: dict[str, Any]) -> str:
         row += [f"{s['median']:.4g}", f"{s['iqm']:.4g}", f"{s['min']:.4g}-{s['max']:.4g}"] if s else ["—"] * 3
         for k in eps_keys:
             a = c["attacked"].get(k)
-            row += [_fmt(a["strongest"]) if a else "—", _fmt(a["noise"]) if a else "—"]
+            row += [_fmt(a["worst_case"]) if a else "—", _fmt(a["noise"]) if a else "—"]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "Per seed (clean mean return; strongest attack per eps):", ""]
+    lines += ["", "Per seed (clean mean return; worst case per eps and the attack that reached it):", ""]
     for name in summary["ranking"]:
         for r in configs[name]["runs"]:
-            att = "; ".join(f"eps {k}: {a['return']:.4g} ({a['strongest']})" for k, a in r.get("attack", {}).items())
+            att = "; ".join(f"eps {k}: {a['worst_case']:.4g} ({a['by']})" for k, a in r.get("attack", {}).items())
             lines.append(f"- {name} s{r['seed']}: {r['mean_return']:.4g}" + (f"; {att}" if att else ""))
         for f in configs[name]["failed"]:
             lines.append(f"- {name} s{f['seed']}: FAILED: {f['error']} (log: {f['log']})")

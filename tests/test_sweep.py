@@ -83,17 +83,18 @@ def test_sweep_trains_every_config_and_seed_and_summarises_across_seeds(local_sw
             assert ev["episodes"] == 3 and ev["mean_return"] == r["mean_return"]
             returns.append(ev["mean_return"])
             card = json.loads((run / "attacks" / "sweep" / "results.json").read_text())
-            assert r["attack"]["0.5"]["return"] == card["results"]["pgd-10:action"]["0.5"]["mean_return"]
+            worst = min(row["0.5"]["mean_return"] for row in card["results"].values())  # noise included
+            assert r["attack"]["0.5"]["worst_case"] == worst
             assert r["attack"]["0.5"]["noise"] == card["results"]["noise"]["0.5"]["mean_return"]
         assert c["clean"]["mean"] == pytest.approx(np.mean(returns))
         assert c["clean"]["values"] == [r["mean_return"] for r in c["runs"]]
-        assert c["attacked"]["0.5"]["strongest"]["mean"] == pytest.approx(
-            np.mean([r["attack"]["0.5"]["return"] for r in c["runs"]])
+        assert c["attacked"]["0.5"]["worst_case"]["mean"] == pytest.approx(
+            np.mean([r["attack"]["0.5"]["worst_case"] for r in c["runs"]])
         )
     means = [summary["configs"][n]["clean"]["mean"] for n in summary["ranking"]]
     assert means == sorted(means, reverse=True)
     md = (out / "sweep.md").read_text()
-    assert "learning_rate=0.001 | 2 |" in md and "attacked eps 0.5" in md and "eps in obs std" in md
+    assert "learning_rate=0.001 | 2 |" in md and "worst case eps 0.5" in md and "eps in obs std" in md
     # a run of the sweep is the run `rllab train --threads 1` makes: same weights, bit for bit
     direct = out.parent / "direct"
     argv = ["train", "--algo", "ppo", "--env", "CartPole-v1", "--seed", "1", "--steps", "512", "--threads", "1"]
