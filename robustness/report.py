@@ -20,9 +20,10 @@ GRADIENT_KINDS = ("white-box",)
 
 
 def _strongest(card: dict[str, Any], eps_key: str) -> tuple[str, dict[str, Any]] | None:
-    rows = [
-        (name, by_eps[eps_key]) for name, by_eps in card["results"].items() if name != "noise" and eps_key in by_eps
-    ]
+    """The worst case at one eps: the row with the lowest mean return over every row of the card that has
+    this eps, uniform noise included (noise is an adversary within the same budget; when it wins, a sanity
+    flag says so). The clean row is not a candidate; ties go to the row that comes first in the card."""
+    rows = [(name, by_eps[eps_key]) for name, by_eps in card["results"].items() if eps_key in by_eps]
     return min(rows, key=lambda r: r[1]["mean_return"]) if rows else None
 
 
@@ -237,7 +238,8 @@ def render_markdown(card: dict[str, Any]) -> str:
         "mean return [95% CI]; `changed` is the fraction of all steps whose action the attack changed "
         "(for an attack that perturbs only some steps, the timed one, also the fraction among the attacked "
         "steps, in brackets). "
-        "Bold: the strongest attack at that eps. `adaptive`: BPDA (the defense's non-differentiable "
+        "Bold: the strongest attack at that eps (the lowest return over every row, uniform noise included). "
+        "`adaptive`: BPDA (the defense's non-differentiable "
         "filters are bypassed on the backward pass) and/or EOT (gradients averaged over its randomness); "
         "`defense-unaware`: the attack differentiates the bare network and ignores the defense.",
     ]
@@ -278,7 +280,8 @@ td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} td.best{{backgroun
 <p>Threat model: {html.escape(tm["norm"])} ball on the observation the agent sees; eps in
 <b>{html.escape(tm["unit"])}</b>. {card["episodes"]} episodes per row, seeds {card["seed"]}..{
         card["seed"] + card["episodes"] - 1
-    }. Highlighted: the strongest attack at each eps.</p>
+    }. Highlighted: the strongest attack at each eps (the lowest return over every row,
+uniform noise included).</p>
 {_svg_plot(card)}
 {"".join(table)}
 <h2>Sanity flags</h2><ul>{flag_html}</ul>
@@ -311,7 +314,10 @@ def load_card(path: Path) -> dict[str, Any]:
 
 
 def leaderboard(cards: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Agents side by side: clean, noise and worst-case return at each eps (sorted by worst case)."""
+    """Agents side by side: clean, noise and worst-case return at each eps (sorted by worst case).
+
+    The worst case is the lowest mean return over every row of the card at that eps, uniform noise
+    included (``_strongest``)."""
     eps_sets = [set(f"{e:g}" for e in c["threat_model"]["eps"]) for c in cards.values()]
     common = sorted(set.intersection(*eps_sets), key=float)
     if not common:
@@ -341,7 +347,8 @@ def render_leaderboard(board: dict[str, Any]) -> str:
     lines = [
         "# Robustness leaderboard",
         "",
-        f"Sorted by worst-case mean return at each eps ({', '.join(board['unit'])}).",
+        f"Sorted by worst-case mean return at each eps ({', '.join(board['unit'])}): the lowest mean return "
+        "over every attack row, uniform noise included.",
         "",
     ]
     for k, entries in board["by_eps"].items():
