@@ -149,11 +149,12 @@ def standard_suite(
 
 def _row(result: Any, extra: dict[str, Any]) -> dict[str, Any]:
     r = np.asarray(result.returns, dtype=np.float64)
-    lo, hi = confidence_interval(r)
+    # no interval from one episode (JSON null, as in rllab's evaluation summary): never a zero-width one
+    ci = confidence_interval(r) if r.size > 1 else None
     return {
         "mean_return": float(r.mean()),
         "std_return": float(r.std(ddof=1)) if r.size > 1 else 0.0,
-        "ci95_return": [lo, hi],
+        "ci95_return": [float(ci[0]), float(ci[1])] if ci is not None else None,
         "min_return": float(r.min()),
         "max_return": float(r.max()),
         "episodes": int(r.size),

@@ -45,7 +45,21 @@ def _eps_keys(card: dict[str, Any]) -> list[str]:
     return [f"{e:g}" for e in _eps_values(card)]
 
 
+def _ci(row: dict[str, Any] | None) -> tuple[float, float] | None:
+    """A row's 95% interval, or None where it has none (fewer than 2 episodes: JSON null)."""
+    ci = (row or {}).get("ci95_return")
+    if ci is None or len(ci) != 2 or any(v is None for v in ci):
+        return None
+    return float(ci[0]), float(ci[1])
+
+
+def _ci_text(row: dict[str, Any]) -> str:
+    ci = _ci(row)
+    return "[n/a]" if ci is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+
+
 def sanity_flags(card: dict[str, Any]) -> list[str]:
+    """Warnings about the card. Comparisons that need a confidence interval skip rows without one."""
     flags: list[str] = []
     eps_keys = _eps_keys(card)
     lab = {k: eps_label(card, k) for k in eps_keys}
@@ -56,7 +70,8 @@ def sanity_flags(card: dict[str, Any]) -> list[str]:
         for a, b, ka, kb in zip(means, means[1:], keys, keys[1:], strict=False):
             # only a rise beyond both 95% intervals: the same episodes at every eps, so a few episodes that
             # differ by chance (484 -> 500 over 10 CartPole episodes) are not a finding
-            if by_eps[kb]["ci95_return"][0] > by_eps[ka]["ci95_return"][1] and name != "noise":
+            ci_a, ci_b = _ci(by_eps[ka]), _ci(by_eps[kb])
+            if ci_a and ci_b and ci_b[0] > ci_a[1] and name != "noise":
                 flags.append(
                     f"{name}: return rises from {a:.3g} at eps {lab[ka]} to {b:.3g} at eps {lab[kb]} "
                     "(a stronger budget should not help the agent)"
@@ -88,7 +103,8 @@ def sanity_flags(card: dict[str, Any]) -> list[str]:
         for objective, runs in steps.items():
             runs.sort(key=lambda r: r[0])
             for (s1, r1), (s2, r2) in zip(runs, runs[1:], strict=False):
-                if s2 > s1 and r2["ci95_return"][0] > r1["ci95_return"][1]:
+                ci1, ci2 = _ci(r1), _ci(r2)
+                if s2 > s1 and ci1 and ci2 and ci2[0] > ci1[1]:
                     flags.append(
                         f"eps {lab[k]}: {s2}-step PGD ({objective}) leaves a higher return than {s1} steps "
                         f"({r2['mean_return']:.3g} > {r1['mean_return']:.3g})"
@@ -103,7 +119,7 @@ def sanity_flags(card: dict[str, Any]) -> list[str]:
                 if m == n or not same or t.get("bpda") or (t.get("eot") or 1) > 1:
                     continue
                 plain = card["results"].get(m, {}).get(k)
-                if plain and adaptive_row["mean_return"] < plain["ci95_return"][0]:
+                if plain and _ci(plain) and adaptive_row["mean_return"] < _ci(plain)[0]:
                     why = (
                         "it attacks the bare network and ignores the defense"
                         if t.get("defense_aware") is False
@@ -215,12 +231,11 @@ def _table(card: dict[str, Any]) -> tuple[list[str], list[list[str]], set[tuple[
             if r is None:
                 cells.append("-")
                 continue
-            lo, hi = r["ci95_return"]
             extra = f", changed {r['action_change_rate']:.0%}" if "action_change_rate" in r else ""
             if r.get("attacked_steps", r.get("steps")) != r.get("steps"):  # only some steps attacked (timed)
                 share = r["attacked_steps"] / max(r["steps"], 1)
                 extra += f" ({r['attacked_action_change_rate']:.0%} of the {share:.0%} attacked)"
-            cells.append(f"{r['mean_return']:.3g} [{lo:.3g}, {hi:.3g}]{extra}")
+            cells.append(f"{r['mean_return']:.3g} {_ci_text(r)}{extra}")
             if strongest[k] == name:
                 bold.add((len(rows), j + 3))
         rows.append(cells)
@@ -235,7 +250,8 @@ def render_markdown(card: dict[str, Any]) -> str:
         "",
         f"Threat model: {tm['norm']} ball on the observation the agent sees; eps in **{tm['unit']}**. "
         f"{card['episodes']} episodes per row (seeds {card['seed']}..{card['seed'] + card['episodes'] - 1}), "
-        "mean return [95% CI]; `changed` is the fraction of all steps whose action the attack changed "
+        "mean return [95% CI] (n/a with a single episode); `changed` is the fraction of all steps whose action "
+        "the attack changed "
         "(for an attack that perturbs only some steps, the timed one, also the fraction among the attacked "
         "steps, in brackets). "
         "Bold: the strongest attack at that eps (the lowest return over every row, uniform noise included). "

@@ -37,3 +37,29 @@ def test_worst_case_and_strongest_attack_include_uniform_noise():
     card["flags"] = sanity_flags(card)
     assert any("random noise (100) beats every gradient attack" in f for f in card["flags"])
     assert "**100 [90, 110]" in render_markdown(card)
+
+
+def test_rows_without_a_confidence_interval_are_shown_as_na_and_skip_ci_comparisons(cartpole_ppo):
+    from robustness.evaluate import evaluate
+    from robustness.report import _table, leaderboard, render_html, render_markdown, sanity_flags
+
+    one = evaluate(cartpole_ppo, attacks=["noise"], eps=[0.1], episodes=1, n_envs=1, progress=False)
+    assert one["clean"]["ci95_return"] is None and one["results"]["noise"]["0.1"]["ci95_return"] is None
+    attacks = {
+        "noise": {"attack": "noise", "kind": "random"},
+        "fgsm:action": {"attack": "fgsm", "kind": "white-box", "objective": "action", "steps": 1},
+        "pgd-10:action": {"attack": "pgd", "kind": "white-box", "objective": "action", "steps": 10},
+    }
+    results = {
+        "noise": {"0.1": _row(480.0), "0.2": _row(470.0)},
+        "fgsm:action": {"0.1": _row(100.0), "0.2": _row(90.0)},
+        "pgd-10:action": {"0.1": _row(50.0), "0.2": _row(400.0)},  # a rise, but no interval to judge it by
+    }
+    card = _card(results, attacks=attacks, eps=(0.1, 0.2))
+    card["clean"] = _row(500.0)
+    card["flags"] = flags = sanity_flags(card)
+    assert not [f for f in flags if "rises" in f or "higher return" in f]
+    _, rows, _ = _table(card)
+    assert rows[3][3] == "50 [n/a]"
+    assert "n/a" in render_markdown(card) and "n/a" in render_html(card)
+    assert leaderboard({"a": card})["by_eps"]["0.1"][0]["worst_case"] == 50.0
