@@ -215,7 +215,8 @@ def _table(card: dict[str, Any]) -> tuple[list[str], list[list[str]], set[tuple[
     eps_keys = _eps_keys(card)
     header = ["attack", "kind", "adaptive", *[f"eps {eps_label(card, k)}" for k in eps_keys]]
     clean = card["clean"]
-    rows = [["clean", "-", "-", *[f"{clean['mean_return']:.3g} ± {clean['std_return']:.2g}"] * len(eps_keys)]]
+    # the clean row in the same form as every other cell: mean [95% CI]
+    rows = [["clean", "-", "-", *[f"{clean['mean_return']:.3g} {_ci_text(clean)}"] * len(eps_keys)]]
     strongest = {k: (_strongest(card, k) or ("", None))[0] for k in eps_keys}
     bold: set[tuple[int, int]] = set()
     for name, by_eps in card["results"].items():

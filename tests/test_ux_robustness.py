@@ -63,3 +63,14 @@ def test_rows_without_a_confidence_interval_are_shown_as_na_and_skip_ci_comparis
     assert rows[3][3] == "50 [n/a]"
     assert "n/a" in render_markdown(card) and "n/a" in render_html(card)
     assert leaderboard({"a": card})["by_eps"]["0.1"][0]["worst_case"] == 50.0
+
+
+def test_the_clean_row_shows_its_95_ci_like_every_other_row():
+    from robustness.report import _table, render_markdown
+
+    card = _card({"noise": {"0.1": _row(480.0, 470, 490)}, "pgd-10:action": {"0.1": _row(300.0, 290, 310)}})
+    card["clean"] = {"mean_return": 470.0, "std_return": 2.6, "ci95_return": [468.5, 471.5]}
+    _, rows, _ = _table(card)
+    assert rows[0][3] == "470 [468, 472]"
+    md = render_markdown({**card, "flags": []})
+    assert "±" not in md and "| clean | - | - | 470 [468, 472] |" in md
