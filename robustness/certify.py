@@ -341,8 +341,10 @@ def _cmd(args: argparse.Namespace) -> int:
         f"{args.run}: {report.method} certification over {report.states} visited states "
         f"({norm}, unit {report.unit}{sig})"
     )
+    from robustness.report import format_eps
+
     for row in report.rows:
-        print(f"  eps {row['eps']:.4g}: certified {row['certified_fraction']:.3f}")
+        print(f"  eps {format_eps(row['eps'], report.unit)}: certified {row['certified_fraction']:.3f}")
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)

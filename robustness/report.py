@@ -29,11 +29,16 @@ def _strongest(card: dict[str, Any], eps_key: str) -> tuple[str, dict[str, Any]]
 
 def eps_label(card: dict[str, Any], key: str) -> str:
     """``0.12549`` -> ``32/255`` for pixel budgets; other units as they are."""
-    if card.get("threat_model", {}).get("unit") == "pixel/255":
-        v = float(key) * 255
+    return format_eps(key, card.get("threat_model", {}).get("unit"))
+
+
+def format_eps(value: float | str, unit: str | None) -> str:
+    """An eps as tables show it: ``k/255`` for pixel budgets that are whole grey levels, else ``%g``."""
+    if unit == "pixel/255":
+        v = float(value) * 255
         if abs(v - round(v)) < 1e-3:
             return f"{round(v)}/255"
-    return key
+    return value if isinstance(value, str) else f"{float(value):g}"
 
 
 def _eps_values(card: dict[str, Any]) -> list[float]:
@@ -196,8 +201,9 @@ def _svg_plot(card: dict[str, Any], width: int = 640, height: int = 360) -> str:
         f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">'
         "mean return</text>",
     ]
-    for x, e in zip(xs, eps, strict=True):
-        parts.append(f'<text x="{x:.1f}" y="{height - pad + 14}" text-anchor="middle">{e:.3g}</text>')
+    for x, e in zip(xs, eps, strict=True):  # the tables' labels (4/255 for pixel budgets)
+        tick = html.escape(eps_label(card, f"{e:g}"))
+        parts.append(f'<text x="{x:.1f}" y="{height - pad + 14}" text-anchor="middle">{tick}</text>')
     for v in (lo, (lo + hi) / 2, hi):
         parts.append(f'<text x="{pad - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
     for i, (name, vals) in enumerate(series.items()):

@@ -74,3 +74,21 @@ def test_the_clean_row_shows_its_95_ci_like_every_other_row():
     assert rows[0][3] == "470 [468, 472]"
     md = render_markdown({**card, "flags": []})
     assert "±" not in md and "| clean | - | - | 470 [468, 472] |" in md
+
+
+def test_plot_ticks_and_certify_print_pixel_budgets_as_k_over_255(catch_ppo_path, capsys):
+    from rllab.cli import main
+    from robustness.report import _svg_plot
+
+    card = _card(
+        {"noise": {k: _row(5.0, 4, 6) for k in ("0.00392157", "0.0156863")}},
+        attacks={"noise": {"attack": "noise", "kind": "random"}},
+        unit="pixel/255",
+        eps=(1 / 255, 4 / 255),
+        env="Catch-v0",
+    )
+    svg = _svg_plot(card)
+    assert ">1/255</text>" in svg and ">4/255</text>" in svg and "0.00392" not in svg
+    assert main(["certify", str(catch_ppo_path), "--eps", "1/255", "--episodes", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "eps 1/255: certified" in out and "0.003922" not in out
