@@ -92,3 +92,20 @@ def test_plot_ticks_and_certify_print_pixel_budgets_as_k_over_255(catch_ppo_path
     assert main(["certify", str(catch_ppo_path), "--eps", "1/255", "--episodes", "1"]) == 0
     out = capsys.readouterr().out
     assert "eps 1/255: certified" in out and "0.003922" not in out
+
+
+def test_atomically_written_files_get_the_umask_mode_not_0600(tmp_path):
+    import os
+
+    from robustness.report import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "a" / "results.json", "{}\n")
+        os.umask(0o027)
+        write_atomic(tmp_path / "a" / "report.md", "x\n")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a" / "results.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "a" / "report.md").stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["report.md", "results.json"]
