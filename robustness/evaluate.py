@@ -297,7 +297,7 @@ def evaluate(
                 bar.update(1)
     finally:
         bar.close()
-    return {
+    card = {
         "agent": {
             "algo": agent.algo,
             "env": agent.env_id,
@@ -322,6 +322,10 @@ def evaluate(
         "clean": clean,
         "results": rows,
     }
+    from robustness.report import sanity_flags
+
+    card["flags"] = sanity_flags(card)  # as in the CLI's results.json
+    return card
 
 
 def _progress(total: int, enabled: bool):

@@ -109,3 +109,18 @@ def test_atomically_written_files_get_the_umask_mode_not_0600(tmp_path):
     assert (tmp_path / "a" / "results.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "a" / "report.md").stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["report.md", "results.json"]
+
+
+def test_evaluate_returns_the_sanity_flags_like_the_cli_card(cartpole_ppo, tmp_path):
+    import json
+
+    from rllab.cli import main
+    from robustness.evaluate import evaluate
+
+    card = evaluate(cartpole_ppo, attacks=["fgsm"], eps=[0.05], episodes=2, n_envs=2, progress=False)
+    assert isinstance(card["flags"], list)
+    out = tmp_path / "att"
+    argv = ["attack", str(cartpole_ppo.path), "--attack", "fgsm", "--eps", "0.05", "--episodes", "2"]
+    assert main([*argv, "--n-envs", "2", "--out", str(out), "--no-progress"]) == 0
+    cli = json.loads((out / "results.json").read_text())
+    assert cli["flags"] == card["flags"] and set(cli) - {"agent"} == set(card) - {"agent"}
