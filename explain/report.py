@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import json
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -265,7 +266,7 @@ def explain_run(
     try:
         if kind == "image":
             _log_frames(w, agent, tr, every)
-        methods_bar = tqdm(built, desc="explaining", disable=not progress, unit="method")
+        methods_bar = tqdm(built, desc="explaining", disable=not progress or not sys.stderr.isatty(), unit="method")
         for m in methods_bar:
             methods_bar.set_postfix_str(m.name)
             attr_t = m.attribute(tr.obs, actions=tr.actions if target == "action" and agent.is_discrete else None)

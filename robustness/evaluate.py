@@ -9,6 +9,7 @@ searches whole-episode plans before it plays one (``robustness.attacks.planning`
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -243,7 +244,7 @@ def evaluate(
     n_envs: int = 16,
     steps: int = 10,
     objective: str = "action",
-    progress: bool = True,
+    progress: bool = True,  # shown on a terminal only
     on_row: Callable[[str, float, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """The result card for ``agent`` under ``attacks`` (names or objects; None = the standard suite) at each eps."""
@@ -329,6 +330,7 @@ def evaluate(
 
 
 def _progress(total: int, enabled: bool):
+    """A progress bar on a terminal only: redirected stderr (a log file, a pipe) gets no bar lines."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=not enabled, unit="row", leave=False)
+    return tqdm(total=total, disable=not enabled or not sys.stderr.isatty(), unit="row", leave=False)

@@ -124,3 +124,16 @@ def test_evaluate_returns_the_sanity_flags_like_the_cli_card(cartpole_ppo, tmp_p
     assert main([*argv, "--n-envs", "2", "--out", str(out), "--no-progress"]) == 0
     cli = json.loads((out / "results.json").read_text())
     assert cli["flags"] == card["flags"] and set(cli) - {"agent"} == set(card) - {"agent"}
+
+
+def test_progress_bars_are_drawn_on_a_terminal_only(cartpole_ppo, capsys, monkeypatch):
+    import sys
+
+    from robustness.evaluate import _progress, evaluate
+
+    evaluate(cartpole_ppo, attacks=["noise"], eps=[0.05], episodes=1, n_envs=1, progress=True)
+    assert capsys.readouterr().err == ""  # pytest's captured stderr is not a terminal
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    shown, hidden = _progress(3, True), _progress(3, False)
+    shown.close(), hidden.close()
+    assert not shown.disable and hidden.disable
