@@ -135,5 +135,6 @@ def test_progress_bars_are_drawn_on_a_terminal_only(cartpole_ppo, capsys, monkey
     assert capsys.readouterr().err == ""  # pytest's captured stderr is not a terminal
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
     shown, hidden = _progress(3, True), _progress(3, False)
+    drawn = [not shown.disable, not hidden.disable]
     shown.close(), hidden.close()
-    assert not shown.disable and hidden.disable
+    assert drawn == [True, False]
