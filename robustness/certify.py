@@ -176,8 +176,7 @@ def certify_smoothing(
     """Cohen et al. 2019 CERTIFY per state; radius in l2, threat-model units (-1 means abstain)."""
     if not agent.is_discrete:
         raise RllabError("smoothing certification needs a discrete action space")
-    if sigma <= 0:
-        raise RllabError(f"sigma must be > 0, got {sigma}")
+    check_smoothing(sigma, n, alpha, n0)
     x = agent.as_tensor(obs)
     scale = unit_scale(agent).to(x)
     low = th.as_tensor(agent.observation_space.low, dtype=th.float32, device=x.device)
@@ -203,6 +202,18 @@ def certify_smoothing(
     p_lower = np.where(k > 0, stats.beta.ppf(alpha, k, n - k + 1), 0.0)
     radius = np.where(p_lower > 0.5, sigma * stats.norm.ppf(np.clip(p_lower, 1e-12, 1 - 1e-12)), -1.0)
     return {"action": top, "p_lower": th.as_tensor(p_lower), "radius": th.as_tensor(radius, dtype=th.float32)}
+
+
+def check_smoothing(sigma: float, n: int, alpha: float, n0: int = 64) -> None:
+    """CERTIFY's settings, checked before any state is visited."""
+    if not (np.isfinite(sigma) and sigma > 0):
+        raise RllabError(f"--sigma must be > 0, got {sigma:g}")
+    if int(n) != n or n < 1:
+        raise RllabError(f"--samples must be >= 1, got {n}")
+    if int(n0) != n0 or n0 < 1:
+        raise RllabError(f"n0 (samples to pick the top action) must be >= 1, got {n0}")
+    if not 0 < alpha < 1:
+        raise RllabError(f"--alpha is the failure probability of the certificate: 0 < alpha < 1, got {alpha:g}")
 
 
 @dataclass
@@ -241,6 +252,14 @@ def certify(
     n: int = 1000,
     alpha: float = 0.001,
 ) -> CertificationReport:
+    if method not in ("ibp", "smoothing"):
+        raise RllabError(f"unknown certification method {method!r}; use ibp or smoothing")
+    if not agent.is_discrete:
+        raise RllabError(f"{method} certification needs a discrete action space")
+    if method == "smoothing":
+        check_smoothing(sigma, n, alpha)
+    if any(e < 0 for e in eps):
+        raise RllabError(f"eps must be >= 0, got {min(eps):g}")
     states = visited_states(agent, episodes, seed)
     unit = "pixel/255" if agent.is_image else "obs std"
     rows = []

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
+from rllab import load as rllab_load
+from rllab.errors import RllabError
+
 
 def _row(mean, lo=None, hi=None, n=10):
     ci = None if lo is None else [lo, hi]
@@ -138,3 +144,26 @@ def test_progress_bars_are_drawn_on_a_terminal_only(cartpole_ppo, capsys, monkey
     drawn = [not shown.disable, not hidden.disable]
     shown.close(), hidden.close()
     assert drawn == [True, False]
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--alpha", "2"], "0 < alpha < 1, got 2"),
+        (["--alpha", "0"], "0 < alpha < 1, got 0"),
+        (["--samples", "0"], "--samples must be >= 1, got 0"),
+        (["--sigma", "0"], "--sigma must be > 0, got 0"),
+        (["--sigma", "-1"], "--sigma must be > 0, got -1"),
+    ],
+)
+def test_certify_smoothing_refuses_bad_settings_in_one_line(cartpole_ppo_path, tmp_path, capsys, extra, message):
+    from rllab.cli import main
+    from robustness.certify import certify_smoothing
+
+    out = tmp_path / "cert.json"
+    argv = ["certify", str(cartpole_ppo_path), "--method", "smoothing", "--eps", "0.1", "--json", str(out), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and not out.exists()
+    with pytest.raises(RllabError, match="n0"):
+        certify_smoothing(rllab_load(cartpole_ppo_path), np.zeros((1, 4), np.float32), 0.25, n0=0, n=10)
