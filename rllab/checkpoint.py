@@ -39,13 +39,17 @@ def new_output(out: str | Path, parent: str | Path) -> Path:
 
 
 @contextmanager
-def removed_on_failure(out: Path) -> Iterator[Path]:
-    """Within this block, a failure removes ``out`` if the block created it: nothing half-made is left."""
+def removed_on_failure(out: Path, keep_checkpoint: bool = False) -> Iterator[Path]:
+    """Within this block, a failure removes ``out`` if the block created it: nothing half-made is left.
+
+    ``keep_checkpoint=True`` keeps it when it holds a checkpoint by then (a training run interrupted
+    after its first save is resumable, not half-made).
+    """
     created = not out.exists()
     try:
         yield out
     except BaseException:
-        if created:
+        if created and not (keep_checkpoint and (out / SPEC_FILE).exists()):
             shutil.rmtree(out, ignore_errors=True)
         raise
 

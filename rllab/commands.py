@@ -20,11 +20,50 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_int(text: str) -> int:
+    """A ``--seed``: an integer >= 0 (Gymnasium and NumPy refuse negative seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def parse_number(text: str, option: str) -> float:
+    """A number on the command line: ``0.1``, ``8`` or a fraction such as ``8/255``."""
+    num, slash, den = str(text).strip().partition("/")
+    try:
+        value = float(num) / float(den) if slash else float(num)
+    except ValueError:
+        raise RllabError(f"{option} expects a number such as 0.1 or 8/255, got {text!r}") from None
+    except ZeroDivisionError:
+        raise RllabError(f"{option} divides by zero: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise RllabError(f"{option} must be finite, got {text!r}")
+    return value
+
+
+def budget(text: str) -> float:
+    """argparse type of a budget (``--eps 0.1``, ``--eps 4/255``), >= 0."""
+    try:
+        value = parse_number(text, "--eps")
+    except RllabError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--eps ")) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+DEFENSE_DEFAULTS = {"eps": 0.1, "defense_coef": 0.1, "defense_steps": 10, "defense_ramp": 0.5}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train an agent into a checkpoint folder")
     p.add_argument("--algo", required=True, choices=["reinforce", "a2c", "ppo", "dqn"])
     p.add_argument("--env", required=True, help="any registered Gymnasium id, e.g. CartPole-v1 or Catch-v0")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument(
         "--steps", type=positive_int, help="environment steps (default: the hyperparameter file's n_timesteps)"
     )
@@ -48,10 +87,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--defense",
         help="adversarial training: sa-reg (SA-PPO regulariser), adv-obs, or atla (alternating learned adversary)",
     )
-    p.add_argument("--eps", type=float, default=0.1, help="defense budget (pixel/255 or obs-std units)")
-    p.add_argument("--defense-coef", type=float, default=0.1, help="sa-reg: weight of the KL regulariser")
-    p.add_argument("--defense-steps", type=positive_int, default=10, help="PGD steps of the inner maximisation")
-    p.add_argument("--defense-ramp", type=float, default=0.5, help="fraction of training over which eps ramps up")
+    p.add_argument(
+        "--eps",
+        type=budget,
+        help="with --defense: budget in pixel/255 (e.g. 4/255) or obs-std units (default 0.1)",
+    )
+    p.add_argument("--defense-coef", type=float, help="sa-reg: weight of the KL regulariser (default 0.1)")
+    p.add_argument("--defense-steps", type=positive_int, help="PGD steps of the inner maximisation (default 10)")
+    p.add_argument("--defense-ramp", type=float, help="fraction of training over which eps ramps up (default 0.5)")
     p.add_argument(
         "--defense-solver",
         choices=["pgd", "ibp"],
@@ -64,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint")
     p.add_argument("run", help="checkpoint folder")
     p.add_argument("--episodes", type=positive_int, default=20)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--n-envs", type=positive_int, default=8)
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of the mode")
     p.add_argument("--json", help="write the results as JSON here")
@@ -81,7 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--env", required=True, help="the Gymnasium id the model was trained on")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--algo", choices=["ppo", "a2c", "dqn"], help="override the detected algorithm")
-    p.add_argument("--seed", type=int, default=0, help="seed of the rollouts that gather observation statistics")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the rollouts that gather observation statistics")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("defend", help="put input filters or noise smoothing in front of an agent (new checkpoint)")
@@ -100,11 +143,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="test-time noise smoothing over N noisy copies (Cohen et al. 2019 style)",
     )
     p.add_argument("--purifier", choices=["dae"], help="train a denoising autoencoder in front of the agent")
-    p.add_argument("--purifier-sigma", type=float, default=0.1, help="corruption scale (pixel/255 or obs std)")
+    p.add_argument(
+        "--purifier-sigma", type=budget, default=0.1, help="corruption scale (pixel/255, e.g. 8/255, or obs std)"
+    )
     p.add_argument("--purifier-episodes", type=positive_int, default=20)
     p.add_argument("--purifier-epochs", type=positive_int, default=30)
     p.add_argument("--out", required=True)
-    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation printed at the end")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the evaluation printed at the end")
     p.add_argument("--episodes", type=positive_int, default=10)
     p.set_defaults(func=cmd_defend)
 
@@ -112,7 +157,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "lab", help="the lab's main job: train PPO on CartPole-v1 and Catch-v0, evaluate both, attack both (report)"
     )
     p.add_argument("--out", default="runs/lab")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--seed",
+        type=seed_int,
+        default=0,
+        help="training and evaluation seed; runs are kept per seed (OUT/ppo-ENV-sSEED) and reused only for it",
+    )
     p.add_argument("--episodes", type=positive_int, default=20)
     p.add_argument("--attack-episodes", type=positive_int, default=10, help="episodes per attack and eps")
     p.add_argument("--no-attack", action="store_true", help="train and evaluate only")
@@ -144,6 +194,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rllab.training import default_run_dir, train
 
     check_env_id(args.env)  # an unknown id or bad kwargs fail before the "training ..." line
+    given = [f"--{k.replace('_', '-')}" for k in (*DEFENSE_DEFAULTS, "defense_solver") if getattr(args, k) is not None]
+    if given and not args.defense:
+        verb = "applies" if len(given) == 1 else "apply"
+        raise RllabError(f"{', '.join(given)} only {verb} with --defense (sa-reg, adv-obs or atla)")
+    for key, default in DEFENSE_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
     env_kwargs = yaml_arg(args.env_kwargs, "--env-kwargs") or {}
     out = Path(args.out) if args.out else default_run_dir(args.algo, args.env, args.seed)
     print(f"training {args.algo} on {args.env} (seed {args.seed}) -> {out}")
@@ -179,20 +236,34 @@ def cmd_train(args: argparse.Namespace) -> int:
     fe = agent.spec["training"]["final_eval"]
     print(
         f"done: {agent.spec['training']['timesteps']} steps in {agent.spec['training']['wall_time_s']:.1f}s; "
-        f"mean return {fe['mean_return']:.2f} +/- {fe['std_return']:.2f} over {fe['episodes']} episodes"
+        f"mean return {fe['mean_return']:.2f} (std {fe['std_return']:.2f}, "
+        f"95% CI {format_ci(fe.get('ci95_return'), 2)}) "
+        f"over {plural(fe['episodes'], 'episode')}"
     )
     print(f"checkpoint: {out}   tensorboard: tensorboard --logdir {out / 'tb'}")
     return 0
 
 
+def plural(n: int, word: str) -> str:
+    """``1 episode``, ``2 episodes``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def format_ci(ci: Any, digits: int = 3) -> str:
+    """``[lo, hi]``, or ``n/a`` where the interval is undefined (fewer than two episodes)."""
+    if not ci or ci[0] is None or ci[1] is None:
+        return "n/a"
+    return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
 def format_summary(s: dict[str, Any]) -> str:
-    lo, hi = s["ci95_return"]
+    seeds = f"seed {s['seed']}" if s["episodes"] == 1 else f"seeds {s['seed']}..{s['seed'] + s['episodes'] - 1}"
     return (
         f"return  mean {s['mean_return']:.3f}  std {s['std_return']:.3f}  min {s['min_return']:.3f}  "
-        f"max {s['max_return']:.3f}  95% CI [{lo:.3f}, {hi:.3f}]\n"
+        f"max {s['max_return']:.3f}  95% CI {format_ci(s['ci95_return'])}\n"
         f"length  mean {s['mean_length']:.1f}  std {s['std_length']:.1f}  "
         f"min {s['min_length']}  max {s['max_length']}\n"
-        f"episodes {s['episodes']} (seeds {s['seed']}..{s['seed'] + s['episodes'] - 1})"
+        f"episodes {s['episodes']} ({seeds})"
     )
 
 
@@ -270,14 +341,14 @@ def cmd_lab(args: argparse.Namespace) -> int:
     for env_id, run, s, _ in rows:
         lines.append(
             f"| {env_id} | {run} | {s['mean_return']:.3f} | {s['std_return']:.3f} | "
-            f"[{s['ci95_return'][0]:.3f}, {s['ci95_return'][1]:.3f}] | {s['episodes']} |"
+            f"{format_ci(s['ci95_return'])} | {s['episodes']} |"
         )
     attacked = [(env_id, run, card) for env_id, run, _, card in rows if card is not None]
     if attacked:
         lines += [
             "",
             f"Under attack (linf, `rllab attack --attack quick`: the standard suite without torchattacks' rows, "
-            f"{args.attack_episodes} episodes; "
+            f"{plural(args.attack_episodes, 'episode')}; "
             "eps in pixel/255 for Catch, in per-feature observation std for CartPole):",
             "",
             "| env | eps | clean | noise | strongest attack | its return | report |",
@@ -329,7 +400,9 @@ def _lab_attack(run: Path, eps: str, args: argparse.Namespace) -> dict[str, Any]
         if same_eps and card["episodes"] == args.attack_episodes and card["seed"] == args.seed:
             print(f"[lab] reusing the attack results in {folder}")
             return card
-    print(f"[lab] attacking {run} at eps {eps} ({args.attack_episodes} episodes; rllab attack --attack quick)")
+    print(
+        f"[lab] attacking {run} at eps {eps} ({plural(args.attack_episodes, 'episode')}; rllab attack --attack quick)"
+    )
     argv = ["attack", str(run), "--attack", "quick", "--eps", eps, "--episodes", str(args.attack_episodes)]
     code = main([*argv, "--seed", str(args.seed), "--out", str(folder)])
     if code != 0:
@@ -342,7 +415,8 @@ def cmd_defend(args: argparse.Namespace) -> int:
     from rllab.defend import defend, parse_spec
     from rllab.evaluation import evaluate
 
-    smoothing = parse_spec("smooth:" + args.smooth)["params"] if args.smooth else None
+    smoothing = parse_spec("smooth:" + args.smooth, "--smooth")["params"] if args.smooth else None
+    filters = [parse_spec(f) for f in args.filter]
     purifier = None
     if args.purifier:
         purifier = {
@@ -351,9 +425,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
             "epochs": args.purifier_epochs,
             "seed": args.seed,
         }
-    agent = defend(
-        args.run, args.out, filters=[parse_spec(f) for f in args.filter], smoothing=smoothing, purifier=purifier
-    )
+    agent = defend(args.run, args.out, filters=filters, smoothing=smoothing, purifier=purifier)
     summary = evaluate(agent, episodes=args.episodes, seed=args.seed).summary()
     names = ", ".join(d["name"] for d in agent.defenses)
     print(f"defended {args.run} with {names} -> {args.out}")
@@ -363,6 +435,13 @@ def cmd_defend(args: argparse.Namespace) -> int:
     mean = summary["mean_return"]
     print(f"clean mean return: {parent:.4g} undefended -> {mean:.4g} defended")
     if parent - mean > 0.1 * max(abs(parent), 1e-9):
-        hint = " (a filter wider than the objects it should keep erases them)" if args.filter else ""
+        hints = []
+        if any(f["name"] in ("gaussian_blur", "median") for f in filters):
+            hints.append("a filter wider than the objects it should keep erases them")
+        if any(f["name"] == "bit_depth" for f in filters):
+            hints.append("too few bits merge values the agent tells apart")
+        if smoothing is not None or any(f["name"] == "gaussian_noise" for f in filters):
+            hints.append("noise this large hides what the agent needs: try a smaller sigma")
+        hint = f" ({'; '.join(hints)})" if hints else ""
         print(f"warning: the defense costs {(parent - mean) / max(abs(parent), 1e-9):.0%} of the clean return{hint}")
     return 0

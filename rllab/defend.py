@@ -21,20 +21,57 @@ from rllab.checkpoint import SPEC_FILE, lineage_entry
 from rllab.errors import RllabError
 from rllab.filters import FILTERS
 
+TEXT_SETTINGS = {"mode"}  # settings that are words, not numbers
+INTEGER_SETTINGS = {"size", "bits", "n"}
 
-def parse_spec(text: str) -> dict[str, Any]:
-    """``"median:size=3"`` -> ``{"name": "median", "params": {"size": 3}}`` (values parsed as numbers)."""
+
+def parse_spec(text: str, option: str = "--filter") -> dict[str, Any]:
+    """``"median:size=3"`` -> ``{"name": "median", "params": {"size": 3}}``.
+
+    Values are numbers (fractions such as ``8/255`` allowed; ``size``, ``bits`` and ``n`` integers)
+    except the word-valued ``mode``; anything else is a one-line error naming ``option``.
+    """
+    from rllab.commands import parse_number
+
     name, _, rest = text.partition(":")
+    name = name.strip()
+    label = f"{option} {name}:" if option == "--filter" else option
     params: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
-        if not eq:
-            raise RllabError(f"bad filter setting {item!r} in {text!r}; expected key=value")
-        try:
-            params[key.strip()] = int(value) if value.strip().lstrip("-").isdigit() else float(value)
-        except ValueError:
-            params[key.strip()] = value.strip()
-    return {"name": name.strip(), "params": params}
+        key, value = key.strip(), value.strip()
+        if not eq or not key:
+            raise RllabError(f"{label} bad setting {item!r}; expected key=value")
+        if key in TEXT_SETTINGS:
+            params[key] = value
+            continue
+        if key in INTEGER_SETTINGS:
+            try:
+                number = int(value)
+            except ValueError:
+                raise RllabError(f"{label} {key} must be an integer, got {value!r}") from None
+            params[key] = number
+            continue
+        number = parse_number(value, f"{label} {key}")
+        if "/" not in value and value.lstrip("+-").isdigit():
+            number = int(number)
+        params[key] = number
+    return {"name": name, "params": params}
+
+
+def unit_name(agent: Agent) -> str:
+    return "pixel/255" if agent.is_image else "obs std"
+
+
+def check_noise_scale(agent: Agent, sigma: float, what: str) -> None:
+    """A noise scale in threat units: >= 0, and for images at most the pixel range (sigma=8 is 8x it)."""
+    if sigma < 0:
+        raise RllabError(f"{what} must be >= 0, got {sigma:g}")
+    if agent.is_image and sigma > 1:
+        raise RllabError(
+            f"{what} {sigma:g} is in pixel/255 units for image observations, {sigma:g}x the whole pixel range; "
+            f"did you mean sigma={sigma:g}/255?"
+        )
 
 
 def raw_scale(agent: Agent, sigma: float) -> float | list[float]:
@@ -69,26 +106,28 @@ def defend(
             raise RllabError(f"unknown input filter {f['name']!r}; known: {', '.join(FILTERS)}")
         if f["name"] == "gaussian_noise":
             unit_sigma = float(f["params"].get("sigma", 0.1))
+            check_noise_scale(agent, unit_sigma, "--filter gaussian_noise: sigma")
             f["params"] = {"sigma": raw_scale(agent, unit_sigma)}
-            f["unit_sigma"] = unit_sigma
+            f["unit_sigma"], f["unit"] = unit_sigma, unit_name(agent)
     spec = copy.deepcopy(agent.spec)
-    spec["preprocessing"]["filters"] = [
-        *(spec["preprocessing"].get("filters") or []),
-        *({"name": f["name"], "params": f["params"]} for f in filters),
-    ]
+    # the noise scale the user gave (threat units) is stored beside the raw one the filter uses
+    spec["preprocessing"]["filters"] = [*(spec["preprocessing"].get("filters") or []), *filters]
     if smoothing is not None:
         n = int(smoothing.get("n", 16))
         if n < 1:
             raise RllabError(f"smoothing needs n >= 1, got {n}")
         unit_sigma = float(smoothing.get("sigma", 0.1))
+        check_noise_scale(agent, unit_sigma, "--smooth sigma")
         spec["preprocessing"]["smoothing"] = {
             "sigma": raw_scale(agent, unit_sigma),
             "unit_sigma": unit_sigma,
+            "unit": unit_name(agent),
             "n": n,
             "mode": smoothing.get("mode", "vote"),
         }
     trained = None
     if purifier is not None:
+        check_noise_scale(agent, float(purifier.get("sigma", 0.1)), "--purifier-sigma")
         from rllab.purifier import train_purifier
 
         trained, summary = train_purifier(agent, **purifier)

@@ -38,7 +38,6 @@ class EvalResult:
     def summary(self) -> dict[str, Any]:
         r = np.asarray(self.returns, dtype=np.float64)
         lengths = np.asarray(self.lengths, dtype=np.float64)
-        lo, hi = confidence_interval(r)
         return {
             "episodes": self.episodes,
             "seed": self.seed,
@@ -48,7 +47,7 @@ class EvalResult:
             "std_return": float(r.std(ddof=1)) if r.size > 1 else 0.0,
             "min_return": float(r.min()),
             "max_return": float(r.max()),
-            "ci95_return": [lo, hi],
+            "ci95_return": confidence_interval(r),
             "mean_length": float(lengths.mean()),
             "std_length": float(lengths.std(ddof=1)) if lengths.size > 1 else 0.0,
             "min_length": int(lengths.min()),
@@ -62,14 +61,15 @@ class EvalResult:
         return asdict(self)
 
 
-def confidence_interval(x: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Student-t interval for the mean (degenerate to the mean itself for one sample)."""
+def confidence_interval(x: np.ndarray, level: float = 0.95) -> list[float] | None:
+    """Student-t interval ``[lo, hi]`` for the mean; None (JSON null) for fewer than two samples,
+    where it is undefined (not the zero-width interval at the one value)."""
     x = np.asarray(x, dtype=np.float64)
-    m = float(x.mean())
     if x.size < 2:
-        return m, m
+        return None
+    m = float(x.mean())
     half = float(_stats.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return m - half, m + half
+    return [m - half, m + half]
 
 
 def run_episodes(

@@ -164,7 +164,7 @@ def build_filter(entry: dict[str, Any], layout: str, low: float, high: float) ->
         raise RllabError(f"unknown input filter {name!r}; known: {', '.join(FILTERS)}")
     try:
         return FILTERS[name](layout, low, high, **entry.get("params", {}))
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise RllabError(f"bad parameters for filter {name}: {exc}") from None
 
 

@@ -30,7 +30,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, 
 from rllab import hyperparams as hp_lib
 from rllab.agent import Agent, agent_from_spec, resolve_device, spec_skeleton
 from rllab.algos import ALGOS
-from rllab.checkpoint import SPEC_FILE, now, read_spec
+from rllab.checkpoint import SPEC_FILE, now, read_spec, removed_on_failure
 from rllab.environment import check_env_id, env_factory, make_env
 from rllab.errors import RllabError
 from rllab.evaluation import evaluate, observation_stats
@@ -68,6 +68,48 @@ def _check_algo_kwargs(algo: str, algo_kwargs: dict[str, Any]) -> None:
         raise RllabError(
             f"unknown {algo} hyperparameter(s) {', '.join(unknown)}; {algo} takes the lab's keys "
             f"({', '.join(sorted(hp_lib.LAB_KEYS))}) and {', '.join(sorted(accepted))}"
+        )
+
+
+def _check_algo_values(algo: str, algo_kwargs: dict[str, Any]) -> None:
+    """A hyperparameter whose default is a number must be given a number (SB3 fails late, deep inside)."""
+    import inspect
+
+    for name, param in inspect.signature(ALGOS[algo].__init__).parameters.items():
+        if name not in algo_kwargs:
+            continue
+        default, value = param.default, algo_kwargs[name]
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            continue
+        if callable(value) or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+            continue
+        raise RllabError(f"bad hyperparameters for {algo}: {name} must be a number, got {value!r}")
+
+
+def _check_extractor(policy_kwargs: dict[str, Any], obs_space: spaces.Space, transpose: bool) -> None:
+    """NatureCNN's 8x8/4, 4x4/2, 3x3/1 convolutions need frames of at least 36x36 pixels."""
+    if policy_kwargs.get("features_extractor") != "nature_cnn" or len(obs_space.shape) != 3:
+        return
+    h, w = obs_space.shape[:2] if transpose else obs_space.shape[1:]
+    if min(h, w) < 36:
+        raise RllabError(
+            f"the nature_cnn extractor needs frames of at least 36x36 pixels; these are {h}x{w}: "
+            "use features_extractor: small_cnn (the default for images)"
+        )
+
+
+def _check_defense_eps(defense_kwargs: dict[str, Any] | None, obs_space: spaces.Space) -> None:
+    """The adversarial-training budget, in the threat model's units, checked before anything is built."""
+    eps = (defense_kwargs or {}).get("eps")
+    if eps is None:
+        return
+    eps = float(eps)
+    if not np.isfinite(eps) or eps < 0:
+        raise RllabError(f"--eps must be a finite number >= 0, got {eps:g}")
+    if is_image_space(obs_space, check_channels=False) and eps > 1:
+        raise RllabError(
+            f"--eps {eps:g} is more than the whole pixel range: for image observations it is in pixel/255 units "
+            f"(<= 1); did you mean --eps {eps:g}/255?"
         )
 
 
@@ -223,13 +265,17 @@ def train(
     """
     if threads is not None and threads < 1:
         raise RllabError(f"--threads must be positive, got {threads}")
+    if seed < 0:
+        raise RllabError(f"--seed must be >= 0, got {seed}")
     if threads is None and resume:
         stored = Path(out) if out is not None else default_run_dir(algo, env, seed)
         if (stored / SPEC_FILE).exists():
             threads = read_spec(stored)["training"]["config"].get("torch_threads")
-    with _torch_threads(threads):
+    run_dir = Path(out) if out is not None else default_run_dir(algo, env, seed)
+    # A failure before the first checkpoint leaves nothing behind (a folder this call created goes);
+    # one after it leaves a run that --resume continues.
+    with _torch_threads(threads), removed_on_failure(run_dir, keep_checkpoint=True):
         started = time.time()
-        run_dir = Path(out) if out is not None else default_run_dir(algo, env, seed)
         resumed_from = 0
         if resume:
             spec0 = read_spec(run_dir)
@@ -265,6 +311,7 @@ def train(
         wrappers = list(wrappers or [])
         lab, algo_kwargs = hp_lib.split(hp)
         _check_algo_kwargs(algo, algo_kwargs)
+        _check_algo_values(algo, algo_kwargs)
         steps = int(lab.get("n_timesteps", 100_000) if steps is None else steps)
         if steps <= 0:
             raise RllabError(f"--steps must be positive, got {steps}")
@@ -281,8 +328,13 @@ def train(
         if not isinstance(act_space, (spaces.Box, spaces.Discrete)):
             raise RllabError(f"rllab agents take Discrete or Box actions; {env} has {act_space}")
 
+        if defense is not None:
+            _check_defense_eps(defense_kwargs, obs_space)
         transpose = _needs_transpose(obs_space)
+        if not isinstance(lab.get("policy_kwargs") or {}, dict):
+            raise RllabError(f"policy_kwargs must be a mapping, got {lab['policy_kwargs']!r}")
         policy_kwargs = dict(lab.get("policy_kwargs") or {})
+        _check_extractor(policy_kwargs, obs_space, transpose)
         if is_image_space(obs_space, check_channels=False):
             policy_kwargs.setdefault("features_extractor", default_extractor(obs_space))
         policy_class = "DQNPolicy" if algo == "dqn" else "ActorCriticPolicy"
@@ -328,15 +380,19 @@ def train(
             "started": now(),
         }
 
-        model = ALGOS[algo](
-            POLICY_CLASSES[policy_class],
-            venv,
-            seed=seed,
-            device=th_device,
-            verbose=verbose,
-            policy_kwargs=policy_kwargs_to_sb3(policy_kwargs),
-            **algo_kwargs,
-        )
+        try:
+            model = ALGOS[algo](
+                POLICY_CLASSES[policy_class],
+                venv,
+                seed=seed,
+                device=th_device,
+                verbose=verbose,
+                policy_kwargs=policy_kwargs_to_sb3(policy_kwargs),
+                **algo_kwargs,
+            )
+        except (TypeError, ValueError, AssertionError) as exc:
+            venv.close()
+            raise RllabError(f"bad hyperparameters for {algo}: {str(exc).splitlines()[0]}") from None
         if defense is not None:
             settings = training_defense(defense)(model, seed=seed, **(defense_kwargs or {}))
             spec["training"]["config"]["defense"] = {**settings, **(defense_kwargs or {})}

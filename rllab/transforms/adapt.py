@@ -423,9 +423,12 @@ def log_tensorboard(tb_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def summary_line(summary: dict[str, Any]) -> str:
+    from rllab.commands import plural
+
     r, b, a = summary["mean_return"], summary["domain_gap_before"], summary["domain_gap_after"]
     return (
         f"target {summary['target_env']}: return {r['target_before']:.2f} -> {r['target_after']:.2f}; "
         f"source {summary['source_env']}: {r['source_before']:.2f} -> {r['source_after']:.2f} "
-        f"({summary['episodes']} episodes); domain classifier accuracy {b['accuracy']:.2f} -> {a['accuracy']:.2f}"
+        f"({plural(summary['episodes'], 'episode')}); "
+        f"domain classifier accuracy {b['accuracy']:.2f} -> {a['accuracy']:.2f}"
     )

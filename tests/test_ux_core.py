@@ -1,0 +1,219 @@
+"""User-facing errors and output of rllab's own commands: one line, exit 2, nothing half-written left."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch as th
+
+import rllab
+from rllab.cli import main
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(previous)
+
+
+def _fails(argv: list[str], capsys) -> str:
+    """Run the CLI; it must exit 2 with one error line (no traceback). Returns that line."""
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+TINY = ["--steps", "64", "--n-envs", "1", "--eval-freq", "0", "--save-freq", "0", "--no-progress"]
+
+
+# ------------------------------------------------ 1: train --eps syntax, budget check, no half-made folder
+def test_train_eps_in_pixels_above_one_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    err = _fails(
+        ["train", "--algo", "ppo", "--env", "Catch-v0", "--defense", "sa-reg", "--eps", "4", *TINY, "--out", str(out)],
+        capsys,
+    )
+    assert "4/255" in err
+    assert not out.exists()
+
+
+def test_train_eps_takes_fractions_like_attack():
+    from rllab.commands import budget
+
+    assert budget("4/255") == pytest.approx(4 / 255)
+    assert budget("0.5") == 0.5
+    with pytest.raises(Exception, match="number"):
+        budget("abc")
+
+
+def test_a_failure_during_training_removes_the_run_folder_it_created(tmp_path, monkeypatch):
+    import rllab.training as training
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(training, "observation_stats", boom)  # fails after learn(), before the checkpoint
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        rllab.train(
+            "ppo",
+            "CartPole-v1",
+            steps=64,
+            n_envs=1,
+            eval_freq=0,
+            save_freq=0,
+            progress=False,
+            out=out,
+            overrides=["n_steps=32", "batch_size=32", "n_epochs=1"],
+        )
+    assert not out.exists()
+
+
+# ------------------------------------------------ 3: bad hyperparameter values
+@pytest.mark.parametrize("setting", ["n_steps=abc", "gamma=abc", "batch_size=-5"])
+def test_bad_hyperparameter_values_are_one_line_and_leave_no_folder(setting, tmp_path, capsys):
+    out = tmp_path / "run"
+    err = _fails(["train", "--algo", "ppo", "--env", "CartPole-v1", "--set", setting, *TINY, "--out", str(out)], capsys)
+    assert "bad hyperparameters for ppo" in err and setting.split("=")[0] in err
+    assert not out.exists()
+
+
+# ------------------------------------------------ 4: negative seeds
+def test_negative_seeds_are_refused(tmp_path, cartpole_ppo_path, capsys):
+    for argv in (
+        ["train", "--algo", "ppo", "--env", "CartPole-v1", "--seed", "-1", "--out", str(tmp_path / "r")],
+        ["eval", str(cartpole_ppo_path), "--seed", "-1"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert "--seed: must be >= 0" in err and "Traceback" not in err
+    with pytest.raises(rllab.RllabError, match="seed"):
+        rllab.train("ppo", "CartPole-v1", seed=-1, out=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+
+
+# ------------------------------------------------ 5: nature_cnn on small frames
+def test_nature_cnn_on_small_frames_names_the_frame_and_small_cnn(tmp_path, capsys):
+    out = tmp_path / "run"
+    err = _fails(
+        [
+            "train",
+            "--algo",
+            "ppo",
+            "--env",
+            "Catch-v0",
+            "--set",
+            "policy_kwargs={features_extractor: nature_cnn}",
+            *TINY,
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
+    assert "10x5" in err and "small_cnn" in err
+    assert not out.exists()
+
+
+# ------------------------------------------------ 7: no confidence interval from one episode
+def test_one_episode_has_no_confidence_interval(cartpole_ppo_path, tmp_path, capsys):
+    from rllab.evaluation import confidence_interval
+
+    assert confidence_interval(np.array([3.0])) is None
+    assert confidence_interval(np.array([1.0, 3.0])) == pytest.approx([2 - 12.706 * 1, 2 + 12.706 * 1], rel=1e-3)
+    out = tmp_path / "one.json"
+    assert main(["eval", str(cartpole_ppo_path), "--episodes", "1", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "95% CI n/a" in printed and "seeds 0..0" not in printed
+    assert json.loads(out.read_text())["ci95_return"] is None
+
+
+def test_train_summary_says_std_not_plus_minus(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--algo", "ppo", "--env", "CartPole-v1", *TINY, "--set", "n_steps=32", "--set", "batch_size=32"]
+    assert main([*args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "+/-" not in printed and "(std " in printed and "95% CI [" in printed
+
+
+# ------------------------------------------------ 11: --eps without --defense
+def test_defense_settings_without_a_defense_are_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    err = _fails(["train", "--algo", "ppo", "--env", "CartPole-v1", "--eps", "0.5", *TINY, "--out", str(out)], capsys)
+    assert "--eps" in err and "--defense" in err
+    assert not out.exists()
+
+
+def test_default_eps_is_in_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "default 0.1" in " ".join(capsys.readouterr().out.split())
+
+
+# ------------------------------------------------ 2: defend's numbers
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--filter", "gaussian_noise:sigma=8"], "8/255"),
+        (["--smooth", "sigma=abc"], "--smooth sigma"),
+        (["--filter", "median:size=abc"], "--filter median: size"),
+        (["--smooth", "sigma=8,n=4"], "8/255"),
+    ],
+)
+def test_defend_bad_numbers_are_one_line(argv, expected, catch_ppo_path, tmp_path, capsys):
+    out = tmp_path / "d"
+    err = _fails(["defend", str(catch_ppo_path), *argv, "--out", str(out), "--episodes", "2"], capsys)
+    assert expected in err
+    assert not out.exists()
+
+
+def test_defend_noise_fraction_is_stored_beside_the_raw_scale(catch_ppo_path, tmp_path, capsys):
+    out = tmp_path / "d"
+    assert (
+        main(
+            [
+                "defend",
+                str(catch_ppo_path),
+                "--filter",
+                "gaussian_noise:sigma=8/255",
+                "--out",
+                str(out),
+                "--episodes",
+                "2",
+            ]
+        )
+        == 0
+    )
+    entry = json.loads((out / "agent.json").read_text())["preprocessing"]["filters"][-1]
+    assert entry["params"]["sigma"] == pytest.approx(8.0)
+    assert entry["unit_sigma"] == pytest.approx(8 / 255) and entry["unit"] == "pixel/255"
+    assert rllab.load(out).defenses[-1]["name"] == "gaussian_noise"
+
+
+def test_defend_cost_warning_does_not_blame_filter_width_for_noise(cartpole_ppo_path, tmp_path, capsys):
+    out = tmp_path / "d"
+    assert (
+        main(
+            [
+                "defend",
+                str(cartpole_ppo_path),
+                "--filter",
+                "gaussian_noise:sigma=3",
+                "--out",
+                str(out),
+                "--episodes",
+                "2",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "warning: the defense costs" in printed
+    assert "wider than the objects" not in printed and "smaller sigma" in printed
