@@ -90,6 +90,8 @@ def run_episodes(
     """
     if episodes <= 0:
         raise RllabError(f"episodes must be positive, got {episodes}")
+    if seed < 0:
+        raise RllabError(f"seeds must be >= 0, got {seed}")
     n = max(1, min(n_envs, episodes))
     th.manual_seed(seed)  # stochastic policies and random defenses draw from torch's generator
     envs = [agent.make_env(**(env_kwargs or {})) for _ in range(n)]

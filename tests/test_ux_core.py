@@ -217,3 +217,20 @@ def test_defend_cost_warning_does_not_blame_filter_width_for_noise(cartpole_ppo_
     printed = capsys.readouterr().out
     assert "warning: the defense costs" in printed
     assert "wider than the objects" not in printed and "smaller sigma" in printed
+
+
+@pytest.mark.parametrize("command", ["distill", "prune", "quantize", "adapt", "defend", "import-sb3", "lab"])
+def test_every_command_refuses_a_negative_seed(command, cartpole_ppo_path, tmp_path, capsys):
+    extra = {"import-sb3": ["--env", "CartPole-v1"], "lab": []}.get(command, [])
+    target = [] if command == "lab" else [str(cartpole_ppo_path)]
+    with pytest.raises(SystemExit) as exc:
+        main([command, *target, *extra, "--seed", "-1", "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2 and "--seed: must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_evaluation_refuses_a_negative_seed(cartpole_ppo):
+    from rllab.evaluation import run_episodes
+
+    with pytest.raises(rllab.RllabError, match="seeds must be >= 0"):
+        run_episodes(cartpole_ppo, 1, seed=-1)

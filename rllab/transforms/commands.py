@@ -11,6 +11,7 @@ import torch as th
 
 from rllab.agent import Agent
 from rllab.checkpoint import WEIGHTS_FILE, new_output, removed_on_failure
+from rllab.commands import seed_int
 from rllab.errors import RllabError
 
 
@@ -79,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--policy-kwargs", help='JSON overrides, e.g. \'{"features_extractor_kwargs": {"features_dim": 32}}\''
     )
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes for the summary")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", help="output checkpoint (default TEACHER-distill)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_distill)
@@ -97,7 +98,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes for the summary")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", help="output checkpoint (default RUN-prune)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_prune)
@@ -109,7 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--min-features", type=int, default=16, help="layers with fewer inputs or outputs than this stay float"
     )
     p.add_argument("--episodes", type=int, default=20, help="evaluation episodes for the summary")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", help="output checkpoint (default RUN-quantize)")
     p.set_defaults(func=cmd_quantize)
 
@@ -149,7 +150,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--episodes", type=int, default=50, help="evaluation episodes in each domain for the summary")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", help="output checkpoint (default RUN-adapt)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_adapt)
