@@ -91,6 +91,27 @@ def as_index_tensor(values: Any, device: th.device) -> th.Tensor:
     return th.as_tensor(np.asarray(values), device=device).long().reshape(-1)
 
 
+def int_option(method: str, key: str, value: Any, minimum: int = 1) -> int:
+    """A whole-number option of a method, at least ``minimum`` (one-line error otherwise)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise RllabError(f"{method}: {key} must be a whole number >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def float_option(method: str, key: str, value: Any, minimum: float = 0.0, strict: bool = False) -> float:
+    """A number option of a method, ``>= minimum`` (``> minimum`` when ``strict``)."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    if ok and math.isfinite(float(value)) and (value > minimum if strict else value >= minimum):
+        return float(value)
+    raise RllabError(f"{method}: {key} must be a number {'>' if strict else '>='} {minimum:g}, got {value!r}")
+
+
+def bool_option(method: str, key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise RllabError(f"{method}: {key} must be true or false, got {value!r}")
+    return value
+
+
 class Explainer:
     """Base class: target handling, batching and the common ``attribute`` signature."""
 
@@ -105,8 +126,7 @@ class Explainer:
             raise RllabError(
                 f"--target value needs a state-value critic, and this {agent.algo} agent has none; use --target action"
             )
-        if batch_size <= 0:
-            raise RllabError(f"batch_size must be positive, got {batch_size}")
+        batch_size = int_option(self.name, "batch_size", batch_size)
         self.agent = agent
         self.target = target
         self.batch_size = batch_size
@@ -214,7 +234,7 @@ class Saliency(Explainer):
         self, agent: Agent, target: str = "action", batch_size: int = 256, abs: bool = True, unit: str = "lab"
     ) -> None:
         super().__init__(agent, target, batch_size)
-        self.abs = abs
+        self.abs = bool_option(self.name, "abs", abs)
         self.unit = unit
         self.scale = gradient_unit_scale(agent, unit)
 
@@ -250,8 +270,8 @@ class IntegratedGradients(Explainer):
     ) -> None:
         super().__init__(agent, target, batch_size)
         self.baseline_kind = baseline if not isinstance(baseline, th.Tensor) else "tensor"
+        self.n_steps = int_option(self.name, "n_steps", n_steps)
         self.baseline = baseline_for(agent, baseline)
-        self.n_steps = n_steps
 
     def _attribute(self, x: th.Tensor, actions: th.Tensor | None) -> th.Tensor:
         base = self.baseline.to(x).unsqueeze(0).expand_as(x).contiguous()
@@ -285,8 +305,8 @@ class SmoothGrad(Explainer):
         super().__init__(agent, target, batch_size)
         self.scale = gradient_unit_scale(agent, unit)
         low, high = _input_bounds(agent)
-        self.noise = noise
-        self.samples = samples
+        self.noise = float_option(self.name, "noise", noise, 0.0)
+        self.samples = int_option(self.name, "samples", samples)
         self.range = (high - low).clamp_min(1e-6)
 
     def _attribute(self, x: th.Tensor, actions: th.Tensor | None) -> th.Tensor:
@@ -345,19 +365,29 @@ class Occlusion(Explainer):
         self.stride = self._sizes(stride, ndim)
         if len(self.window) != ndim or len(self.stride) != ndim:
             raise RllabError(f"occlusion window and stride need {ndim} sizes (one per observation dimension)")
+        shape = agent.observation_space.shape
+        for key, sizes in (("window", self.window), ("stride", self.stride)):
+            for size, dim in zip(sizes, shape, strict=True):
+                int_option(self.name, key, size)
+                if size > dim:
+                    raise RllabError(
+                        f"occlusion: {key} {list(sizes)} is larger than the observation {list(shape)} along a dimension"
+                    )
+        self.perturbations_per_eval = int_option(self.name, "perturbations_per_eval", perturbations_per_eval)
         self.baseline_kind = baseline
         self.baseline = baseline_for(agent, baseline)
-        self.perturbations_per_eval = perturbations_per_eval
 
     def _sizes(self, k: int | tuple[int, ...] | None, ndim: int) -> tuple[int, ...]:
         if k is None:
             return (1,) * ndim
-        if isinstance(k, (int, np.integer)):
-            k = int(k)
+        if isinstance(k, (int, np.integer)) and not isinstance(k, bool):
+            k = int_option(self.name, "window/stride", k)
             if not self.agent.is_image:
                 return (k,) * ndim
             return (k, k, 1) if self.agent.transpose_image else (1, k, k)
-        return tuple(int(v) for v in k)
+        if not isinstance(k, (tuple, list)):
+            raise RllabError(f"{self.name}: window and stride are whole numbers or lists of them, got {k!r}")
+        return tuple(int_option(self.name, "window/stride", v) for v in k)
 
     def _attribute(self, x: th.Tensor, actions: th.Tensor | None) -> th.Tensor:
         base = self.baseline.to(x).unsqueeze(0).expand_as(x).contiguous()
@@ -427,10 +457,20 @@ class Greydanus(Explainer):
             raise RllabError("the Greydanus perturbation saliency needs image observations; use occlusion or ablation")
         c, h, w = self._chw_shape()
         side = min(h, w)
-        self.sigma_mask = float(sigma_mask) if sigma_mask is not None else max(0.5, 5.0 * side / 84)
-        self.sigma_blur = float(sigma_blur) if sigma_blur is not None else max(1.0, 3.0 * side / 84)
-        self.stride = int(stride) if stride is not None else (1 if side < 16 else max(1, round(5 * side / 84)))
-        self.perturbations_per_eval = perturbations_per_eval
+        name = self.name
+        self.sigma_mask = (
+            float_option(name, "sigma_mask", sigma_mask, strict=True)
+            if sigma_mask is not None
+            else max(0.5, 5.0 * side / 84)
+        )
+        self.sigma_blur = (
+            float_option(name, "sigma_blur", sigma_blur, strict=True)
+            if sigma_blur is not None
+            else max(1.0, 3.0 * side / 84)
+        )
+        default_stride = 1 if side < 16 else max(1, round(5 * side / 84))
+        self.stride = int_option(name, "stride", stride) if stride is not None else default_stride
+        self.perturbations_per_eval = int_option(name, "perturbations_per_eval", perturbations_per_eval)
 
     def _chw_shape(self) -> tuple[int, int, int]:
         shape = self.agent.observation_space.shape
@@ -602,6 +642,7 @@ class RandomMap(Explainer):
 
     def __init__(self, agent: Agent, target: str = "action", batch_size: int = 256, seed: int = 0) -> None:
         super().__init__(agent, target, batch_size)
+        seed = int_option(self.name, "seed", seed, minimum=0)
         self.generator = th.Generator().manual_seed(seed)
         self.seed = seed
 

@@ -167,3 +167,36 @@ def test_certify_smoothing_refuses_bad_settings_in_one_line(cartpole_ppo_path, t
     assert len(err) == 1 and message in err[0] and not out.exists()
     with pytest.raises(RllabError, match="n0"):
         certify_smoothing(rllab_load(cartpole_ppo_path), np.zeros((1, 4), np.float32), 0.25, n0=0, n=10)
+
+
+@pytest.mark.parametrize(
+    "method,message",
+    [
+        ("ig(n_steps=0)", "n_steps must be a whole number >= 1, got 0"),
+        ("ig(n_steps=-3)", "n_steps must be a whole number >= 1, got -3"),
+        ("ig(n_steps=2.5)", "n_steps must be a whole number >= 1, got 2.5"),
+        ("smoothgrad(samples=0)", "samples must be a whole number >= 1"),
+        ("smoothgrad(noise=-0.1)", "noise must be a number >= 0"),
+        ("occlusion(window=0)", "window/stride must be a whole number >= 1"),
+        ("occlusion(window=3,stride=-1)", "window/stride must be a whole number >= 1"),
+        ("occlusion(window=[1,2,3,4,5])", "need 3 sizes"),
+        ("occlusion(window=[1,99,99])", "larger than the observation"),
+        ("greydanus(sigma_mask=0)", "sigma_mask must be a number > 0"),
+        ("greydanus(stride=0)", "stride must be a whole number >= 1"),
+        ("saliency(abs=maybe)", "abs must be true or false"),
+        ("saliency(batch_size=0)", "batch_size must be a whole number >= 1"),
+    ],
+)
+def test_explain_method_options_are_checked_in_one_line(catch_ppo_path, capsys, method, message):
+    from rllab.cli import main
+
+    before = (
+        sorted(p.name for p in (catch_ppo_path / "explain").glob("*")) if (catch_ppo_path / "explain").exists() else []
+    )
+    assert main(["explain", str(catch_ppo_path), "--method", method, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    after = (
+        sorted(p.name for p in (catch_ppo_path / "explain").glob("*")) if (catch_ppo_path / "explain").exists() else []
+    )
+    assert after == before
