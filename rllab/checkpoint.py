@@ -16,7 +16,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,55 @@ def removed_on_failure(out: Path, keep_checkpoint: bool = False) -> Iterator[Pat
         raise
 
 
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives a new file: 0o666 less the umask (mkstemp's files are 0o600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def check_output_path(path: str | Path) -> Path:
+    """An output file's path, refused in one line if it names a folder or sits under a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise RllabError(f"cannot write {path}: it is a directory; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise RllabError(f"cannot write {path}: {parent} is a file, not a folder")
+            break
+    return path
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Write ``path`` through ``write(tmp)``: a hidden, uniquely named file in ``path``'s own folder, given
+    the normal file mode and renamed into place. An OS error is one line: ``cannot write PATH: reason``."""
+    path = check_output_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            write(tmp)
+            os.chmod(tmp, file_mode())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise RllabError(f"cannot write {path}: {_reason(exc)}") from None
+    return path
+
+
+def write_json(path: str | Path, data: Any) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
 def now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
@@ -77,7 +126,16 @@ def _fsync(path: Path) -> None:
 def write_checkpoint(path: str | Path, spec: dict[str, Any], write_weights) -> Path:
     """Atomically write ``spec`` and the weights produced by ``write_weights(tmp_path)``."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise RllabError(f"cannot write the checkpoint {path}: it is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return _write_checkpoint(path, spec, write_weights)
+    except OSError as exc:
+        raise RllabError(f"cannot write the checkpoint {path}: {_reason(exc)}") from None
+
+
+def _write_checkpoint(path: Path, spec: dict[str, Any], write_weights) -> Path:
     tmp_dir = Path(tempfile.mkdtemp(prefix=".saving-", dir=path))
     try:
         tmp_weights = tmp_dir / WEIGHTS_FILE
@@ -93,6 +151,8 @@ def write_checkpoint(path: str | Path, spec: dict[str, Any], write_weights) -> P
         tmp_spec = tmp_dir / SPEC_FILE
         tmp_spec.write_text(json.dumps(spec, indent=2, sort_keys=False) + "\n")
         _fsync(tmp_spec)
+        for f in (tmp_weights, tmp_spec):
+            os.chmod(f, file_mode())
         os.replace(tmp_weights, path / WEIGHTS_FILE)
         os.replace(tmp_spec, path / SPEC_FILE)
     finally:

@@ -269,10 +269,14 @@ def format_summary(s: dict[str, Any]) -> str:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from rllab.agent import load
+    from rllab.checkpoint import check_output_path
     from rllab.environment import describe_domain, with_domain
     from rllab.evaluation import record_video, run_episodes
 
     env_kwargs, wrappers = yaml_arg(args.env_kwargs, "--env-kwargs"), yaml_arg(args.wrappers, "--wrappers", list)
+    for output in (args.json, args.video):
+        if output:
+            check_output_path(output)  # a folder or a path under a file fails before the episodes run
     agent = load(args.run, device=args.device)
     agent.spec["env"] = with_domain(agent.spec["env"], env_kwargs=env_kwargs, wrappers=wrappers)  # not saved
     agent.make_env().close()  # a domain the checkpoint's spaces do not fit fails here, in one line
@@ -291,10 +295,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    from rllab.checkpoint import write_json
+
+    write_json(path, data)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -367,7 +370,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
                     f"{card['results']['noise'][key]['mean_return']:.3g} | {worst[0]} | "
                     f"{worst[1]['mean_return']:.3g} | {run / LAB_ATTACK_DIR / 'report.html'} |"
                 )
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    from rllab.checkpoint import atomic_write
+
+    atomic_write(out / "summary.md", lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
     print("\n".join(lines))
     print(f"[lab] results: {out}/summary.md, {out}/*/eval.json; checkpoints: {', '.join(str(r[1]) for r in rows)}")
     if attacked:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from rllab.agent import Agent, load
-from rllab.checkpoint import SPEC_FILE, lineage_entry
+from rllab.checkpoint import SPEC_FILE, lineage_entry, removed_on_failure
 from rllab.errors import RllabError
 from rllab.filters import FILTERS
 
@@ -142,5 +142,6 @@ def defend(
         defended.norm_mean.copy_(agent.norm_mean)
         defended.norm_var.copy_(agent.norm_var)
     defended.eval()
-    defended.save(out)
+    with removed_on_failure(out):
+        defended.save(out)
     return load(out)

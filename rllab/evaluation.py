@@ -18,6 +18,7 @@ import torch as th
 from scipy import stats as _stats
 
 from rllab.agent import Agent
+from rllab.checkpoint import atomic_write
 from rllab.errors import RllabError
 
 ActFn = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
@@ -240,9 +241,11 @@ def record_video(agent: Agent, path: str | Path, seed: int = 0, fps: int = 30, d
         env.close()
     if not frames:
         raise RllabError(f"{agent.env_id} has no rgb_array rendering and no image observations to record")
-    path.parent.mkdir(parents=True, exist_ok=True)
     images = [Image.fromarray(f) for f in frames]
-    tmp = path.with_name(path.name + ".tmp")
-    images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    tmp.replace(path)
+    atomic_write(
+        path,
+        lambda tmp: images[0].save(
+            tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0
+        ),
+    )
     return path

@@ -30,7 +30,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, 
 from rllab import hyperparams as hp_lib
 from rllab.agent import Agent, agent_from_spec, resolve_device, spec_skeleton
 from rllab.algos import ALGOS
-from rllab.checkpoint import SPEC_FILE, now, read_spec, removed_on_failure
+from rllab.checkpoint import SPEC_FILE, atomic_write, now, read_spec, removed_on_failure, write_json
 from rllab.environment import check_env_id, env_factory, make_env
 from rllab.errors import RllabError
 from rllab.evaluation import evaluate, observation_stats
@@ -193,11 +193,8 @@ def save_run(model: BaseAlgorithm, spec: dict[str, Any], run_dir: Path, complete
         }
     # The optimizer state is written before the checkpoint so that a checkpoint's
     # step counter never runs ahead of the state it would resume from.
-    tmp = resume / "optimizer.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(resume / "optimizer.safetensors")
-    (resume / "state.json.tmp").write_text(json.dumps(meta, indent=2))
-    (resume / "state.json.tmp").replace(resume / "state.json")
+    atomic_write(resume / "optimizer.safetensors", lambda tmp: save_file(tensors, str(tmp)))
+    write_json(resume / "state.json", meta)
     agent.save(run_dir)
     return agent
 
@@ -477,7 +474,7 @@ def train(
         save_run(model, agent.spec, run_dir, complete=True)
         agent = agent_from_model(model, agent.spec)
         agent.save(run_dir)
-        (run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(run_dir / "eval.json", summary)
         _log_summary(tb_dir, agent.spec)
         return agent
 

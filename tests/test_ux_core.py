@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,3 +235,59 @@ def test_evaluation_refuses_a_negative_seed(cartpole_ppo):
 
     with pytest.raises(rllab.RllabError, match="seeds must be >= 0"):
         run_episodes(cartpole_ppo, 1, seed=-1)
+
+
+# ------------------------------------------------ 6: output files that cannot be written
+@pytest.mark.parametrize("option", ["--json", "--video"])
+def test_eval_outputs_that_cannot_be_written_are_one_line(option, cartpole_ppo_path, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    name = "x.json" if option == "--json" else "x.gif"
+    for target in (tmp_path / "afile" / name, tmp_path / "adir", Path("/proc") / name):
+        err = _fails(["eval", str(cartpole_ppo_path), "--episodes", "1", option, str(target)], capsys)
+        assert err.startswith("rllab eval: error: cannot write ") and str(target) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"] and not any((tmp_path / "adir").iterdir())
+
+
+def test_eval_json_leaves_no_temporary_file_beside_it(cartpole_ppo_path, tmp_path, capsys):
+    out = tmp_path / "walk"
+    assert main(["eval", str(cartpole_ppo_path), "--episodes", "1", "--json", str(out)]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["walk"]
+
+
+def test_a_checkpoint_that_cannot_be_written_is_one_line(cartpole_ppo_path, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    err = _fails(
+        [
+            "defend",
+            str(cartpole_ppo_path),
+            "--filter",
+            "gaussian_noise:sigma=0.1",
+            "--out",
+            str(tmp_path / "afile" / "d"),
+            "--episodes",
+            "1",
+        ],
+        capsys,
+    )
+    assert "cannot write" in err
+    err = _fails(["quantize", str(cartpole_ppo_path), "--out", "/proc/q", "--episodes", "1"], capsys)
+    assert "cannot write" in err
+
+
+# ------------------------------------------------ 9: written files get the normal mode, not mkstemp's 0600
+def test_written_files_get_the_normal_mode(cartpole_ppo, tmp_path):
+    import os
+
+    from rllab.checkpoint import file_mode, write_json
+
+    old = os.umask(0o022)
+    try:
+        cartpole_ppo.save(tmp_path / "ckpt")
+        write_json(tmp_path / "x.json", {"a": 1})
+        for f in (tmp_path / "ckpt" / "weights.safetensors", tmp_path / "ckpt" / "agent.json", tmp_path / "x.json"):
+            assert f.stat().st_mode & 0o777 == 0o644, f
+        os.umask(0o027)
+        assert file_mode() == 0o640
+    finally:
+        os.umask(old)
