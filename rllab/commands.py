@@ -317,13 +317,19 @@ def cmd_lab(args: argparse.Namespace) -> int:
     out = Path(args.out)
     rows = []
     for env_id in ("CartPole-v1", "Catch-v0"):
-        run = out / f"ppo-{env_id}"
+        run = out / f"ppo-{env_id}-s{args.seed}"
         done = (run / "agent.json").exists() and not args.fresh
         if done:
             try:
-                done = bool(read_spec(run)["training"].get("complete"))
+                training = read_spec(run)["training"]
             except RllabError:
-                done = False
+                training = {}
+            done = bool(training.get("complete"))
+            seed = training.get("config", {}).get("seed")
+            if done and seed != args.seed:
+                raise RllabError(
+                    f"{run} holds a run trained with seed {seed}, not --seed {args.seed}; move it away or pass --fresh"
+                )
         if not done:
             if run.exists():
                 import shutil

@@ -53,8 +53,8 @@ def test_bad_values_are_user_errors(tmp_path):
 
 
 def test_lab_reuses_finished_runs_and_writes_a_summary(tmp_path, cartpole_ppo_path, catch_ppo_path, capsys):
-    shutil.copytree(cartpole_ppo_path, tmp_path / "ppo-CartPole-v1")
-    shutil.copytree(catch_ppo_path, tmp_path / "ppo-Catch-v0")
+    shutil.copytree(cartpole_ppo_path, tmp_path / "ppo-CartPole-v1-s0")
+    shutil.copytree(catch_ppo_path, tmp_path / "ppo-Catch-v0-s0")
     assert main(["lab", "--out", str(tmp_path), "--episodes", "5", "--attack-episodes", "2"]) == 0
     out = capsys.readouterr().out
     assert out.count("reusing the finished run") == 2
@@ -65,10 +65,10 @@ def test_lab_reuses_finished_runs_and_writes_a_summary(tmp_path, cartpole_ppo_pa
     attacked = [ln for ln in summary.splitlines() if ln.endswith("report.html |")]
     assert len(attacked) == 6  # 3 eps per agent
     for env_id in ("CartPole-v1", "Catch-v0"):
-        card = json.loads((tmp_path / f"ppo-{env_id}" / "attacks" / "lab" / "results.json").read_text())
+        card = json.loads((tmp_path / f"ppo-{env_id}-s0" / "attacks" / "lab" / "results.json").read_text())
         assert card["episodes"] == 2 and len(card["results"]) >= 10  # the standard suite ...
         assert not any(n.startswith("torchattacks") for n in card["results"])  # ... without its cross-checks
-        assert (tmp_path / f"ppo-{env_id}" / "attacks" / "lab" / "report.html").exists()
+        assert (tmp_path / f"ppo-{env_id}-s0" / "attacks" / "lab" / "report.html").exists()
         for e in card["threat_model"]["eps"]:
             worst = min(r[f"{e:g}"]["mean_return"] for n, r in card["results"].items() if n != "noise")
             assert f"| {worst:.3g} | " in summary
@@ -77,6 +77,27 @@ def test_lab_reuses_finished_runs_and_writes_a_summary(tmp_path, cartpole_ppo_pa
     assert capsys.readouterr().out.count("reusing the attack results") == 2
     assert main(["lab", "--out", str(tmp_path), "--episodes", "5", "--no-attack"]) == 0
     assert "Under attack" not in (tmp_path / "summary.md").read_text()
+
+
+def test_lab_keeps_runs_per_seed(tmp_path, cartpole_ppo_path, monkeypatch, capsys):
+    """--seed 1 does not reuse the seed-0 agents: its runs are ppo-ENV-s1, trained with seed 1."""
+    import rllab.training
+
+    shutil.copytree(cartpole_ppo_path, tmp_path / "ppo-CartPole-v1-s0")
+    trained = []
+
+    def fake_train(algo, env_id, seed, out):
+        trained.append((env_id, seed, out))
+        raise RllabError("stop here")
+
+    monkeypatch.setattr(rllab.training, "train", fake_train)
+    assert main(["lab", "--out", str(tmp_path), "--seed", "1", "--no-attack"]) == 2
+    assert trained == [("CartPole-v1", 1, tmp_path / "ppo-CartPole-v1-s1")]
+    # a folder named for seed 1 that holds a seed-0 run is not taken for one
+    shutil.copytree(cartpole_ppo_path, tmp_path / "ppo-CartPole-v1-s1")
+    assert main(["lab", "--out", str(tmp_path), "--seed", "1", "--no-attack"]) == 2
+    assert "trained with seed 0, not --seed 1" in capsys.readouterr().err
+    assert len(trained) == 1
 
 
 @pytest.mark.slow
