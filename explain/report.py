@@ -141,13 +141,71 @@ METRIC_COLUMNS = [
 ]
 
 
-def metrics_table(rows: Sequence[dict[str, Any]]) -> str:
+# what each column measures and which direction is better (the legend under the table, and metrics.json's
+# "columns" entry)
+METRIC_DESCRIPTIONS: dict[str, tuple[str, str]] = {
+    "relevance_mass": (
+        "higher is better (0..1)",
+        "share of the map's absolute attribution on the ground-truth positions (Catch's ball and paddle)",
+    ),
+    "pointing_game": (
+        "higher is better (0..1)",
+        "fraction of states whose most relevant position is a ground-truth position",
+    ),
+    "deletion_auc": (
+        "lower is better; should be below del.rand",
+        "area under the probability of the agent's action as positions are replaced by the baseline (zeros for "
+        "images, the mean observation for vectors), most relevant first",
+    ),
+    "random_deletion_auc": (
+        "reference",
+        "the deletion area for random orderings of the positions (mean of 5): the floor a map must beat",
+    ),
+    "insertion_auc": (
+        "higher is better; should be above ins.rand",
+        "area under the probability of the agent's action as positions are put back into the baseline, most "
+        "relevant first",
+    ),
+    "random_insertion_auc": (
+        "reference",
+        "the insertion area for random orderings of the positions (mean of 5): the floor a map must beat",
+    ),
+    "sanity_spearman": (
+        "lower (near 0) is better",
+        "model-randomisation sanity check (Adebayo et al. 2018): Spearman rank correlation between the maps of "
+        "the trained agent and of a copy whose layers were all re-initialised, over the positions whose input "
+        "varies across the states; a map that survives randomisation does not explain the agent",
+    ),
+    "sanity_spearman_lit": (
+        "lower (near 0) is better",
+        "the same sanity check over 'lit' positions only: per state, the pixels whose input is non-zero. Maps that "
+        "are zero on unlit pixels whatever the weights (occlusion to zero, blur perturbation) look trivially "
+        "correlated over all pixels of a sparse frame; this column compares them where they can differ (images)",
+    ),
+}
+
+
+def metric_columns(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, str]]:
+    """The columns present in ``rows``: their table header, meaning and better direction."""
+    return {
+        k: {"header": h, "better": METRIC_DESCRIPTIONS[k][0], "meaning": METRIC_DESCRIPTIONS[k][1]}
+        for k, h in METRIC_COLUMNS
+        if any(k in r for r in rows)
+    }
+
+
+def metrics_table(rows: Sequence[dict[str, Any]], legend: bool = True) -> str:
     cols = [(k, h) for k, h in METRIC_COLUMNS if any(k in r for r in rows)]
     header = f"{'method':22s}" + "".join(f"{h:>12s}" for _, h in cols)
     lines = [header, "-" * len(header)]
     for r in rows:
         cells = "".join(f"{r[k]:12.3f}" if isinstance(r.get(k), float) else f"{'-':>12s}" for k, _ in cols)
         lines.append(f"{r['method']:22s}{cells}")
+    if legend and cols:
+        lines.append("")
+        lines += [f"  {c['header']}: {c['meaning']} ({c['better']})" for c in metric_columns(rows).values()]
+        if any(r["method"] == "random" for r in rows):
+            lines.append("  random: uniform random maps, the floor every method is compared with")
     return "\n".join(lines)
 
 
@@ -306,6 +364,7 @@ def explain_run(
             "episode_returns": tr.returns,
             "methods": [m.describe() for m in built],
             "metrics": rows,
+            "columns": metric_columns(rows),
         }
         (png_tmp / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
         tb_tmp.rename(tb_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -200,3 +202,26 @@ def test_explain_method_options_are_checked_in_one_line(catch_ppo_path, capsys, 
         sorted(p.name for p in (catch_ppo_path / "explain").glob("*")) if (catch_ppo_path / "explain").exists() else []
     )
     assert after == before
+
+
+def _copy_run(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("tb", "resume", "explain", "attacks", "adversaries"))
+    return dst
+
+
+def test_explain_metrics_table_has_a_legend_and_metrics_json_describes_the_columns(catch_ppo_path, tmp_path):
+    import json
+
+    from explain.report import METRIC_DESCRIPTIONS, explain_run, metrics_table
+
+    run = _copy_run(catch_ppo_path, tmp_path / "catch")
+    result = explain_run(run, "saliency", episodes=1, metrics=True, seed=0, progress=False)
+    table = metrics_table(result["metrics"])
+    assert "rho (lit): the same sanity check over 'lit' positions only" in table
+    assert "deletion:" in table and "lower is better" in table and "higher is better" in table
+    saved = json.loads((Path(result["png_dir"]) / "metrics.json").read_text())
+    lit = saved["columns"]["sanity_spearman_lit"]
+    assert lit["header"] == "rho (lit)" and "non-zero" in lit["meaning"] and lit["better"].startswith("lower")
+    assert set(saved["columns"]) == {k for r in saved["metrics"] for k in r if k in METRIC_DESCRIPTIONS}
