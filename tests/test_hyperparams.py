@@ -105,3 +105,14 @@ def test_lab_from_scratch(tmp_path, capsys):
     assert main(["lab", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "[lab] results:" in out
+
+
+def test_a_file_keyed_by_another_env_id_says_so(tmp_path):
+    f = tmp_path / "hp.yml"
+    f.write_text("Acrobot-v1:\n  gamma: 0.9\nMountainCar-v0:\n  gamma: 0.8\n")
+    with pytest.raises(RllabError, match="holds hyperparameters for Acrobot-v1, MountainCar-v0, not CartPole-v1"):
+        hp_lib.resolve("ppo", "CartPole-v1", f)
+    f.write_text("CartPole-v1:\n  gamma: 0.9\nAcrobot-v1:\n  gamma: 0.8\n")
+    assert hp_lib.resolve("ppo", "CartPole-v1", f)["gamma"] == 0.9
+    f.write_text("gamma: 0.7\npolicy_kwargs: {net_arch: [8]}\n")  # unkeyed: the settings themselves
+    assert hp_lib.resolve("ppo", "CartPole-v1", f)["gamma"] == 0.7

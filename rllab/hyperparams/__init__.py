@@ -47,7 +47,24 @@ def read_file(path: str | Path, env_id: str) -> dict[str, Any]:
         return dict(data[env_id])
     if "default" in data and isinstance(data["default"], dict):
         return dict(data["default"])
+    keyed = [k for k, v in data.items() if isinstance(v, dict) and _looks_like_env_id(k)]
+    if keyed:
+        raise RllabError(
+            f"{path} holds hyperparameters for {', '.join(map(str, keyed))}, not {env_id}; "
+            f"add a '{env_id}:' or 'default:' block (or write the settings unkeyed)"
+        )
     return data
+
+
+def _looks_like_env_id(key: Any) -> bool:
+    """A Gymnasium id (registered, or shaped like ``[namespace/]Name-vN``)."""
+    import re
+
+    import gymnasium as gym
+
+    return isinstance(key, str) and (
+        key in gym.envs.registry or re.fullmatch(r"([\w.-]+/)?[\w.:-]+-v\d+", key) is not None
+    )
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
