@@ -345,7 +345,7 @@ def explain_run(
                     if isinstance(row.get(k), float):
                         w.scalar(f"{m.name}/faithfulness/{k}", row[k])
         _log_global_view(w, agent, target, seed)
-        if metrics:
+        if metrics and not any(m.name == "random" for m in built):  # the control, unless it was asked for
             rand = make_method("random", agent, target=target, seed=seed)
             rows.append(method_metrics(agent, rand, tr, rand.attribute(tr.obs), seed=seed))
             for k, _ in METRIC_COLUMNS:

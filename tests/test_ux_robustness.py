@@ -225,3 +225,14 @@ def test_explain_metrics_table_has_a_legend_and_metrics_json_describes_the_colum
     lit = saved["columns"]["sanity_spearman_lit"]
     assert lit["header"] == "rho (lit)" and "non-zero" in lit["meaning"] and lit["better"].startswith("lower")
     assert set(saved["columns"]) == {k for r in saved["metrics"] for k in r if k in METRIC_DESCRIPTIONS}
+
+
+def test_explain_metrics_list_a_requested_random_method_once(cartpole_ppo_path, tmp_path):
+    from explain.report import explain_run, metrics_table
+
+    run = _copy_run(cartpole_ppo_path, tmp_path / "cp")
+    result = explain_run(run, "saliency,random", episodes=1, metrics=True, seed=0, progress=False)
+    assert [r["method"] for r in result["metrics"]] == ["saliency", "random"]
+    assert sum(line.startswith("random ") for line in metrics_table(result["metrics"]).splitlines()) == 1
+    result = explain_run(run, "saliency", episodes=1, metrics=True, seed=0, progress=False)
+    assert [r["method"] for r in result["metrics"]] == ["saliency", "random"]  # the automatic control
