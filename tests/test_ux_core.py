@@ -291,3 +291,12 @@ def test_written_files_get_the_normal_mode(cartpole_ppo, tmp_path):
         assert file_mode() == 0o640
     finally:
         os.umask(old)
+
+
+# ------------------------------------------------ 12: no progress bars into a redirected stderr
+def test_transforms_draw_no_progress_bar_off_a_terminal(cartpole_ppo_path, tmp_path, capsys):
+    argv = ["prune", str(cartpole_ppo_path), "--sparsity", "0.5", "--steps", "200", "--epochs", "1"]
+    assert main([*argv, "--episodes", "2", "--out", str(tmp_path / "p")]) == 0
+    captured = capsys.readouterr()
+    assert "prune:" not in captured.err and "round/s" not in captured.err and "\r" not in captured.err
+    assert "2 episodes" in captured.out

@@ -53,6 +53,13 @@ def finish(
     return agent
 
 
+def _progress(args: argparse.Namespace) -> bool:
+    """Progress bars only on a terminal (as train): a redirected stderr gets no bar frames."""
+    import sys
+
+    return not args.no_progress and sys.stderr.isatty()
+
+
 def _json_arg(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
@@ -174,7 +181,7 @@ def cmd_distill(args: argparse.Namespace) -> int:
         policy_kwargs=_json_arg(args.policy_kwargs),
         seed=args.seed,
         eval_episodes=args.episodes,
-        progress=not args.no_progress,
+        progress=_progress(args),
     )
     return 0
 
@@ -195,7 +202,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         eval_episodes=args.episodes,
-        progress=not args.no_progress,
+        progress=_progress(args),
     )
     return 0
 
@@ -228,6 +235,6 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         eval_episodes=args.episodes,
-        progress=not args.no_progress,
+        progress=_progress(args),
     )
     return 0
