@@ -215,6 +215,7 @@ def lineage_entry(parent_path: str | Path, parent_spec: dict[str, Any], transfor
     """One step of a checkpoint's ancestry: which checkpoint, which transform, which settings."""
     return {
         "parent": str(parent_path),
+        "parent_resolved": str(Path(parent_path).resolve()),
         "parent_sha256": parent_spec.get("weights", {}).get("sha256"),
         "transform": transform,
         "params": params,

@@ -217,6 +217,7 @@ def import_sb3(model_zip: str | Path, env_id: str, out: str | Path, algo: str | 
     agent.spec["lineage"] = [
         {
             "parent": str(model_zip),
+            "parent_resolved": str(Path(model_zip).resolve()),
             "parent_sha256": sha256_file(model_zip),
             "transform": "import-sb3",
             "params": {"algo": algo, "policy_class": policy_name, "env": env_id},

@@ -300,3 +300,36 @@ def test_transforms_draw_no_progress_bar_off_a_terminal(cartpole_ppo_path, tmp_p
     captured = capsys.readouterr()
     assert "prune:" not in captured.err and "round/s" not in captured.err and "\r" not in captured.err
     assert "2 episodes" in captured.out
+
+
+# ------------------------------------------------ 13/14: compress summaries show the parent; lineage of ensembles
+def test_quantize_prints_the_parents_figures_beside_the_new_ones(cartpole_ppo_path, tmp_path, capsys):
+    out = tmp_path / "q"
+    assert main(["quantize", str(cartpole_ppo_path), "--episodes", "1", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    new = next(ln for ln in lines if ln.strip().startswith("new "))
+    parent = next(ln for ln in lines if ln.strip().startswith("parent "))
+    for line in (new, parent):
+        assert "params" in line and "KiB" in line and "latency" in line and "over 1 episode" in line
+        assert "1 episodes" not in line
+    spec = json.loads((out / "agent.json").read_text())
+    assert spec["compression"]["parent"]["mean_return"] == pytest.approx(500.0)
+    assert spec["compression"]["parent"]["episodes"] == 1 and spec["compression"]["parent"]["eval_seed"] == 0
+    step = spec["lineage"][-1]
+    assert step["parent"] == str(cartpole_ppo_path)
+    assert step["parent_resolved"] == str(Path(cartpole_ppo_path).resolve())
+
+
+def test_ensemble_distillation_records_every_teacher(cartpole_ppo_path, tmp_path, capsys):
+    import shutil
+
+    second = tmp_path / "second"
+    shutil.copytree(cartpole_ppo_path, second)
+    out = tmp_path / "student"
+    argv = ["distill", str(cartpole_ppo_path), str(second), "--steps", "200", "--rounds", "1", "--epochs", "1"]
+    assert main([*argv, "--episodes", "1", "--out", str(out)]) == 0
+    step = json.loads((out / "agent.json").read_text())["lineage"][-1]
+    sha = json.loads((Path(cartpole_ppo_path) / "agent.json").read_text())["weights"]["sha256"]
+    assert [t["path"] for t in step["teachers"]] == [str(cartpole_ppo_path), str(second)]
+    assert [t["resolved"] for t in step["teachers"]] == [str(Path(cartpole_ppo_path).resolve()), str(second.resolve())]
+    assert [t["sha256"] for t in step["teachers"]] == [sha, sha]

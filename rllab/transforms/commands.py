@@ -10,7 +10,7 @@ from typing import Any
 import torch as th
 
 from rllab.agent import Agent
-from rllab.checkpoint import WEIGHTS_FILE, new_output, removed_on_failure
+from rllab.checkpoint import new_output, removed_on_failure
 from rllab.commands import seed_int
 from rllab.errors import RllabError
 
@@ -27,16 +27,19 @@ def output_for(out: str | Path | None, parent_path: str | Path, transform: str) 
 def finish(
     agent: Agent, out: str | Path | None, parent: Agent, parent_path: Path, transform: str, seed: int, episodes: int
 ) -> Agent:
-    """Save a transformed agent with its compression summary, then say where and what it is."""
-    from rllab.transforms.summary import compression_summary, parameter_counts, summary_line
+    """Save a transformed agent with its compression summary and its parent's (same episodes and seeds),
+    then say where and what both are, so that what the transform cost is read off two lines."""
+    from rllab.agent import load
+    from rllab.transforms.summary import compression_summary, summary_line
 
     out = output_for(out, parent_path, transform)
     with removed_on_failure(out):
         agent.save(out)
         summary = compression_summary(agent, out, episodes=episodes, seed=seed)
+        # the parent as stored (a transform may have changed the object it was handed)
         summary["parent"] = {
-            "parameters": parameter_counts(parent),
-            "file_bytes": (Path(parent_path) / WEIGHTS_FILE).stat().st_size,
+            "path": str(parent_path),
+            **compression_summary(load(parent_path), parent_path, episodes=episodes, seed=seed),
         }
         agent.spec["compression"] = summary
         agent.spec["lineage"][-1]["summary"] = {
@@ -44,12 +47,8 @@ def finish(
         }
         agent.save(out)
     print(f"rllab {transform}: wrote {out}")
-    print(f"  {summary_line(summary)}")
-    pp = summary["parent"]["parameters"]
-    print(
-        f"  parent {parent_path}: params {pp['policy']['total']:,} (actor {pp['actor']['total']:,}), "
-        f"file {summary['parent']['file_bytes'] / 1024:.1f} KiB"
-    )
+    print(f"  new     {summary_line(summary)}")
+    print(f"  parent  {summary_line(summary['parent'])}  ({parent_path})")
     return agent
 
 

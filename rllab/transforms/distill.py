@@ -329,5 +329,10 @@ def distill(
         student, loaded, data, steps, temperature, rounds, epochs, lr, batch_size, critic, seed, progress
     )
     student.spec["lineage"][-1]["result"] = stats
+    # every teacher of an ensemble, not only the first (the step's parent)
+    student.spec["lineage"][-1]["teachers"] = [
+        {"path": str(p), "resolved": str(p.resolve()), "sha256": t.spec["weights"]["sha256"]}
+        for p, t in zip(paths, loaded, strict=True)
+    ]
     student.spec["training"] = {"complete": True, "distilled_from": [str(p) for p in paths]}
     return finish(student, out, teacher, paths[0], "distill", seed, eval_episodes)

@@ -95,6 +95,8 @@ def compression_summary(
 
 
 def summary_line(summary: dict[str, Any]) -> str:
+    from rllab.commands import plural
+
     p = summary["parameters"]
     lat = summary["latency_s"]
     ret = summary["mean_return"]
@@ -102,5 +104,5 @@ def summary_line(summary: dict[str, Any]) -> str:
         f"params {p['policy']['total']:,} (non-zero {p['policy']['nonzero']:,}; actor {p['actor']['total']:,}) | "
         f"file {summary['file_bytes'] / 1024:.1f} KiB | latency b=1 {lat['batch_1'] * 1e6:.0f} us, "
         f"b=256 {lat['batch_256'] * 1e6:.0f} us | mean return "
-        + (f"{ret:.2f} over {summary['episodes']} episodes" if ret is not None else "not evaluated")
+        + (f"{ret:.2f} over {plural(summary['episodes'], 'episode')}" if ret is not None else "not evaluated")
     )
