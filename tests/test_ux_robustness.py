@@ -6,9 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from rllab import load as rllab_load
 from rllab.errors import RllabError
+from robustness.threat import ThreatModel
 
 
 def _row(mean, lo=None, hi=None, n=10):
@@ -236,3 +238,43 @@ def test_explain_metrics_list_a_requested_random_method_once(cartpole_ppo_path, 
     assert sum(line.startswith("random ") for line in metrics_table(result["metrics"]).splitlines()) == 1
     result = explain_run(run, "saliency", episodes=1, metrics=True, seed=0, progress=False)
     assert [r["method"] for r in result["metrics"]] == ["saliency", "random"]  # the automatic control
+
+
+@pytest.fixture(scope="module")
+def pendulum_tiny(tmp_path_factory):
+    from tests.conftest import trained_run
+
+    over = ["n_steps=64", "batch_size=64"]
+    path = trained_run(
+        tmp_path_factory, "pendulum-ppo-tiny", algo="ppo", env="Pendulum-v1", seed=0, steps=256, overrides=over
+    )
+    return rllab_load(path)
+
+
+@pytest.fixture
+def one_thread():
+    # a Gaussian policy's tiny ops run ~100x slower on 2 intra-op threads when the cores are busy
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_fgsm_kl_is_r_fgsm_and_moves_a_continuous_agent(pendulum_tiny, one_thread):
+    from robustness.attacks import FGSM
+    from robustness.evaluate import evaluate
+
+    card = evaluate(pendulum_tiny, attacks=[FGSM("kl")], eps=[0.2], episodes=2, n_envs=2, seed=0, progress=False)
+    row = card["results"]["fgsm:kl"]["0.2"]
+    assert row["mean_perturbation"] > 0.5 * 0.2  # plain FGSM stood still: the KL's gradient is 0 at the clean point
+    assert row["action_change_rate"] > 0.9
+    assert row["mean_return"] != card["clean"]["mean_return"]
+    settings = card["attacks"]["fgsm:kl"]
+    assert settings["random_start"] is True and "R+FGSM" in settings["gradient_at"]
+    # the step is eps from the clean observation: every moved feature moved by exactly eps (linf)
+    tm = ThreatModel.for_agent(pendulum_tiny, 0.2)
+    x = pendulum_tiny.as_tensor(np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32) * 0.3)
+    torch.manual_seed(0)
+    z = ((FGSM("kl")(pendulum_tiny, x, tm) - x) / tm.scale).abs()
+    assert torch.allclose(z[z > 0], torch.tensor(0.2), atol=1e-5) and (z > 0).float().mean() > 0.9
+    assert FGSM("action").settings()["random_start"] is False  # its gradient does not vanish: plain FGSM

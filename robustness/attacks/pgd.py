@@ -206,6 +206,8 @@ class PGD(Attack):
         self.fast_conv = True  # strided convolutions: input gradients by space-to-depth (see conv_grad)
         self._by_hand: _MLPInputGradient | None = None
         self.adaptive = bpda or eot > 1
+        # R+FGSM: the gradient is taken at the (random) start, the step is taken from the clean observation
+        self.step_from_clean = False
 
     @property
     def label(self) -> str:
@@ -306,10 +308,11 @@ class PGD(Attack):
             x = threat.random_point(obs) if self.random_start else obs.clone()
             for _ in range(self.steps):
                 grad = self._grad(loss_fn, x)
+                origin = obs if self.step_from_clean else x
                 if box is not None:  # x + step * sign(grad) (exact: sign is 0 or +-1), then the box, in two passes
-                    x = th.clamp(th.addcmul(x, step, grad.sign()), *box)
+                    x = th.clamp(th.addcmul(origin, step, grad.sign()), *box)
                 else:
-                    x = threat.project(threat.step(x, grad, alpha), obs)
+                    x = threat.project(threat.step(origin, grad, alpha), obs)
             if self.restarts == 1:
                 return x.detach()
             with th.no_grad(), self.agent_mode() if self.unaware else contextlib.nullcontext():
@@ -319,8 +322,19 @@ class PGD(Attack):
         return best
 
 
+# objectives whose gradient is zero at the clean observation: KL(pi(.|s) || pi(.|s')) has its minimum at s' = s
+VANISHING_AT_CLEAN = ("kl",)
+
+
 class FGSM(PGD):
-    """One signed-gradient step of size eps from the clean observation (Goodfellow et al. 2015)."""
+    """One signed-gradient step of size eps from the clean observation (Goodfellow et al. 2015).
+
+    For objectives whose gradient vanishes at the clean observation (``kl``: the divergence is at
+    its minimum there, so the plain FGSM step is zero and the attack does nothing), this is R+FGSM
+    (Tramer et al. 2018): the gradient is taken at a uniformly random point of the ball, and the
+    step of size eps is taken from the clean observation in that gradient's direction
+    (``random_start: true`` in the settings).
+    """
 
     name = "fgsm"
 
@@ -337,9 +351,16 @@ class FGSM(PGD):
             steps=1,
             alpha=1.0,
             restarts=1,
-            random_start=False,
+            random_start=objective in VANISHING_AT_CLEAN,
             bpda=bpda,
             eot=eot,
             unaware=unaware,
             target=target,
         )
+        self.step_from_clean = True
+
+    def settings(self) -> dict[str, Any]:
+        out = super().settings()
+        if self.random_start:
+            out["gradient_at"] = "a uniformly random point of the ball (R+FGSM, Tramer et al. 2018)"
+        return out
