@@ -268,6 +268,9 @@ def evaluate(
             a.check(agent)
         elif isinstance(a, (SurrogateTransfer, StrategicallyTimed)) and not agent.is_discrete:
             raise RllabError(f"{a.label} needs a discrete-action agent")
+        check_victim = getattr(a, "check_victim", None)  # the learned attack with a given adversary
+        if check_victim is not None:
+            check_victim(agent, eps)
     attack_objs = [UniformNoise(), *[a for a in attack_objs if not isinstance(a, UniformNoise)]]
     for a in attack_objs:
         a.prepare(agent, seed)

@@ -23,6 +23,8 @@ Two parameterisations (``mode``):
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,97 @@ def perturbation_scale(agent: Agent) -> np.ndarray:
     return np.asarray(agent.obs_std, dtype=np.float32)
 
 
+def victim_summary(agent: Agent) -> dict[str, Any]:
+    """What an adversary was trained for, recorded in its checkpoint (``env.kwargs.victim_spec``)."""
+    space = agent.action_space
+    if agent.is_discrete:
+        action: dict[str, Any] = {"type": "Discrete", "n": int(space.n)}
+    else:
+        action = {"type": "Box", "shape": list(space.shape)}
+    return {
+        "env": agent.env_id,
+        "observation_shape": list(agent.observation_space.shape),
+        "action_space": action,
+        "path": str(Path(agent.path).resolve()) if getattr(agent, "path", None) else None,
+    }
+
+
+def _describe(v: dict[str, Any]) -> str:
+    acts = v.get("action_space") or {}
+    acts_text = f"{acts['n']} actions" if acts.get("type") == "Discrete" else f"actions of shape {acts.get('shape')}"
+    return f"{v.get('env')} (observations of shape {tuple(v.get('observation_shape') or ())}, {acts_text})"
+
+
+def _trained_for(adversary: Agent) -> dict[str, Any]:
+    """The victim an adversary checkpoint was trained against, from its spec (older checkpoints: the victim's
+    agent.json, where it still exists) plus what the adversary's own spaces say."""
+    kwargs = adversary.spec["env"]["kwargs"]
+    recorded = dict(kwargs.get("victim_spec") or {})
+    victim = kwargs.get("victim")
+    if not recorded and victim:
+        try:
+            spec = json.loads((Path(victim) / "agent.json").read_text())
+            recorded = {"env": spec["env"]["id"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded = {}
+    recorded.setdefault("path", str(Path(victim).resolve()) if victim else None)
+    recorded.setdefault("observation_shape", list(adversary.observation_space.shape))
+    return {**recorded, "eps": float(kwargs["eps"]), "mode": kwargs.get("mode", "pa-ad")}
+
+
+def check_adversary(adversary: Agent, agent: Agent, eps: list[float] | tuple[float, ...] = ()) -> list[str]:
+    """Refuses an adversary trained for another kind of victim (one line); returns warnings for a
+    different victim of the same kind or a different budget."""
+    trained = _trained_for(adversary)
+    mode = trained["mode"]
+    mine = victim_summary(agent)
+    where = f"the adversary {adversary.path or ''}".rstrip()
+    problem = None
+    if trained.get("env") and trained["env"] != agent.env_id:
+        problem = "environment"
+    elif tuple(adversary.observation_space.shape) != tuple(agent.observation_space.shape):
+        problem = "observation shape"
+    else:  # what the adversary's actions mean must fit this victim
+        space = adversary.action_space
+        if mode == "direct":
+            ok = isinstance(space, gym.spaces.Box) and tuple(space.shape) == tuple(agent.observation_space.shape)
+        elif agent.is_discrete:
+            ok = isinstance(space, gym.spaces.Discrete) and int(space.n) == int(agent.action_space.n)
+        else:
+            ok = isinstance(space, gym.spaces.Box) and tuple(space.shape) == tuple(agent.action_space.shape)
+        problem = None if ok else "action space"
+    if problem is not None:
+        victim = f" at {trained['path']}" if trained.get("path") else ""
+        shown = {**trained, "action_space": trained.get("action_space") or _adversary_actions(adversary, mode)}
+        raise RllabError(
+            f"{where} was trained against a {_describe(shown)} victim{victim}; this agent is a "
+            f"{_describe(mine)} one (different {problem}): train an adversary for it (omit --adversary)"
+        )
+    warnings = []
+    if trained.get("path") and mine["path"] and trained["path"] != mine["path"]:
+        warnings.append(
+            f"{where} was trained against another {agent.env_id} agent ({trained['path']}), not this one "
+            f"({mine['path']}): its attack may be weaker than one trained for this agent"
+        )
+    other = sorted({f"{e:g}" for e in eps if abs(float(e) - trained["eps"]) > 1e-9}, key=float)
+    if other:
+        warnings.append(
+            f"{where} was trained at eps {trained['eps']:g}; it is used here at eps {', '.join(other)} "
+            "(its perturbations are rescaled to each budget)"
+        )
+    return warnings
+
+
+def _adversary_actions(adversary: Agent, mode: str) -> dict[str, Any]:
+    """The victim's action space as the adversary's own (PA-AD directions are victim actions)."""
+    space = adversary.action_space
+    if mode != "direct" and isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n)}
+    if mode != "direct":
+        return {"type": "Box", "shape": list(space.shape)}
+    return {}
+
+
 class AttackedEnv(gym.Env):
     """The victim's environment seen from the adversary's side (see the module docstring)."""
 
@@ -55,6 +148,7 @@ class AttackedEnv(gym.Env):
         mode: str = "pa-ad",
         pgd_steps: int = 10,
         victim_env_kwargs: dict[str, Any] | None = None,
+        victim_spec: dict[str, Any] | None = None,
     ) -> None:
         if eps < 0:
             raise RllabError(f"eps must be >= 0, got {eps}")
@@ -63,6 +157,14 @@ class AttackedEnv(gym.Env):
         self.eps, self.mode, self.pgd_steps = float(eps), mode, int(pgd_steps)
         # a live Agent (ATLA trains against the victim as it learns) or a checkpoint folder
         self.victim = victim if isinstance(victim, Agent) else load(victim)
+        if victim_spec is not None:  # what the adversary was trained for (recorded by train_adversary)
+            now = victim_summary(self.victim)
+            for key in ("env", "observation_shape", "action_space"):
+                if victim_spec.get(key) is not None and victim_spec[key] != now[key]:
+                    raise RllabError(
+                        f"the victim {victim} is now a {_describe(now)} agent; this adversary was trained against "
+                        f"a {_describe(victim_spec)} one"
+                    )
         self.env = self.victim.make_env(**(victim_env_kwargs or {}))
         space = self.victim.observation_space
         self.low = np.asarray(space.low, dtype=np.float32)
@@ -152,6 +254,8 @@ def train_adversary(
 
     register()
     victim = Path(victim)
+    summary = victim_summary(load(victim))
+    summary.pop("path")  # the victim's path is recorded beside it, as ``victim``
     out = Path(out) if out is not None else victim / "adversaries" / f"learned-eps{eps:g}-s{seed}"
     return rllab.train(
         "ppo",
@@ -160,7 +264,7 @@ def train_adversary(
         steps=steps,
         out=out,
         progress=progress,
-        env_kwargs={"victim": str(victim.resolve()), "eps": float(eps), "mode": mode},
+        env_kwargs={"victim": str(victim.resolve()), "eps": float(eps), "mode": mode, "victim_spec": summary},
         overrides={
             "n_envs": 8,
             "n_steps": 128,
@@ -186,8 +290,12 @@ class LearnedAttack:
         self.eps = float(eps if eps is not None else kwargs["eps"])
         self.mode = kwargs.get("mode", "pa-ad")
         self.pgd_steps = int(kwargs.get("pgd_steps", 10))
+        self._checked: Agent | None = None
 
     def __call__(self, agent: Agent, obs: np.ndarray | th.Tensor) -> np.ndarray:
+        if self._checked is not agent:  # an adversary of another victim kind fails in one line, not in PGD
+            check_adversary(self.adversary, agent)
+            self._checked = agent
         x = (obs.detach().cpu().numpy() if isinstance(obs, th.Tensor) else np.asarray(obs)).astype(np.float32)
         a = self.adversary.act(x)
         space = agent.observation_space
@@ -217,15 +325,38 @@ class LearnedAttackAdapter(Attack):
         self.adversary_path, self.adv_steps = adversary, adv_steps
         self._by_eps: dict[float, LearnedAttack] = {}
         self._victim_path: Path | None = None
+        self._adversary: Agent | None = None
         self.trained: dict[str, str] = {}
+        self.trained_for: dict[str, Any] | None = None
+        self.warnings: list[str] = []
 
     def settings(self) -> dict[str, Any]:
-        return {
+        out = {
             **super().settings(),
             "adversary": str(self.adversary_path) if self.adversary_path else None,
             "adv_steps": self.adv_steps if self.adversary_path is None else None,
             "trained_adversaries": self.trained,
         }
+        if self.trained_for is not None:
+            out["adversary_trained_for"] = self.trained_for
+        if self.warnings:
+            out["warnings"] = self.warnings
+        return out
+
+    def check_victim(self, agent: Agent, eps: list[float] | tuple[float, ...]) -> None:
+        """Before any episode: a given adversary must fit this victim (one-line error); a different
+        victim of the same kind, or another eps than its training one, prints a warning line."""
+        if self.adversary_path is None:
+            return
+        register()
+        self._adversary = load(self.adversary_path)
+        if self._adversary.env_id != ENV_ID:
+            raise RllabError(f"{self.adversary_path} is not a learned adversary (its env is {self._adversary.env_id})")
+        self.warnings = check_adversary(self._adversary, agent, eps)
+        trained = _trained_for(self._adversary)
+        self.trained_for = {k: trained.get(k) for k in ("env", "path", "eps")}
+        for w in self.warnings:
+            print(f"warning: {w}", file=sys.stderr)
 
     def prepare(self, agent: Agent, seed: int) -> None:
         self._seed = seed
@@ -234,7 +365,7 @@ class LearnedAttackAdapter(Attack):
     def __call__(self, agent: Agent, obs: th.Tensor, threat: Any) -> th.Tensor:
         if threat.eps not in self._by_eps:
             if self.adversary_path is not None:
-                self._by_eps[threat.eps] = LearnedAttack(self.adversary_path, eps=threat.eps)
+                self._by_eps[threat.eps] = LearnedAttack(self._adversary or self.adversary_path, eps=threat.eps)
             else:
                 if self._victim_path is None:
                     raise RllabError("training a learned adversary needs the victim loaded from a checkpoint folder")

@@ -35,6 +35,12 @@ def test_pa_ad_actor_pushes_the_victim_towards_the_target(cartpole_ppo):
 def test_learned_adversary_is_a_checkpoint_and_attacks_within_budget(cartpole_ppo_path, tmp_path):
     adv = train_adversary(cartpole_ppo_path, eps=0.5, steps=2048, seed=0, out=tmp_path / "adv", progress=False)
     assert adv.env_id == "rllab/Attacked-v0" and adv.spec["env"]["kwargs"]["eps"] == 0.5
+    # it records what it was trained for, so that a mismatched victim is refused before any episode
+    assert adv.spec["env"]["kwargs"]["victim_spec"] == {
+        "env": "CartPole-v1",
+        "observation_shape": [4],
+        "action_space": {"type": "Discrete", "n": 2},
+    }
     again = rllab.load(tmp_path / "adv")  # loads like any agent
     attack = LearnedAttack(again)
     victim = rllab.load(cartpole_ppo_path)

@@ -278,3 +278,61 @@ def test_fgsm_kl_is_r_fgsm_and_moves_a_continuous_agent(pendulum_tiny, one_threa
     z = ((FGSM("kl")(pendulum_tiny, x, tm) - x) / tm.scale).abs()
     assert torch.allclose(z[z > 0], torch.tensor(0.2), atol=1e-5) and (z > 0).float().mean() > 0.9
     assert FGSM("action").settings()["random_start"] is False  # its gradient does not vanish: plain FGSM
+
+
+def _fake_adversary(victim_path, out, eps=0.5, record=True):
+    """A CartPole PPO checkpoint relabelled as a PA-AD adversary of ``victim_path`` (same spaces as a real one)."""
+    import json
+    import shutil
+
+    out.mkdir(parents=True)
+    for name in ("agent.json", "weights.safetensors"):
+        shutil.copy(victim_path / name, out / name)
+    spec = json.loads((out / "agent.json").read_text())
+    kwargs = {"victim": str(victim_path.resolve()), "eps": eps, "mode": "pa-ad"}
+    if record:
+        kwargs["victim_spec"] = {
+            "env": "CartPole-v1",
+            "observation_shape": [4],
+            "action_space": {"type": "Discrete", "n": 2},
+        }
+    spec["env"] = {"id": "rllab/Attacked-v0", "kwargs": kwargs, "wrappers": []}
+    (out / "agent.json").write_text(json.dumps(spec))
+    return out
+
+
+@pytest.mark.parametrize("record", [True, False])
+def test_an_adversary_for_another_victim_kind_is_refused_in_one_line(
+    cartpole_ppo_path, catch_ppo_path, tmp_path, capsys, record
+):
+    from rllab.cli import main
+
+    adv = _fake_adversary(cartpole_ppo_path, tmp_path / "adv", record=record)
+    out = tmp_path / "att"
+    argv = ["attack", str(catch_ppo_path), "--attack", "learned", "--adversary", str(adv), "--eps", "0.5"]
+    assert main([*argv, "--episodes", "1", "--n-envs", "1", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained against a CartPole-v1 (observations of shape (4,), 2 actions) victim" in err[0]
+    assert "this agent is a Catch-v0" in err[0] and not out.exists()
+
+
+def test_an_adversary_used_at_another_eps_or_on_another_agent_warns(cartpole_ppo_path, tmp_path, capsys):
+    from robustness.evaluate import build_attack, evaluate
+
+    adv = _fake_adversary(cartpole_ppo_path, tmp_path / "adv", eps=0.5)
+    # the same agent at its training eps: no warning
+    attack = build_attack("learned", adversary=str(adv))
+    evaluate(rllab_load(cartpole_ppo_path), attacks=[attack], eps=[0.5], episodes=1, n_envs=1, progress=False)
+    assert "warning" not in capsys.readouterr().err
+    # a copy of the victim (another CartPole agent) at two eps, one of them not the training one
+    other = _copy_run(cartpole_ppo_path, tmp_path / "other")
+    attack = build_attack("learned", adversary=str(adv))
+    card = evaluate(rllab_load(other), attacks=[attack], eps=[0.1, 0.5], episodes=1, n_envs=1, progress=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("warning: ") for line in err)
+    assert (
+        "trained against another CartPole-v1 agent" in err[0]
+        and "trained at eps 0.5; it is used here at eps 0.1" in err[1]
+    )
+    settings = card["attacks"]["learned"]
+    assert settings["adversary_trained_for"]["eps"] == 0.5 and len(settings["warnings"]) == 2
