@@ -346,7 +346,10 @@ def load_card(path: Path) -> dict[str, Any]:
     if path.is_dir():
         cards = sorted((path / "attacks").glob("*/results.json"), key=lambda p: p.stat().st_mtime)
         if not cards:
-            raise RllabError(f"{path} has no attack results; run `rllab attack {path}` first")
+            raise RllabError(
+                f"{path} has no attack results in {path / 'attacks'}; run `rllab attack {path}` first, or, for an "
+                "attack written elsewhere with --out DIR, pass DIR/results.json"
+            )
         path = cards[-1]
     try:
         return json.loads(path.read_text())
@@ -359,6 +362,17 @@ def leaderboard(cards: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
     The worst case is the lowest mean return over every row of the card at that eps, uniform noise
     included (``_strongest``)."""
+    for what, key in (("environments", "env"), ("eps units", "unit"), ("norms", "norm")):
+        groups: dict[str, list[str]] = {}
+        for name, c in cards.items():
+            value = c["agent"].get("env") if key == "env" else c["threat_model"].get(key)
+            groups.setdefault(str(value), []).append(name)
+        if len(groups) > 1:
+            shown = "; ".join(f"{v}: {', '.join(names)}" for v, names in groups.items())
+            raise RllabError(
+                f"these results are for different {what} ({shown}); a leaderboard compares agents of one "
+                "environment attacked in the same unit and norm"
+            )
     eps_sets = [set(f"{e:g}" for e in c["threat_model"]["eps"]) for c in cards.values()]
     common = sorted(set.intersection(*eps_sets), key=float)
     if not common:

@@ -336,3 +336,24 @@ def test_an_adversary_used_at_another_eps_or_on_another_agent_warns(cartpole_ppo
     )
     settings = card["attacks"]["learned"]
     assert settings["adversary_trained_for"]["eps"] == 0.5 and len(settings["warnings"]) == 2
+
+
+def test_report_refuses_cards_of_different_environments_and_points_to_results_json(tmp_path, capsys):
+    import json
+
+    from rllab.cli import main
+
+    cp = _card({"noise": {"0.1": _row(480.0, 470, 490)}})
+    catch = _card({"noise": {"0.0156863": _row(5.0, 4, 6)}}, unit="pixel/255", eps=(4 / 255,), env="Catch-v0")
+    for name, card in (("cp.json", cp), ("catch.json", catch)):
+        (tmp_path / name).write_text(json.dumps(card))
+    out = tmp_path / "lb"
+    assert main(["report", str(tmp_path / "cp.json"), str(tmp_path / "catch.json"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different environments (CartPole-v1: " in err[0] and "Catch-v0: " in err[0]
+    assert "share no eps" not in err[0] and not out.exists()
+    # a run whose attack was written elsewhere (attack --out DIR)
+    (tmp_path / "run").mkdir()
+    assert main(["report", str(tmp_path / "run"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pass DIR/results.json" in err[0]
