@@ -73,6 +73,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
     eps = parse_eps(args.eps)
     if args.episodes <= 0 or args.steps <= 0 or args.n_envs <= 0:
         raise RllabError("--episodes, --steps and --n-envs must be positive")
+    if args.eot < 1:
+        raise RllabError(f"--eot must be >= 1, got {args.eot}")
+    args.bpda, args.eot = _adaptive_settings(agent, args.bpda, args.eot)
     default_objective = "targeted" if args.target_action is not None else "action"
     objective = args.objective or (default_objective if agent.is_discrete else "kl")
     names = [a.strip() for a in args.attack.split(",") if a.strip()]
@@ -143,6 +146,26 @@ def cmd_attack(args: argparse.Namespace) -> int:
     _print_summary(card)
     print(f"report: {paths['html']}  {paths['md']}  card: {paths['json']}  tensorboard: {tb_dir}")
     return 0
+
+
+def _adaptive_settings(agent, bpda: bool, eot: int) -> tuple[bool, int]:
+    """--bpda / --eot where they change something; a note line where they are dropped for this agent."""
+    import sys
+
+    defenses = agent.defenses
+    if bpda and all(d.get("differentiable", True) for d in defenses):
+        print(
+            "note: --bpda changes nothing for this agent (it has no non-differentiable defense); attacking without it",
+            file=sys.stderr,
+        )
+        bpda = False
+    if eot > 1 and not any(d.get("random") for d in defenses):
+        print(
+            f"note: --eot {eot} changes nothing for this agent (it has no random defense); attacking without it",
+            file=sys.stderr,
+        )
+        eot = 1
+    return bpda, eot
 
 
 def _print_summary(card: dict) -> None:

@@ -357,3 +357,18 @@ def test_report_refuses_cards_of_different_environments_and_points_to_results_js
     assert main(["report", str(tmp_path / "run"), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "pass DIR/results.json" in err[0]
+
+
+def test_bpda_and_eot_on_an_agent_without_such_defenses_are_dropped_with_a_note(cartpole_ppo_path, tmp_path, capsys):
+    import json
+
+    from rllab.cli import main
+
+    out = tmp_path / "att"
+    argv = ["attack", str(cartpole_ppo_path), "--attack", "fgsm", "--bpda", "--eot", "4", "--eps", "0.05"]
+    assert main([*argv, "--episodes", "1", "--n-envs", "1", "--out", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(" changes nothing")[0] for line in err] == ["note: --bpda", "note: --eot 4"]
+    card = json.loads((out / "results.json").read_text())
+    assert set(card["results"]) == {"noise", "fgsm:action"}  # no +bpda / +eot4 label
+    assert card["attacks"]["fgsm:action"]["bpda"] is False and card["attacks"]["fgsm:action"]["eot"] == 1
