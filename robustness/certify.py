@@ -343,10 +343,14 @@ def _cmd(args: argparse.Namespace) -> int:
     agent = load(args.run)
     if args.episodes <= 0:
         raise RllabError("--episodes must be positive")
+    from robustness.threat import warn_fraction_on_vectors
+
     sigma = args.sigma if args.sigma is not None else default_sigma(agent)
+    eps = parse_eps_list(args.eps)
+    warn_fraction_on_vectors(args.eps, agent)
     report = certify(
         agent,
-        parse_eps_list(args.eps),
+        eps,
         episodes=args.episodes,
         seed=args.seed,
         method=args.method,

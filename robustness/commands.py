@@ -67,10 +67,11 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from rllab.agent import load
     from robustness.evaluate import build_attack, evaluate, standard_suite
     from robustness.report import write_report
-    from robustness.threat import parse_eps
+    from robustness.threat import parse_eps, warn_fraction_on_vectors
 
     agent = load(args.run, device=args.device)
     eps = parse_eps(args.eps)
+    warn_fraction_on_vectors(args.eps, agent)
     if args.episodes <= 0 or args.steps <= 0 or args.n_envs <= 0:
         raise RllabError("--episodes, --steps and --n-envs must be positive")
     if args.eot < 1:

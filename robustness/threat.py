@@ -47,6 +47,26 @@ def parse_eps(text: str) -> list[float]:
     return out
 
 
+def warn_fraction_on_vectors(text: str, agent: Agent, option: str = "--eps") -> None:
+    """One warning line when a budget typed as a fraction (``4/255``) is used on a vector agent.
+
+    The fraction form is meant for pixel budgets; for vectors eps is in per-feature observation std,
+    so ``4/255`` is a budget of 0.0157 std (the budget is still used as typed).
+    """
+    if agent.is_image:
+        return
+    fractions = [item.strip() for item in str(text).split(",") if "/" in item]
+    if fractions:
+        import sys
+
+        values = ", ".join(f"{parse_eps(f)[0]:.3g}" for f in fractions)
+        print(
+            f"warning: {option} {', '.join(fractions)}: the k/255 form is meant for pixel budgets; this agent's "
+            f"observations are vectors, so eps is in observation std: {values} std",
+            file=sys.stderr,
+        )
+
+
 @dataclass
 class ThreatModel:
     eps: float

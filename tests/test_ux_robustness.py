@@ -372,3 +372,21 @@ def test_bpda_and_eot_on_an_agent_without_such_defenses_are_dropped_with_a_note(
     card = json.loads((out / "results.json").read_text())
     assert set(card["results"]) == {"noise", "fgsm:action"}  # no +bpda / +eot4 label
     assert card["attacks"]["fgsm:action"]["bpda"] is False and card["attacks"]["fgsm:action"]["eot"] == 1
+
+
+def test_a_fraction_eps_on_a_vector_agent_warns_but_runs(cartpole_ppo_path, catch_ppo_path, tmp_path, capsys):
+    import json
+
+    from rllab.cli import main
+
+    out = tmp_path / "att"
+    argv = ["attack", str(cartpole_ppo_path), "--attack", "fgsm", "--eps", "4/255,0.1", "--episodes", "1"]
+    assert main([*argv, "--n-envs", "1", "--out", str(out), "--no-progress"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: --eps 4/255: the k/255 form is meant for pixel budgets")
+    assert "0.0157 std" in err[0]
+    assert json.loads((out / "results.json").read_text())["threat_model"]["eps"] == pytest.approx([4 / 255, 0.1])
+    assert main(["certify", str(cartpole_ppo_path), "--eps", "1/255", "--episodes", "1"]) == 0
+    assert "warning: --eps 1/255" in capsys.readouterr().err
+    assert main(["certify", str(catch_ppo_path), "--eps", "1/255", "--episodes", "1"]) == 0
+    assert "warning" not in capsys.readouterr().err  # pixels: the form it is meant for
