@@ -360,21 +360,21 @@ def cmd_lab(args: argparse.Namespace) -> int:
             f"{plural(args.attack_episodes, 'episode')}; "
             "eps in pixel/255 for Catch, in per-feature observation std for CartPole):",
             "",
-            "| env | eps | clean | noise | strongest attack | its return | report |",
+            "| env | eps | clean | noise | worst case | reached by | report |",
             "|---|---|---|---|---|---|---|",
         ]
         for env_id, run, card in attacked:
             for e in card["threat_model"]["eps"]:
                 key = f"{e:g}"
                 worst = min(
-                    ((n, r[key]) for n, r in card["results"].items() if n != "noise" and key in r),
+                    ((n, r[key]) for n, r in card["results"].items() if key in r),  # noise is an adversary too
                     key=lambda nr: nr[1]["mean_return"],
                 )
                 label = f"{round(e * 255)}/255" if card["threat_model"]["unit"] == "pixel/255" else key
                 lines.append(
                     f"| {env_id} | {label} | {card['clean']['mean_return']:.3g} | "
-                    f"{card['results']['noise'][key]['mean_return']:.3g} | {worst[0]} | "
-                    f"{worst[1]['mean_return']:.3g} | {run / LAB_ATTACK_DIR / 'report.html'} |"
+                    f"{card['results']['noise'][key]['mean_return']:.3g} | {worst[1]['mean_return']:.3g} | "
+                    f"{worst[0]} | {run / LAB_ATTACK_DIR / 'report.html'} |"
                 )
     from rllab.checkpoint import atomic_write
 
