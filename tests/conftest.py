@@ -35,6 +35,16 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory, name: str, **kwargs) -
     return run
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny networks on one intra-op thread: two threads oversubscribe a busy 2-core CPU (a Gaussian
+    policy's small ops ran ~100x slower). Modules of tiny-network tests use it for every test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def cartpole_ppo_path(tmp_path_factory) -> Path:
     """PPO on CartPole-v1 with the shipped defaults, seed 0 (mean return 500)."""

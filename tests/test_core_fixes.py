@@ -17,13 +17,7 @@ from rllab.agent import Agent, agent_from_spec, clone_module, spec_skeleton
 from rllab.checkpoint import SPEC_FILE, WEIGHTS_FILE
 from rllab.transforms import distill, prune
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _obs(agent: Agent, n: int = 32, seed: int = 0) -> np.ndarray:

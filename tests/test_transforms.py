@@ -16,14 +16,7 @@ from rllab.transforms.distill import ensemble_target, new_student
 from rllab.transforms.prune import schedule, weight_sparsity
 from rllab.transforms.summary import parameter_counts
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These networks are tiny: one thread avoids oversubscription on a shared CPU."""
-    previous = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _states(agent: rllab.Agent, n: int = 256) -> th.Tensor:

@@ -7,18 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch as th
 
 import rllab
 from rllab.cli import main
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = th.get_num_threads()
-    th.set_num_threads(1)
-    yield
-    th.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fails(argv: list[str], capsys) -> str:

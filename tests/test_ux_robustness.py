@@ -251,15 +251,6 @@ def pendulum_tiny(tmp_path_factory):
     return rllab_load(path)
 
 
-@pytest.fixture
-def one_thread():
-    # a Gaussian policy's tiny ops run ~100x slower on 2 intra-op threads when the cores are busy
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_fgsm_kl_is_r_fgsm_and_moves_a_continuous_agent(pendulum_tiny, one_thread):
     from robustness.attacks import FGSM
     from robustness.evaluate import evaluate
