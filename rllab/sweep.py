@@ -163,10 +163,9 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    from rllab.checkpoint import write_json
+
+    write_json(path, data)
 
 
 def _training_state(run: Path) -> str:
@@ -527,7 +526,9 @@ def sweep(
     }
     _write_json(out / "sweep.json", {**header, **summary})
     text = render_markdown(summary, header)
-    (out / "sweep.md").write_text(text)
+    from rllab.checkpoint import atomic_write
+
+    atomic_write(out / "sweep.md", lambda tmp: tmp.write_text(text))
     return {**header, **summary, "markdown": text}
 
 
