@@ -281,8 +281,12 @@ def train(
                 raise RllabError(
                     f"{run_dir} is a {config['algo']} run on {config['env']}; cannot resume it as {algo} on {env}"
                 )
-            if spec0["training"].get("complete"):
-                raise RllabError(f"{run_dir} finished training already ({spec0['training']['timesteps']} steps)")
+            done = int(spec0["training"]["timesteps"])
+            if spec0["training"].get("complete") and (steps is None or steps <= done):
+                raise RllabError(
+                    f"{run_dir} finished training already ({done} steps); to train it further, resume with "
+                    f"--steps N above {done}"
+                )
             seed, n_envs, env_kwargs, wrappers = (
                 config["seed"],
                 config["n_envs"],

@@ -232,3 +232,21 @@ def test_training_thread_count_is_pinned_recorded_and_restored(tmp_path, monkeyp
     with pytest.raises(rllab.RllabError, match="--threads must be positive"):
         rllab.train("ppo", "CartPole-v1", steps=256, out=tmp_path / "b", progress=False, threads=0)
     assert not (tmp_path / "b").exists()
+
+
+def test_a_finished_run_trains_further_when_resumed_with_more_steps(tmp_path, capsys):
+    run = tmp_path / "run"
+    argv = ["train", "--algo", "ppo", "--env", "CartPole-v1", "--out", str(run), "--threads", "1", "--no-progress"]
+    assert main([*argv, "--steps", "1024"]) == 0
+    first = rllab.load(run).spec
+    assert first["training"]["complete"] and first["training"]["timesteps"] >= 1024
+    capsys.readouterr()
+    # nothing to add: one line saying how to train further
+    assert main([*argv, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "finished training already" in err and "--steps N above" in err and err.count("\n") == 1
+    assert main([*argv, "--resume", "--steps", "2048"]) == 0
+    more = rllab.load(run).spec["training"]
+    assert more["complete"] and more["timesteps"] >= 2048 and more["resumed_from"] == first["training"]["timesteps"]
+    assert more["config"]["steps"] == 2048 and more["config"]["seed"] == 0
+    assert rllab.load(run).spec["weights"]["sha256"] != first["weights"]["sha256"]  # it trained
