@@ -350,6 +350,10 @@ def test_dqn_pruning_budget_and_sparsity_leave_out_the_target_network(tmp_path):
         assert th.equal(a, b)  # the target network is the pruned network
     target_ids = {id(m) for m in target.modules()}
     assert not any(id(m) in target_ids for m, _ in prunable(agent.policy))
+    # the reported parameter count is the acting network's, not twice it
+    counts = parameter_counts(loaded)
+    assert counts["policy"]["total"] == sum(p.numel() for p in q_net.parameters()) == counts["actor"]["total"]
+    assert counts["policy"]["total"] * 2 == sum(p.numel() for p in loaded.policy.parameters())
 
 
 def test_quantised_checkpoints_are_not_pruned_and_distil_into_float_students(cartpole_ppo_path, tmp_path):

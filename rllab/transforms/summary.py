@@ -52,8 +52,12 @@ def count(module: nn.Module | list[nn.Module]) -> dict[str, int]:
 
 
 def parameter_counts(agent: Agent) -> dict[str, dict[str, int]]:
-    """Counts for the whole policy (actor and critic) and for the actor path alone."""
-    return {"policy": count(agent.policy), "actor": count(actor_modules(agent))}
+    """Counts for the whole policy (actor and critic) and for the actor path alone. A DQN agent's
+    target network is a training-time copy of its Q-network that never acts: it is not counted."""
+    policy = agent.policy
+    if hasattr(policy, "q_net_target"):
+        return {"policy": count(policy.q_net), "actor": count(actor_modules(agent))}
+    return {"policy": count(policy), "actor": count(actor_modules(agent))}
 
 
 @th.no_grad()
