@@ -398,11 +398,22 @@ class Agent(nn.Module):
         if policy_kwargs is not None:
             spec["policy"]["kwargs"] = policy_kwargs
         spec["lineage"] = [*spec.get("lineage", []), lineage_entry(parent_path, self.spec, transform, params)]
-        agent = Agent(spec, policy)
-        own = {k: v.detach().clone() for k, v in self.state_dict().items() if not k.startswith("policy.")}
-        _, unexpected = agent.load_state_dict(own, strict=False)
-        assert not unexpected, unexpected  # same spec, so the same modules in front of the policy
+        agent = Agent(spec, policy).copy_front_from(self)
         return agent.to(self.device).train(self.training)
+
+    def copy_front_from(self, other: Agent) -> Agent:
+        """Take ``other``'s state in front of the policy — observation normalisation, filter buffers, a
+        trained purifier — copied, not shared, for every such entry both agents have. An ``Agent(spec,
+        policy)`` built from a spec starts with a random purifier and default statistics: every agent
+        made from another goes through here. Returns ``self``."""
+        mine = self.state_dict()
+        own = {
+            k: v.detach().clone()
+            for k, v in other.state_dict().items()
+            if not k.startswith("policy.") and k in mine and mine[k].shape == v.shape
+        }
+        self.load_state_dict(own, strict=False)
+        return self
 
 
 def clone_module(module: _M) -> _M:

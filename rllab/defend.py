@@ -135,12 +135,9 @@ def defend(
         purifier = {**{k: v for k, v in purifier.items() if k != "attack"}, **summary}
     params = {"filters": filters, "smoothing": spec["preprocessing"].get("smoothing"), "purifier": purifier}
     spec["lineage"] = [*spec.get("lineage", []), lineage_entry(run, agent.spec, "defend", params)]
-    defended = Agent(spec, agent.policy)
+    defended = Agent(spec, agent.policy).copy_front_from(agent)  # a parent's purifier and statistics kept
     if trained is not None:
         defended.purifier.load_state_dict(trained.state_dict())
-    if agent.normalize_obs:
-        defended.norm_mean.copy_(agent.norm_mean)
-        defended.norm_var.copy_(agent.norm_var)
     defended.eval()
     with removed_on_failure(out):
         defended.save(out)

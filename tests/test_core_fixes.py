@@ -76,6 +76,18 @@ def test_prune_and_distill_keep_a_trained_purifier(purified_path, tmp_path):
             assert th.equal(agent.purifier.state_dict()[k], v), k
 
 
+def test_defend_keeps_a_purified_parents_purifier(purified_path, tmp_path):
+    from rllab.defend import defend
+
+    parent = rllab.load(purified_path)
+    smoothed = defend(purified_path, tmp_path / "s", smoothing={"sigma": 0.1, "n": 4, "mode": "mean"})
+    for k, v in _purifier_state(parent).items():
+        assert th.equal(smoothed.purifier.state_dict()[k], v), k  # was a fresh random purifier
+    x = th.as_tensor(_obs(parent), dtype=th.float32)
+    with th.no_grad():
+        assert th.equal(smoothed.purifier(x), parent.purifier(x))
+
+
 def test_distillation_trains_only_the_student_policy(purified_path):
     from rllab.transforms.distill import fit, new_student, student_kwargs
 

@@ -303,7 +303,7 @@ def adapt(
     }
     student = source.derive(clone_module(source.policy), "adapt", params, path)
     student.spec["env"] = tspec["env"]
-    source_in_target = Agent(tspec, source.policy)  # the unadapted agent in the target (normalisation from the spec)
+    source_in_target = Agent(tspec, source.policy).copy_front_from(source)  # the unadapted agent in the target
     student.make_env().close()  # a target the checkpoint's spaces do not fit fails here, in one line
 
     th.manual_seed(seed)
@@ -374,7 +374,9 @@ def adapt(
         "target_before": _mean_return(source_in_target, eval_episodes, eval_seed),
         "target_after": _mean_return(student, eval_episodes, eval_seed),
         "source_before": _mean_return(source, eval_episodes, eval_seed),
-        "source_after": _mean_return(Agent(copy.deepcopy(source.spec), student.policy), eval_episodes, eval_seed),
+        "source_after": _mean_return(
+            Agent(copy.deepcopy(source.spec), student.policy).copy_front_from(source), eval_episodes, eval_seed
+        ),
     }
     summary = {
         "source_env": describe_domain(source.spec["env"]),
