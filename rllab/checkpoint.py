@@ -54,11 +54,20 @@ def removed_on_failure(out: Path, keep_checkpoint: bool = False) -> Iterator[Pat
         raise
 
 
+def _read_umask() -> int:
+    umask = os.umask(0)  # the only portable way to read it: set, then restore at once
+    os.umask(umask)
+    return umask
+
+
+# read once, at import (in the main thread): setting the umask to 0 even for an instant races with
+# threads that create files or start processes meanwhile (rllab sweep's workers)
+_UMASK = _read_umask()
+
+
 def file_mode() -> int:
     """The mode a plain ``open(path, "w")`` gives a new file: 0o666 less the umask (mkstemp's files are 0o600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return 0o666 & ~_UMASK
 
 
 def check_output_path(path: str | Path) -> Path:

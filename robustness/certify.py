@@ -24,10 +24,8 @@ per-feature observation std stored in the checkpoint for vectors.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -314,21 +312,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd)
 
 
-def parse_eps_list(text: str) -> list[float]:
-    out = []
-    for item in text.split(","):
-        item = item.strip()
-        try:
-            num, _, den = item.partition("/")
-            value = float(num) / (float(den) if den else 1.0)
-        except (ValueError, ZeroDivisionError):
-            raise RllabError(f"bad eps {item!r}") from None
-        if value < 0:
-            raise RllabError(f"eps must be >= 0, got {item}")
-        out.append(value)
-    return out
-
-
 def default_sigma(agent: Agent) -> float:
     """The smoothing sigma to certify with: the agent's own (threat-model units) when it is smoothed, else 0.25."""
     smoothing = agent.smoothing or {}
@@ -339,14 +322,19 @@ def default_sigma(agent: Agent) -> float:
 
 def _cmd(args: argparse.Namespace) -> int:
     from rllab.agent import load
+    from rllab.checkpoint import check_output_path
 
+    if args.json:
+        check_output_path(args.json)  # before any state is visited
     agent = load(args.run)
     if args.episodes <= 0:
         raise RllabError("--episodes must be positive")
     from robustness.threat import warn_fraction_on_vectors
 
     sigma = args.sigma if args.sigma is not None else default_sigma(agent)
-    eps = parse_eps_list(args.eps)
+    from robustness.threat import parse_eps
+
+    eps = parse_eps(args.eps)
     warn_fraction_on_vectors(args.eps, agent)
     report = certify(
         agent,
@@ -369,10 +357,8 @@ def _cmd(args: argparse.Namespace) -> int:
     for row in report.rows:
         print(f"  eps {format_eps(row['eps'], report.unit)}: certified {row['certified_fraction']:.3f}")
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"run": str(args.run), **report.to_dict()}, indent=2) + "\n")
-        tmp.replace(path)
+        from rllab.checkpoint import write_json
+
+        path = write_json(args.json, {"run": str(args.run), **report.to_dict()})
         print(f"results: {path}")
     return 0

@@ -65,6 +65,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from torch.utils.tensorboard import SummaryWriter
 
     from rllab.agent import load
+    from rllab.checkpoint import check_output_path
     from robustness.evaluate import build_attack, evaluate, standard_suite
     from robustness.report import write_report
     from robustness.threat import parse_eps, warn_fraction_on_vectors
@@ -118,6 +119,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
         ]
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = Path(args.out) if args.out else Path(args.run) / "attacks" / stamp
+    for name in ("results.json", "report.md", "report.html"):
+        check_output_path(out / name)  # an unwritable --out fails before any episode, not after all of them
     tb_dir = Path(args.run) / "tb" / f"attack-{stamp}"
     writer = SummaryWriter(str(tb_dir))
 
@@ -185,6 +188,7 @@ def _print_summary(card: dict) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from rllab.checkpoint import check_output_path
     from robustness.report import leaderboard, load_card, render_leaderboard, write_atomic
 
     cards = {}
@@ -195,6 +199,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         cards[str(path)] = load_card(path)
     board = leaderboard(cards)
     out = Path(args.out)
+    check_output_path(out / "leaderboard.json")
     write_atomic(out / "leaderboard.json", json.dumps(board, indent=2) + "\n")
     text = render_leaderboard(board)
     write_atomic(out / "leaderboard.md", text)

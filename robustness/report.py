@@ -7,14 +7,12 @@ robust agent.
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from rllab.checkpoint import atomic_write
 from rllab.errors import RllabError
 
 GRADIENT_KINDS = ("white-box",)
@@ -155,29 +153,10 @@ def sanity_flags(card: dict[str, Any]) -> list[str]:
     return flags
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it: set, then restore at once
-    os.umask(mask)
-    return mask
-
-
 def write_atomic(path: Path, text: str) -> None:
-    """Writes ``text`` to a temporary file beside ``path``, then renames it over ``path``.
-
-    mkstemp creates files readable by their owner only (0600); the file gets the mode an ordinary
-    ``open`` would have given it (0666 less the umask).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    """``text`` into ``path`` through rllab's atomic writer (a hidden temporary file renamed into place,
+    the normal file mode; an OS error is one line)."""
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def _svg_plot(card: dict[str, Any], width: int = 640, height: int = 360) -> str:

@@ -104,7 +104,7 @@ def test_certify_command_and_errors(tiny_agents, tmp_path, capsys):
     rows = __import__("json").loads(path.read_text())["rows"]
     assert [r["eps"] for r in rows] == [0.05, 0.1]
     assert main(["certify", str(mlp), "--eps", "-0.1"]) == 2
-    assert "eps must be >= 0" in capsys.readouterr().err
+    assert "eps must be a finite number >= 0" in capsys.readouterr().err
     pend = rllab.train(
         "ppo", "Pendulum-v1", seed=0, steps=256, out=tmp_path / "p", progress=False, final_eval_episodes=1
     )

@@ -269,21 +269,17 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line(cartpole_ppo_path, tmp_
 
 
 # ------------------------------------------------ 9: written files get the normal mode, not mkstemp's 0600
-def test_written_files_get_the_normal_mode(cartpole_ppo, tmp_path):
-    import os
-
+def test_written_files_get_the_normal_mode(cartpole_ppo, tmp_path, monkeypatch):
+    import rllab.checkpoint
     from rllab.checkpoint import file_mode, write_json
 
-    old = os.umask(0o022)
-    try:
-        cartpole_ppo.save(tmp_path / "ckpt")
-        write_json(tmp_path / "x.json", {"a": 1})
-        for f in (tmp_path / "ckpt" / "weights.safetensors", tmp_path / "ckpt" / "agent.json", tmp_path / "x.json"):
-            assert f.stat().st_mode & 0o777 == 0o644, f
-        os.umask(0o027)
-        assert file_mode() == 0o640
-    finally:
-        os.umask(old)
+    monkeypatch.setattr(rllab.checkpoint, "_UMASK", 0o022)  # the process umask, read once at import
+    cartpole_ppo.save(tmp_path / "ckpt")
+    write_json(tmp_path / "x.json", {"a": 1})
+    for f in (tmp_path / "ckpt" / "weights.safetensors", tmp_path / "ckpt" / "agent.json", tmp_path / "x.json"):
+        assert f.stat().st_mode & 0o777 == 0o644, f
+    monkeypatch.setattr(rllab.checkpoint, "_UMASK", 0o027)
+    assert file_mode() == 0o640
 
 
 # ------------------------------------------------ 12: no progress bars into a redirected stderr

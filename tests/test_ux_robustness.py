@@ -104,18 +104,15 @@ def test_plot_ticks_and_certify_print_pixel_budgets_as_k_over_255(catch_ppo_path
     assert "eps 1/255: certified" in out and "0.003922" not in out
 
 
-def test_atomically_written_files_get_the_umask_mode_not_0600(tmp_path):
-    import os
-
+def test_atomically_written_files_get_the_umask_mode_not_0600(tmp_path, monkeypatch):
+    import rllab.checkpoint
     from robustness.report import write_atomic
 
-    old = os.umask(0o022)
-    try:
-        write_atomic(tmp_path / "a" / "results.json", "{}\n")
-        os.umask(0o027)
-        write_atomic(tmp_path / "a" / "report.md", "x\n")
-    finally:
-        os.umask(old)
+    # the process umask is read once at import (reading it means setting it: racy in threads)
+    monkeypatch.setattr(rllab.checkpoint, "_UMASK", 0o022)
+    write_atomic(tmp_path / "a" / "results.json", "{}\n")
+    monkeypatch.setattr(rllab.checkpoint, "_UMASK", 0o027)
+    write_atomic(tmp_path / "a" / "report.md", "x\n")
     assert (tmp_path / "a" / "results.json").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "a" / "report.md").stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["report.md", "results.json"]
@@ -381,3 +378,19 @@ def test_a_fraction_eps_on_a_vector_agent_warns_but_runs(cartpole_ppo_path, catc
     assert "warning: --eps 1/255" in capsys.readouterr().err
     assert main(["certify", str(catch_ppo_path), "--eps", "1/255", "--episodes", "1"]) == 0
     assert "warning" not in capsys.readouterr().err  # pixels: the form it is meant for
+
+
+def test_attack_and_certify_refuse_an_unwritable_output_before_any_episode(cartpole_ppo_path, tmp_path, capsys):
+    from rllab.cli import main as cli
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    argv = ["attack", str(cartpole_ppo_path), "--attack", "fgsm", "--eps", "0.1", "--episodes", "1"]
+    assert cli([*argv, "--out", str(afile / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "is a file, not a folder" in err and err.count("\n") == 1
+    assert cli(["certify", str(cartpole_ppo_path), "--eps", "0.1", "--json", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "it is a directory" in err and err.count("\n") == 1
+    assert cli(["certify", str(cartpole_ppo_path), "--eps", "0.1,-1"]) == 2
+    assert "eps must be a finite number >= 0" in capsys.readouterr().err
