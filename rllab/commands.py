@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from rllab.checkpoint import write_json
 from rllab.errors import RllabError
 
 
@@ -286,18 +287,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{args.run}: {agent.algo} on {domain}")
     print(format_summary(summary))
     if args.json:
-        _write_json(Path(args.json), summary)
+        write_json(Path(args.json), summary)
         print(f"results: {args.json}")
     if args.video:
         path = record_video(agent, args.video, seed=args.seed, deterministic=not args.stochastic)
         print(f"video: {path}")
     return 0
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    from rllab.checkpoint import write_json
-
-    write_json(path, data)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -341,7 +336,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
             print(f"[lab] reusing the finished run {run} (--fresh retrains)")
         agent = load(run)
         summary = evaluate(agent, episodes=args.episodes, seed=args.seed).summary()
-        _write_json(run / "eval.json", {"run": str(run), "env": env_id, "algo": "ppo", **summary})
+        write_json(run / "eval.json", {"run": str(run), "env": env_id, "algo": "ppo", **summary})
         print(f"[lab] {env_id}:")
         print("  " + format_summary(summary).replace("\n", "\n  "))
         card = None if args.no_attack else _lab_attack(run, LAB_ATTACK_EPS[env_id], args)
@@ -363,18 +358,17 @@ def cmd_lab(args: argparse.Namespace) -> int:
             "| env | eps | clean | noise | worst case | reached by | report |",
             "|---|---|---|---|---|---|---|",
         ]
+        from rllab.sweep import attack_summary
+
         for env_id, run, card in attacked:
-            for e in card["threat_model"]["eps"]:
-                key = f"{e:g}"
-                worst = min(
-                    ((n, r[key]) for n, r in card["results"].items() if key in r),  # noise is an adversary too
-                    key=lambda nr: nr[1]["mean_return"],
-                )
-                label = f"{round(e * 255)}/255" if card["threat_model"]["unit"] == "pixel/255" else key
+            for key, w in attack_summary(card).items():  # worst case over every row, noise included
+                e = float(key)
+                pixels = e * 255
+                whole = card["threat_model"]["unit"] == "pixel/255" and abs(pixels - round(pixels)) < 1e-3
+                label = f"{round(pixels)}/255" if whole else key
                 lines.append(
-                    f"| {env_id} | {label} | {card['clean']['mean_return']:.3g} | "
-                    f"{card['results']['noise'][key]['mean_return']:.3g} | {worst[1]['mean_return']:.3g} | "
-                    f"{worst[0]} | {run / LAB_ATTACK_DIR / 'report.html'} |"
+                    f"| {env_id} | {label} | {card['clean']['mean_return']:.3g} | {w['noise']:.3g} | "
+                    f"{w['worst_case']:.3g} | {w['by']} | {run / LAB_ATTACK_DIR / 'report.html'} |"
                 )
     from rllab.checkpoint import atomic_write
 
@@ -402,9 +396,9 @@ def _lab_attack(run: Path, eps: str, args: argparse.Namespace) -> dict[str, Any]
 
     folder = run / LAB_ATTACK_DIR
     cached = folder / "results.json"
-    if cached.exists():
-        card = json.loads(cached.read_text())
-        wanted = [float(n) / float(d or 1) for n, _, d in (e.partition("/") for e in eps.split(","))]
+    card = _read_card(cached)
+    if card is not None:
+        wanted = [parse_number(e, "--eps") for e in eps.split(",")]
         same_eps = len(card["threat_model"]["eps"]) == len(wanted) and all(
             abs(a - b) < 1e-9 for a, b in zip(card["threat_model"]["eps"], wanted, strict=True)
         )
@@ -419,6 +413,16 @@ def _lab_attack(run: Path, eps: str, args: argparse.Namespace) -> dict[str, Any]
     if code != 0:
         raise RllabError(f"the attack stage failed for {run}")
     return json.loads(cached.read_text())
+
+
+def _read_card(path: Path) -> dict[str, Any] | None:
+    """An attack card, or None when it is missing, unreadable or not a card (then it is made again)."""
+    try:
+        card = json.loads(path.read_text())
+        card["threat_model"]["eps"], card["episodes"], card["seed"], card["results"]  # noqa: B018
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return card
 
 
 def cmd_defend(args: argparse.Namespace) -> int:

@@ -30,13 +30,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from rllab.checkpoint import write_json
 from rllab.errors import RllabError
 
 RECORD = "sweep-job.json"
@@ -53,7 +54,6 @@ class Job:
     stages: list[list[str]]  # rllab command lines (without "rllab"), in order
     threads: int = 1
     log: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------- planning
@@ -73,6 +73,8 @@ def parse_seeds(text: str) -> list[int]:
                 seeds.append(int(part))
         except ValueError:
             raise RllabError(f"--seeds must be integers or ranges like 0-4 or 0,1,5; got {text!r}") from None
+    if any(s < 0 for s in seeds):
+        raise RllabError(f"--seeds must be >= 0; got {text!r}")
     if len(set(seeds)) != len(seeds):
         raise RllabError(f"--seeds lists a seed twice: {text!r}")
     return seeds
@@ -162,12 +164,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _write_json(path: Path, data: Any) -> None:
-    from rllab.checkpoint import write_json
-
-    write_json(path, data)
-
-
 def _training_state(run: Path) -> str:
     spec = _read_json(run / "agent.json")
     if spec is None:
@@ -203,7 +199,10 @@ def run_stages(stages: list[list[str]]) -> int:
 
     for i, argv in enumerate(stages):
         print(f"$ rllab {' '.join(argv)}", flush=True)
-        code = main(argv)
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse refused the command line
+            code = exc.code if isinstance(exc.code, int) else 2
         sys.stdout.flush()
         if code:
             print(f"{FAILED_MARK} {i} {code}", file=sys.stderr, flush=True)
@@ -232,7 +231,7 @@ def run_job(job: Job | dict[str, Any]) -> dict[str, Any]:
                 _invalidate(run, stage[0])
     run.mkdir(parents=True, exist_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    _write_json(run / RECORD, {"stages": job.stages, "status": "running", "started": time.time()})
+    write_json(run / RECORD, {"stages": job.stages, "status": "running", "started": time.time()})
     todo = []
     for stage in job.stages:
         if _stage_done(run, stage):
@@ -269,7 +268,7 @@ def run_job(job: Job | dict[str, Any]) -> dict[str, Any]:
         else:
             result["ran"] = [t[0] for t in todo]
     result["wall_s"] = time.time() - started
-    _write_json(run / RECORD, {"stages": job.stages, **result})
+    write_json(run / RECORD, {"stages": job.stages, **result})
     return result
 
 
@@ -320,19 +319,18 @@ def seed_stats(values: list[float]) -> dict[str, Any] | None:
     """Across seeds: mean, sample std, Student-t 95% CI (None for one seed), median, IQM, min, max."""
     from scipy import stats
 
+    from rllab.evaluation import confidence_interval
+
     x = np.asarray(values, dtype=np.float64)
     n = x.size
     if n == 0:
         return None
-    ci = None
-    if n > 1:
-        half = float(stats.t.ppf(0.975, n - 1) * x.std(ddof=1) / math.sqrt(n))
-        ci = [float(x.mean() - half), float(x.mean() + half)]
+    ci = confidence_interval(x)  # Student-t; None for one seed
     return {
         "n": int(n),
         "mean": float(x.mean()),
         "std": float(x.std(ddof=1)) if n > 1 else 0.0,
-        "ci95": ci,
+        "ci95": list(ci) if ci is not None else None,
         "median": float(np.median(x)),
         "iqm": float(stats.trim_mean(x, 0.25)),
         "min": float(x.min()),
@@ -341,7 +339,7 @@ def seed_stats(values: list[float]) -> dict[str, Any] | None:
     }
 
 
-def _attack_summary(card: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def attack_summary(card: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per eps: the worst case (lowest mean return over every row, uniform noise included: it is an
     adversary within the same budget), the attack that reached it, and noise's return."""
     out = {}
@@ -370,7 +368,7 @@ def summarise(jobs: list[Job], results: dict[tuple[str, int], dict[str, Any]]) -
         entry["train_wall_s"] = spec.get("training", {}).get("wall_time_s")
         card = _read_json(Path(job.run) / ATTACK_DIR / "results.json")
         if card is not None:
-            entry["attack"] = _attack_summary(card)
+            entry["attack"] = attack_summary(card)
             entry["attack_unit"] = card["threat_model"].get("unit")
         c["runs"].append(entry)
     for c in configs.values():
@@ -524,7 +522,7 @@ def sweep(
         "threads": threads,
         "backend": backend,
     }
-    _write_json(out / "sweep.json", {**header, **summary})
+    write_json(out / "sweep.json", {**header, **summary})
     text = render_markdown(summary, header)
     from rllab.checkpoint import atomic_write
 
@@ -534,7 +532,7 @@ def sweep(
 
 # ---------------------------------------------------------------- command line
 def register(sub: Any) -> None:
-    from rllab.commands import positive_int
+    from rllab.commands import positive_int, seed_int
 
     p = sub.add_parser(
         "sweep",
@@ -553,7 +551,7 @@ def register(sub: Any) -> None:
         "--save-freq", type=int, help="checkpoint every N steps (default steps/10): what a resume restarts from"
     )
     p.add_argument("--episodes", type=positive_int, default=20, help="evaluation episodes per run")
-    p.add_argument("--eval-seed", type=int, default=0, help="evaluation episode j is seeded eval-seed + j")
+    p.add_argument("--eval-seed", type=seed_int, default=0, help="evaluation episode j is seeded eval-seed + j")
     p.add_argument("--attack", help="also attack every run: `rllab attack --attack` names (or 'all')")
     p.add_argument("--eps", default="0.1", help="with --attack: comma list of budgets (pixel/255 or obs std)")
     p.add_argument("--objective", help="with --attack: action | kl | value | targeted | margin")
