@@ -69,9 +69,12 @@ def test_lab_reuses_finished_runs_and_writes_a_summary(tmp_path, cartpole_ppo_pa
         assert card["episodes"] == 2 and len(card["results"]) >= 10  # the standard suite ...
         assert not any(n.startswith("torchattacks") for n in card["results"])  # ... without its cross-checks
         assert (tmp_path / f"ppo-{env_id}-s0" / "attacks" / "lab" / "report.html").exists()
-        for e in card["threat_model"]["eps"]:
+        rows = [[c.strip() for c in ln.split("|")[1:-1]] for ln in attacked if ln.startswith(f"| {env_id} |")]
+        assert len(rows) == len(card["threat_model"]["eps"])
+        for e, (_, _, _, noise, worst_cell, by, _) in zip(card["threat_model"]["eps"], rows, strict=True):
             worst = min(r[f"{e:g}"]["mean_return"] for r in card["results"].values())  # noise included
-            assert f"| {worst:.3g} | " in summary
+            assert worst_cell == f"{worst:.3g}" and card["results"][by][f"{e:g}"]["mean_return"] == worst
+            assert noise == f"{card['results']['noise'][f'{e:g}']['mean_return']:.3g}"
     # run again: the attack results are reused; --no-attack trains and evaluates only
     assert main(["lab", "--out", str(tmp_path), "--episodes", "5", "--attack-episodes", "2"]) == 0
     assert capsys.readouterr().out.count("reusing the attack results") == 2

@@ -118,19 +118,22 @@ def test_atomically_written_files_get_the_umask_mode_not_0600(tmp_path, monkeypa
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["report.md", "results.json"]
 
 
-def test_evaluate_returns_the_sanity_flags_like_the_cli_card(cartpole_ppo, tmp_path):
+def test_evaluate_returns_the_sanity_flags_like_the_cli_card(cartpole_ppo, tmp_path, monkeypatch):
     import json
 
+    import robustness.report
     from rllab.cli import main
     from robustness.evaluate import evaluate
 
+    seen = []  # the flags of the card they were computed on, so an empty list cannot pass by accident
+    monkeypatch.setattr(robustness.report, "sanity_flags", lambda c: seen.append(c) or [f"flag {len(seen)}"])
     card = evaluate(cartpole_ppo, attacks=["fgsm"], eps=[0.05], episodes=2, n_envs=2, progress=False)
-    assert isinstance(card["flags"], list)
+    assert card["flags"] == ["flag 1"] and seen[0] is card
     out = tmp_path / "att"
     argv = ["attack", str(cartpole_ppo.path), "--attack", "fgsm", "--eps", "0.05", "--episodes", "2"]
     assert main([*argv, "--n-envs", "2", "--out", str(out), "--no-progress"]) == 0
     cli = json.loads((out / "results.json").read_text())
-    assert cli["flags"] == card["flags"] and set(cli) - {"agent"} == set(card) - {"agent"}
+    assert cli["flags"] and set(cli) - {"agent"} == set(card) - {"agent"}
 
 
 def test_progress_bars_are_drawn_on_a_terminal_only(cartpole_ppo, capsys, monkeypatch):
