@@ -18,6 +18,7 @@ import numpy as np
 import torch as th
 
 from rllab.agent import Agent
+from rllab.commands import parse_number
 from rllab.errors import RllabError
 
 NORMS = ("linf", "l2")
@@ -34,12 +35,11 @@ def parse_eps(text: str) -> list[float]:
         item = item.strip()
         if not item:
             continue
-        num, _, den = item.partition("/")
         try:
-            value = float(num) / (float(den) if den else 1.0)
-        except (ValueError, ZeroDivisionError):
+            value = parse_number(item, "eps")  # the lab's one reading of 0.1 / 4/255
+        except RllabError:
             raise RllabError(f"bad eps {item!r}; use numbers like 0.1 or 4/255") from None
-        if value < 0 or not np.isfinite(value):
+        if value < 0:
             raise RllabError(f"eps must be a finite number >= 0, got {item}")
         out.append(value)
     if not out:
