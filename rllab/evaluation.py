@@ -177,14 +177,18 @@ def observation_stats(agent: Agent, episodes: int = 10, seed: int = 10_000) -> d
     }
 
 
-def observation_frame(o: np.ndarray, zoom: int = 16) -> np.ndarray:
+def observation_frame(o: np.ndarray, zoom: int = 16, channels_last: bool | None = None) -> np.ndarray:
     """An image observation as a picture Pillow can encode: (H, W) grey or (H, W, 3) RGB, each cell zoom x zoom.
 
     Channels-first (C, H, W) and channels-last (H, W, C) are both read: three channels are RGB
     (channels-last RGBA drops alpha), one is grey, and other counts (stacked frames) show the first.
+    Give ``channels_last`` where the layout is known (an agent's ``transpose_image``); otherwise it is
+    guessed from the shape, which a channels-first frame narrower than its channel count defeats.
     """
     img = np.asarray(o, dtype=np.uint8)
-    if img.ndim == 3 and img.shape[0] in (1, 3, 4) and img.shape[0] < img.shape[-1]:  # channels first
+    if channels_last is None:
+        channels_last = not (img.ndim == 3 and img.shape[0] in (1, 3, 4) and img.shape[0] < img.shape[-1])
+    if img.ndim == 3 and not channels_last:
         img = np.moveaxis(img, 0, -1) if img.shape[0] == 3 else img[0]
     if img.ndim == 3:  # channels last
         img = img[..., :3] if img.shape[-1] in (3, 4) else img[..., 0]
@@ -222,7 +226,7 @@ def record_video(agent: Agent, path: str | Path, seed: int = 0, fps: int = 30, d
             if img is not None:
                 return np.asarray(img, dtype=np.uint8)
         if agent.is_image:
-            return observation_frame(o)
+            return observation_frame(o, channels_last=agent.transpose_image)
         return None
 
     try:

@@ -248,7 +248,8 @@ class _Frames(gym.Env):
 
 @pytest.mark.parametrize(
     "shape,axis,rgb",
-    [((4, 5, 1), 2, False), ((3, 4, 5), 0, True), ((4, 5, 3), 2, True), ((1, 4, 5), 0, False)],
+    # (3, 4, 3): channels first by SB3's rule (the smallest axis first), which the shape alone cannot tell
+    [((4, 5, 1), 2, False), ((3, 4, 5), 0, True), ((4, 5, 3), 2, True), ((1, 4, 5), 0, False), ((3, 4, 3), 0, True)],
 )
 def test_video_of_image_observations_keeps_their_colours(tmp_path, shape, axis, rgb):
     from PIL import Image
@@ -278,7 +279,8 @@ def test_video_of_image_observations_keeps_their_colours(tmp_path, shape, axis, 
         for t in range(4):
             gif.seek(t)
             frame = np.asarray(gif.convert("RGB"))
-            assert frame.shape == (4 * 16, 5 * 16, 3)
+            height, width = np.delete(shape, axis)
+            assert frame.shape == (height * 16, width * 16, 3)
             want = [40 + 10 * t, 80 + 10 * t, 120 + 10 * t] if rgb else [40 + 10 * t] * 3
             assert (frame == want).all(), (t, frame[0, 0], want)
 
