@@ -20,6 +20,7 @@ from rllab.agent import Agent, load
 from rllab.checkpoint import SPEC_FILE, lineage_entry, removed_on_failure
 from rllab.errors import RllabError
 from rllab.filters import FILTERS
+from rllab.spaces import check_unit_budget
 
 TEXT_SETTINGS = {"mode"}  # settings that are words, not numbers
 INTEGER_SETTINGS = {"size", "bits", "n"}
@@ -65,13 +66,7 @@ def unit_name(agent: Agent) -> str:
 
 def check_noise_scale(agent: Agent, sigma: float, what: str) -> None:
     """A noise scale in threat units: >= 0, and for images at most the pixel range (sigma=8 is 8x it)."""
-    if sigma < 0:
-        raise RllabError(f"{what} must be >= 0, got {sigma:g}")
-    if agent.is_image and sigma > 1:
-        raise RllabError(
-            f"{what} {sigma:g} is in pixel/255 units for image observations, {sigma:g}x the whole pixel range; "
-            f"did you mean sigma={sigma:g}/255?"
-        )
+    check_unit_budget(sigma, agent.is_image, what, "sigma={v}")
 
 
 def raw_scale(agent: Agent, sigma: float) -> float | list[float]:

@@ -35,6 +35,7 @@ from rllab.environment import check_env_id, env_factory, make_env
 from rllab.errors import RllabError
 from rllab.evaluation import evaluate, observation_stats
 from rllab.policies import POLICY_CLASSES, default_extractor, policy_kwargs_to_sb3
+from rllab.spaces import check_unit_budget
 
 RESUME_DIR = "resume"
 
@@ -101,16 +102,8 @@ def _check_extractor(policy_kwargs: dict[str, Any], obs_space: spaces.Space, tra
 def _check_defense_eps(defense_kwargs: dict[str, Any] | None, obs_space: spaces.Space) -> None:
     """The adversarial-training budget, in the threat model's units, checked before anything is built."""
     eps = (defense_kwargs or {}).get("eps")
-    if eps is None:
-        return
-    eps = float(eps)
-    if not np.isfinite(eps) or eps < 0:
-        raise RllabError(f"--eps must be a finite number >= 0, got {eps:g}")
-    if is_image_space(obs_space, check_channels=False) and eps > 1:
-        raise RllabError(
-            f"--eps {eps:g} is more than the whole pixel range: for image observations it is in pixel/255 units "
-            f"(<= 1); did you mean --eps {eps:g}/255?"
-        )
+    if eps is not None:
+        check_unit_budget(float(eps), is_image_space(obs_space, check_channels=False), "--eps", "--eps {v}")
 
 
 def default_run_dir(algo: str, env_id: str, seed: int) -> Path:
