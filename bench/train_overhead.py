@@ -33,7 +33,7 @@ from stable_baselines3.common.env_util import make_vec_env
 import rllab
 from rllab import hyperparams as hp_lib
 from rllab.evaluation import evaluate
-from rllab.policies import policy_kwargs_to_sb3
+from rllab.nn.policies import policy_kwargs_to_sb3
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from rllab.commands import positive_int
+from rllab.parsing import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:

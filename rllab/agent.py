@@ -31,9 +31,9 @@ from torch.distributions import Bernoulli, Categorical, Distribution, Independen
 from rllab.checkpoint import lineage_entry, read_checkpoint, write_checkpoint
 from rllab.environment import make_env
 from rllab.errors import RllabError
-from rllab.filters import build_filter, straight_through
-from rllab.policies import build_policy, transposed_image_space
-from rllab.purifier import build_purifier
+from rllab.nn.filters import build_filter, straight_through
+from rllab.nn.policies import build_policy, transposed_image_space
+from rllab.nn.purifier import build_purifier
 from rllab.spaces import describe, space_from_json, space_to_json, spaces_match
 
 _FAST_ACTIVATIONS = {nn.Tanh: th.tanh, nn.ReLU: F.relu}

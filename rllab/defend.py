@@ -19,8 +19,8 @@ import numpy as np
 from rllab.agent import Agent, load
 from rllab.checkpoint import SPEC_FILE, lineage_entry, removed_on_failure
 from rllab.errors import RllabError
-from rllab.filters import FILTERS
-from rllab.spaces import check_unit_budget
+from rllab.nn.filters import FILTERS
+from rllab.units import check_budget
 
 TEXT_SETTINGS = {"mode"}  # settings that are words, not numbers
 INTEGER_SETTINGS = {"size", "bits", "n"}
@@ -32,7 +32,7 @@ def parse_spec(text: str, option: str = "--filter") -> dict[str, Any]:
     Values are numbers (fractions such as ``8/255`` allowed; ``size``, ``bits`` and ``n`` integers)
     except the word-valued ``mode``; anything else is a one-line error naming ``option``.
     """
-    from rllab.commands import parse_number
+    from rllab.parsing import parse_number
 
     name, _, rest = text.partition(":")
     name = name.strip()
@@ -66,7 +66,7 @@ def unit_name(agent: Agent) -> str:
 
 def check_noise_scale(agent: Agent, sigma: float, what: str) -> None:
     """A noise scale in threat units: >= 0, and for images at most the pixel range (sigma=8 is 8x it)."""
-    check_unit_budget(sigma, agent.is_image, what, "sigma={v}")
+    check_budget(sigma, agent.is_image, what, "sigma={v}")
 
 
 def raw_scale(agent: Agent, sigma: float) -> float | list[float]:
@@ -123,7 +123,7 @@ def defend(
     trained = None
     if purifier is not None:
         check_noise_scale(agent, float(purifier.get("sigma", 0.1)), "--purifier-sigma")
-        from rllab.purifier import train_purifier
+        from rllab.nn.purifier import train_purifier
 
         trained, summary = train_purifier(agent, **purifier)
         spec["preprocessing"]["purifier"] = trained.spec()

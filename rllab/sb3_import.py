@@ -27,7 +27,7 @@ from rllab.checkpoint import SPEC_FILE, now, sha256_file
 from rllab.environment import make_env
 from rllab.errors import RllabError
 from rllab.evaluation import observation_stats
-from rllab.policies import ACTIVATIONS, transposed_image_space
+from rllab.nn.policies import ACTIVATIONS, transposed_image_space
 
 _POLICY_CLASSES = {
     # class name in the zip -> (algorithm family, default features extractor)

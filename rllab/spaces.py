@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -89,16 +88,3 @@ def describe(space: spaces.Space) -> str:
     if isinstance(space, spaces.Box):
         return f"Box{tuple(space.shape)} {space.dtype}"
     return repr(space)
-
-
-def check_unit_budget(value: float, is_image: bool, option: str, fix: str) -> None:
-    """A budget or noise scale in the threat model's units: finite and >= 0, and for image observations
-    (pixel/255 units) at most the whole pixel range, where ``8`` meant ``8/255`` is the usual slip.
-    ``fix`` spells the correction with ``{v}`` for the value, e.g. ``"--eps {v}"`` or ``"sigma={v}"``."""
-    if not math.isfinite(value) or value < 0:
-        raise RllabError(f"{option} must be a finite number >= 0, got {value:g}")
-    if is_image and value > 1:
-        raise RllabError(
-            f"{option} {value:g} is in pixel/255 units for image observations, {value:g}x the whole pixel range; "
-            f"did you mean {fix.format(v=f'{value:g}/255')}?"
-        )

@@ -532,7 +532,7 @@ def sweep(
 
 # ---------------------------------------------------------------- command line
 def register(sub: Any) -> None:
-    from rllab.commands import positive_int, seed_int
+    from rllab.parsing import positive_int, seed_int
 
     p = sub.add_parser(
         "sweep",
@@ -568,7 +568,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_sweep(args: Any) -> int:
-    from rllab.commands import yaml_arg
+    from rllab.parsing import yaml_arg
 
     yaml_arg(args.env_kwargs, "--env-kwargs")  # fails here, in one line, not in every job
     train_args: list[str] = []

@@ -34,8 +34,8 @@ from rllab.checkpoint import SPEC_FILE, atomic_write, now, read_spec, removed_on
 from rllab.environment import check_env_id, env_factory, make_env
 from rllab.errors import RllabError
 from rllab.evaluation import evaluate, observation_stats
-from rllab.policies import POLICY_CLASSES, default_extractor, policy_kwargs_to_sb3
-from rllab.spaces import check_unit_budget
+from rllab.nn.policies import POLICY_CLASSES, default_extractor, policy_kwargs_to_sb3
+from rllab.units import check_budget
 
 RESUME_DIR = "resume"
 
@@ -103,7 +103,7 @@ def _check_defense_eps(defense_kwargs: dict[str, Any] | None, obs_space: spaces.
     """The adversarial-training budget, in the threat model's units, checked before anything is built."""
     eps = (defense_kwargs or {}).get("eps")
     if eps is not None:
-        check_unit_budget(float(eps), is_image_space(obs_space, check_channels=False), "--eps", "--eps {v}")
+        check_budget(float(eps), is_image_space(obs_space, check_channels=False), "--eps", "--eps {v}")
 
 
 def default_run_dir(algo: str, env_id: str, seed: int) -> Path:

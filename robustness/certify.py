@@ -38,7 +38,7 @@ from torch import nn
 
 from rllab.agent import Agent
 from rllab.errors import RllabError
-from rllab.policies import SmallCNN
+from rllab.nn.policies import SmallCNN
 
 Interval = tuple[th.Tensor, th.Tensor]  # (centre, radius)
 

@@ -459,7 +459,7 @@ def install_atla(
 
     from rllab.agent import Agent as _Agent
     from rllab.agent import spec_skeleton
-    from rllab.policies import default_extractor
+    from rllab.nn.policies import default_extractor
 
     if not hasattr(model, "rollout_buffer"):
         raise RllabError("--defense atla needs an on-policy algorithm (reinforce, a2c, ppo)")

@@ -18,8 +18,8 @@ import numpy as np
 import torch as th
 
 from rllab.agent import Agent
-from rllab.commands import parse_number
 from rllab.errors import RllabError
+from rllab.parsing import parse_number
 
 NORMS = ("linf", "l2")
 

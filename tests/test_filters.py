@@ -8,7 +8,7 @@ import rllab
 from rllab.cli import main
 from rllab.defend import defend
 from rllab.errors import RllabError
-from rllab.filters import BitDepth, GaussianBlur, MedianFilter, straight_through
+from rllab.nn.filters import BitDepth, GaussianBlur, MedianFilter, straight_through
 
 
 def test_median_removes_an_isolated_pixel_and_keeps_a_flat_image():

@@ -9,7 +9,7 @@ from rllab import hyperparams as hp_lib
 from rllab.algos import ALGOS
 from rllab.cli import main
 from rllab.errors import RllabError
-from rllab.policies import POLICY_CLASSES, policy_kwargs_to_sb3
+from rllab.nn.policies import POLICY_CLASSES, policy_kwargs_to_sb3
 from rllab.training import make_vec_env
 
 

@@ -55,7 +55,7 @@ def test_imported_agent_acts_exactly_like_the_original(tmp_path, cls, env_id, kw
 
     policy = "CnnPolicy" if env_id == "Catch-v0" else "MlpPolicy"
     if env_id == "Catch-v0":
-        from rllab.policies import SmallCNN
+        from rllab.nn.policies import SmallCNN
 
         kwargs["policy_kwargs"] = {"features_extractor_class": SmallCNN}
     model = cls(policy, env_id, seed=0, **kwargs)
@@ -129,7 +129,7 @@ def test_model_of_a_channel_last_image_env_imports_and_acts_alike(tmp_path):
     import gymnasium as gym
     import torch
 
-    from rllab.policies import SmallCNN
+    from rllab.nn.policies import SmallCNN
     from tests.hwc_env import make_hwc_catch
 
     if "CatchHWC-v0" not in gym.registry:

@@ -38,7 +38,7 @@ def test_train_eps_in_pixels_above_one_is_refused_before_anything_is_written(tmp
 
 
 def test_train_eps_takes_fractions_like_attack():
-    from rllab.commands import budget
+    from rllab.parsing import budget
 
     assert budget("4/255") == pytest.approx(4 / 255)
     assert budget("0.5") == 0.5

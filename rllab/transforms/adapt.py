@@ -48,8 +48,8 @@ from rllab.checkpoint import removed_on_failure
 from rllab.environment import describe_domain, with_domain
 from rllab.errors import RllabError
 from rllab.evaluation import observation_stats, run_episodes
-from rllab.policies import ACTIVATIONS
-from rllab.transforms.commands import output_for
+from rllab.nn.policies import ACTIVATIONS
+from rllab.cli.transforms import output_for
 from rllab.transforms.distill import collect_states, distillation_loss, student_output
 
 LOSSES = ("grl", "confusion")
@@ -425,7 +425,7 @@ def log_tensorboard(tb_dir: Path, summary: dict[str, Any]) -> None:
 
 
 def summary_line(summary: dict[str, Any]) -> str:
-    from rllab.commands import plural
+    from rllab.parsing import plural
 
     r, b, a = summary["mean_return"], summary["domain_gap_before"], summary["domain_gap_after"]
     return (

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from rllab.agent import Agent, load
 from rllab.errors import RllabError
-from rllab.policies import build_policy
+from rllab.nn.policies import build_policy
 
 DATA_MODES = ("teacher", "student", "mixed")
 
@@ -289,7 +289,7 @@ def distill(
     ``policy_kwargs`` overrides further student settings (e.g. a smaller CNN:
     ``{"features_extractor_kwargs": {"features_dim": 32, "channels": [8]}}``).
     """
-    from rllab.transforms.commands import finish, output_for
+    from rllab.cli.transforms import finish, output_for
 
     paths = [Path(teachers)] if isinstance(teachers, (str, Path)) else [Path(t) for t in teachers]
     if not paths:

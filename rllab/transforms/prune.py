@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from rllab.agent import Agent, clone_module, load, policy_observation_space
 from rllab.errors import RllabError
-from rllab.policies import build_policy
+from rllab.nn.policies import build_policy
 from rllab.transforms.distill import collect_states, train_by_distillation
 
 IMPORTANCE = ("magnitude", "gradient")
@@ -255,7 +255,7 @@ def prune(
     trains the survivors by distillation from the unpruned agent on ``steps`` states
     (teacher and DAgger data) for ``epochs`` epochs.
     """
-    from rllab.transforms.commands import finish, output_for
+    from rllab.cli.transforms import finish, output_for
 
     if not 0 < sparsity < 1:
         raise RllabError(f"--sparsity must be in (0, 1), got {sparsity}")
@@ -381,7 +381,7 @@ def rl_finetune(agent: Agent, teacher: Agent, steps: int, seed: int) -> dict[str
 
     from rllab import hyperparams as hp_lib
     from rllab.algos import ALGOS
-    from rllab.policies import POLICY_CLASSES, policy_kwargs_to_sb3
+    from rllab.nn.policies import POLICY_CLASSES, policy_kwargs_to_sb3
     from rllab.training import make_vec_env
 
     config = teacher.spec.get("training", {}).get("config")

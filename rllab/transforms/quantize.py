@@ -199,7 +199,7 @@ def quantize(
     min_features: int = 16,
 ) -> Agent:
     """Post-training dynamic quantisation of checkpoint ``run``, saved to ``out``."""
-    from rllab.transforms.commands import finish
+    from rllab.cli.transforms import finish
 
     run = Path(run)
     parent = load(run)

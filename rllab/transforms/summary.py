@@ -99,7 +99,7 @@ def compression_summary(
 
 
 def summary_line(summary: dict[str, Any]) -> str:
-    from rllab.commands import plural
+    from rllab.parsing import plural
 
     p = summary["parameters"]
     lat = summary["latency_s"]

@@ -11,8 +11,8 @@ import torch as th
 
 from rllab.agent import Agent
 from rllab.checkpoint import new_output, removed_on_failure
-from rllab.commands import seed_int
 from rllab.errors import RllabError
+from rllab.parsing import seed_int
 
 
 def default_out(parent: Path, transform: str) -> Path:
@@ -216,7 +216,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
-    from rllab.commands import yaml_arg
+    from rllab.parsing import yaml_arg
     from rllab.transforms.adapt import adapt
 
     adapt(

@@ -9,53 +9,7 @@ from typing import Any
 
 from rllab.checkpoint import write_json
 from rllab.errors import RllabError
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(float(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def seed_int(text: str) -> int:
-    """A ``--seed``: an integer >= 0 (Gymnasium and NumPy refuse negative seeds)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def parse_number(text: str, option: str) -> float:
-    """A number on the command line: ``0.1``, ``8`` or a fraction such as ``8/255``."""
-    num, slash, den = str(text).strip().partition("/")
-    try:
-        value = float(num) / float(den) if slash else float(num)
-    except ValueError:
-        raise RllabError(f"{option} expects a number such as 0.1 or 8/255, got {text!r}") from None
-    except ZeroDivisionError:
-        raise RllabError(f"{option} divides by zero: {text!r}") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise RllabError(f"{option} must be finite, got {text!r}")
-    return value
-
-
-def budget(text: str) -> float:
-    """argparse type of a budget (``--eps 0.1``, ``--eps 4/255``), >= 0."""
-    try:
-        value = parse_number(text, "--eps")
-    except RllabError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--eps ")) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
+from rllab.parsing import budget, format_ci, parse_number, plural, positive_int, seed_int, yaml_arg
 
 DEFENSE_DEFAULTS = {"eps": 0.1, "defense_coef": 0.1, "defense_steps": 10, "defense_ramp": 0.5}
 
@@ -171,25 +125,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_lab)
 
 
-def yaml_arg(text: str | None, option: str, kind: type = dict) -> Any:
-    """A YAML/JSON command-line value: a mapping (``kind=dict``: env kwargs) or a list of named wrappers
-    (``kind=list``: ``[{name: ..., kwargs: {...}}]``); None if not given."""
-    if not text:
-        return None
-    import yaml
-
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RllabError(f"{option} is not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
-    if not isinstance(value, kind):
-        example = "'{rows: 12}'" if kind is dict else "'[{name: ObservationShift, kwargs: {offset: 60}}]'"
-        raise RllabError(f"{option} must be a YAML/JSON {'mapping' if kind is dict else 'list'}, e.g. {example}")
-    if kind is list and not all(isinstance(w, dict) and isinstance(w.get("name"), str) for w in value):
-        raise RllabError(f"{option} entries need a name, e.g. '[{{name: ObservationShift, kwargs: {{offset: 60}}}}]'")
-    return value
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from rllab.environment import check_env_id
     from rllab.training import default_run_dir, train
@@ -243,18 +178,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(f"checkpoint: {out}   tensorboard: tensorboard --logdir {out / 'tb'}")
     return 0
-
-
-def plural(n: int, word: str) -> str:
-    """``1 episode``, ``2 episodes``."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def format_ci(ci: Any, digits: int = 3) -> str:
-    """``[lo, hi]``, or ``n/a`` where the interval is undefined (fewer than two episodes)."""
-    if not ci or ci[0] is None or ci[1] is None:
-        return "n/a"
-    return f"[{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
 def format_summary(s: dict[str, Any]) -> str:

@@ -16,9 +16,9 @@ import sys
 from rllab.errors import RllabError
 
 COMMAND_MODULES = [
-    "rllab.commands",
+    "rllab.cli.commands",
     "rllab.sweep",
-    "rllab.transforms.commands",
+    "rllab.cli.transforms",
     "robustness.commands",
     "robustness.certify",
     "explain.commands",
