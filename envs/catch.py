@@ -29,6 +29,8 @@ LEFT, STAY, RIGHT = 0, 1, 2
 
 
 class CatchEnv(gym.Env[np.ndarray, np.int64]):
+    """Catch: a ball falls down a small grid; the paddle at the bottom must catch it (reward +1, else -1)."""
+
     metadata = {"render_modes": ["rgb_array"], "render_fps": 8}
 
     def __init__(

@@ -52,6 +52,7 @@ WRAPPERS: dict[str, type[gym.Wrapper]] = {
 
 
 def apply_wrappers(env: gym.Env, wrappers: list[dict[str, Any]]) -> gym.Env:
+    """``env`` wrapped by each named wrapper of ``wrappers`` in order (a ValueError names an unknown one)."""
     for w in wrappers:
         name = w.get("name")
         if name not in WRAPPERS:

@@ -12,34 +12,40 @@ import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch as th
 import torch.nn.functional as F
-from safetensors import SafetensorError
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save_model
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.preprocessing import preprocess_obs
-from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 from torch.distributions import Bernoulli, Categorical, Distribution, Independent, Normal
 
-from rllab.checkpoint import lineage_entry, read_checkpoint, write_checkpoint
+from rllab.checkpoint import read_checkpoint, write_checkpoint
 from rllab.environment import make_env
 from rllab.errors import RllabError
+from rllab.nn.build import clone_module, fill_weights, policy_from_spec, policy_observation_space, resolve_device
 from rllab.nn.filters import build_filter, straight_through
-from rllab.nn.policies import build_policy, transposed_image_space
+from rllab.nn.policies import FAST_ACTIVATIONS, mlp_actor
 from rllab.nn.purifier import build_purifier
-from rllab.spaces import describe, space_from_json, space_to_json, spaces_match
+from rllab.nn.quantized import apply_quantization_spec
+from rllab.spaces import check_spaces, space_from_json
+from rllab.spec import LineageStep, append_lineage, spec_skeleton
 
-_FAST_ACTIVATIONS = {nn.Tanh: th.tanh, nn.ReLU: F.relu}
-
-
-_M = TypeVar("_M", bound=nn.Module)
+# builders defined in rllab.nn.build and rllab.spec stay importable from here, as before the split
+__all__ = [
+    "Agent",
+    "agent_from_spec",
+    "clone_module",
+    "load",
+    "policy_observation_space",
+    "resolve_device",
+    "spec_skeleton",
+]
 
 
 class Agent(nn.Module):
@@ -59,10 +65,10 @@ class Agent(nn.Module):
         pre = spec.get("preprocessing", {})
         self.transpose_image = bool(pre.get("transpose_image", False))
         self.filters = nn.ModuleList(
-            build_filter(entry, self._layout(), *self._bounds()) for entry in pre.get("filters") or []
+            build_filter(entry, self.layout(), *self.bounds()) for entry in pre.get("filters") or []
         )
         self.purifier = (
-            build_purifier(pre["purifier"], self.observation_space.shape, *self._bounds())
+            build_purifier(pre["purifier"], self.observation_space.shape, *self.bounds())
             if pre.get("purifier")
             else None
         )
@@ -89,14 +95,17 @@ class Agent(nn.Module):
     # ------------------------------------------------------------ properties
     @property
     def algo(self) -> str:
+        """The training algorithm (``ppo``, ``a2c``, ``dqn``, ``reinforce``, ...)."""
         return self.spec["algo"]
 
     @property
     def env_id(self) -> str:
+        """The checkpoint's environment id."""
         return self.spec["env"]["id"]
 
     @property
     def device(self) -> th.device:
+        """The device the policy's weights are on."""
         # a cached reference parameter: module.to() moves parameters in place, so it stays valid,
         # and walking the module tree on every call costs more than a small forward pass. A layer
         # swapped out of the policy (quantisation) would leave the cache pointing at a tensor no
@@ -116,10 +125,12 @@ class Agent(nn.Module):
 
     @property
     def is_discrete(self) -> bool:
+        """Whether actions are one of n (``Discrete``)."""
         return isinstance(self.action_space, gym.spaces.Discrete)
 
     @property
     def is_image(self) -> bool:
+        """Whether observations are uint8 images (3-d boxes)."""
         space = self.observation_space
         return isinstance(space, gym.spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3
 
@@ -130,6 +141,7 @@ class Agent(nn.Module):
 
     @property
     def has_q(self) -> bool:
+        """A Q-function (DQN agents)."""
         return isinstance(self.policy, DQNPolicy)
 
     @property
@@ -142,17 +154,20 @@ class Agent(nn.Module):
 
     @property
     def obs_mean(self) -> np.ndarray | None:
+        """Per-feature mean of observations in the agent's own rollouts."""
         stats = self.spec.get("obs_stats")
         if not stats:
             return None
         return np.asarray(stats["mean"], dtype=np.float32).reshape(self.observation_space.shape)
 
-    def _layout(self) -> str:
+    def layout(self) -> str:
+        """How image observations are laid out (``hwc``, ``chw``), or ``vector``."""
         if not self.is_image:
             return "vector"
         return "hwc" if self.transpose_image else "chw"
 
-    def _bounds(self) -> tuple[float, float]:
+    def bounds(self) -> tuple[float, float]:
+        """The lowest and highest raw observation value (infinite for unbounded spaces)."""
         space = self.observation_space
         if isinstance(space, gym.spaces.Box):
             return float(np.min(space.low)), float(np.max(space.high))
@@ -232,36 +247,18 @@ class Agent(nn.Module):
             x = th.clamp((x - self.norm_mean) / th.sqrt(self.norm_var + self.obs_eps), -self.obs_clip, self.obs_clip)
         return x
 
-    def _mlp_actor(self) -> tuple[nn.Module, ...] | None:
-        """The actor's layers when it is a plain MLP that can run without nn.Module dispatch, else None.
-
-        Attacks call the actor tens of times per environment step on batches of a few vectors,
-        where ``nn.Module.__call__`` and SB3's feature extraction cost more than the matrix
-        products. Only exact ``nn.Linear`` / tanh / ReLU layers without hooks qualify (pruning's
-        masks and other reparametrisations live in hooks, so those agents take the module path);
-        checked on every call, nothing is cached.
-        """
-        policy = self.policy
-        if not isinstance(policy, ActorCriticPolicy) or not isinstance(policy.observation_space, gym.spaces.Box):
-            return None
-        extractor = policy.features_extractor if policy.share_features_extractor else policy.pi_features_extractor
-        if type(extractor) is not FlattenExtractor or not isinstance(policy.mlp_extractor.policy_net, nn.Sequential):
-            return None
-        layers = (*policy.mlp_extractor.policy_net, policy.action_net)
-        for m in layers:
-            plain = type(m) is nn.Linear or type(m) in _FAST_ACTIVATIONS
-            if not plain or m._forward_hooks or m._forward_pre_hooks:
-                return None
-        return layers
+    def mlp_actor(self) -> tuple[nn.Module, ...] | None:
+        """The actor's layers when it is a plain MLP that can run without nn.Module dispatch, else None."""
+        return mlp_actor(self.policy)
 
     def _latent_pi(self, obs: Any, layers: tuple[nn.Module, ...] | None = None) -> th.Tensor:
         policy = self.policy
         assert isinstance(policy, ActorCriticPolicy)
-        layers = layers if layers is not None else self._mlp_actor()
+        layers = layers if layers is not None else self.mlp_actor()
         if layers is not None:
             x = preprocess_obs(self.preprocess(obs), policy.observation_space, policy.normalize_images).flatten(1)
             for m in layers[:-1]:
-                x = F.linear(x, m.weight, m.bias) if type(m) is nn.Linear else _FAST_ACTIVATIONS[type(m)](x)
+                x = F.linear(x, m.weight, m.bias) if type(m) is nn.Linear else FAST_ACTIVATIONS[type(m)](x)
             return x
         features = policy.extract_features(self.preprocess(obs))
         pi_features = features[0] if isinstance(features, tuple) else features
@@ -275,10 +272,11 @@ class Agent(nn.Module):
             return q_net.q_net[:-1](feats)
         return self._latent_pi(obs)
 
-    def _raw_scores(self, obs: Any) -> th.Tensor:
+    def raw_scores(self, obs: Any) -> th.Tensor:
+        """The policy's action scores for ``obs`` without noise smoothing (input filters and purifier still run)."""
         if isinstance(self.policy, DQNPolicy):
             return self.policy.q_net(self.preprocess(obs))
-        layers = self._mlp_actor()
+        layers = self.mlp_actor()
         if layers is not None:
             head = layers[-1]
             return F.linear(self._latent_pi(obs, layers), head.weight, head.bias)
@@ -292,12 +290,12 @@ class Agent(nn.Module):
         the majority vote (its gradient is zero; under ``straight_through`` the mean's is used).
         """
         if self.smoothing is None or self._unaware:
-            return self._raw_scores(obs)
+            return self.raw_scores(obs)
         x = self.as_tensor(obs)
         n = int(self.smoothing["n"])
-        low, high = self._bounds()
+        low, high = self.bounds()
         copies = x.unsqueeze(0) + th.randn((n, *x.shape), device=x.device) * self.smoothing_sigma.to(x)
-        scores = self._raw_scores(copies.clamp(low, high).reshape(n * x.shape[0], *x.shape[1:]))
+        scores = self.raw_scores(copies.clamp(low, high).reshape(n * x.shape[0], *x.shape[1:]))
         scores = scores.reshape(n, x.shape[0], *scores.shape[1:])
         discrete = isinstance(self.action_space, gym.spaces.Discrete) and not isinstance(self.policy, DQNPolicy)
         mean = th.logsumexp(th.log_softmax(scores, -1), 0) - np.log(n) if discrete else scores.mean(0)
@@ -330,6 +328,7 @@ class Agent(nn.Module):
         return self.policy.predict_values(self.preprocess(obs)).squeeze(-1)
 
     def q_values(self, obs: Any) -> th.Tensor:
+        """The Q-values Q(s, .) of a DQN agent, shape (batch, actions)."""
         if not self.has_q:
             raise RllabError(f"this {self.algo} agent has no Q-function")
         return self.policy.q_net(self.preprocess(obs))
@@ -368,11 +367,11 @@ class Agent(nn.Module):
         return env
 
     # ------------------------------------------------------------------ save
-    def save(self, path: str | Path, lineage: dict[str, Any] | None = None) -> Path:
+    def save(self, path: str | Path, lineage: LineageStep | dict[str, Any] | None = None) -> Path:
         """Write this agent as a checkpoint folder; ``lineage`` appends one ancestry step."""
         spec = copy.deepcopy(self.spec)
         if lineage is not None:
-            spec["lineage"] = [*spec.get("lineage", []), lineage]
+            append_lineage(spec, lineage)
         if self.normalize_obs:
             spec["preprocessing"]["obs_normalization"]["mean"] = self.norm_mean.reshape(-1).tolist()
             spec["preprocessing"]["obs_normalization"]["var"] = self.norm_var.reshape(-1).tolist()
@@ -397,7 +396,7 @@ class Agent(nn.Module):
         spec = copy.deepcopy(self.spec)
         if policy_kwargs is not None:
             spec["policy"]["kwargs"] = policy_kwargs
-        spec["lineage"] = [*spec.get("lineage", []), lineage_entry(parent_path, self.spec, transform, params)]
+        append_lineage(spec, LineageStep.of(parent_path, self.spec, transform, params))
         agent = Agent(spec, policy).copy_front_from(self)
         return agent.to(self.device).train(self.training)
 
@@ -416,60 +415,9 @@ class Agent(nn.Module):
         return self
 
 
-def clone_module(module: _M) -> _M:
-    """A deep copy of an agent or SB3 policy that a transform can change without touching the original.
-
-    ``copy.deepcopy`` alone fails on gSDE policies (SB3's default for PPO on Pendulum, say):
-    their noise distribution keeps exploration matrices computed from ``log_std``, which are not
-    graph leaves. Those are copied detached (SB3 resamples them before using them again).
-    """
-    held: list[tuple[object, str, th.Tensor]] = []
-    seen: set[int] = set()
-
-    def detach_in(obj: object) -> None:  # the modules and the plain objects they hold (distributions)
-        if id(obj) in seen or isinstance(obj, (th.Tensor, type)) or not hasattr(obj, "__dict__"):
-            return
-        seen.add(id(obj))
-        for name, value in list(vars(obj).items()):
-            if isinstance(value, th.Tensor) and not value.is_leaf:
-                held.append((obj, name, value))
-                setattr(obj, name, value.detach())
-            elif not isinstance(value, nn.Module):
-                detach_in(value)
-
-    for sub in module.modules():
-        detach_in(sub)
-    try:
-        return copy.deepcopy(module)
-    finally:
-        for obj, name, value in held:
-            setattr(obj, name, value)
-
-
-def check_spaces(env: gym.Env, obs_space: gym.spaces.Space, act_space: gym.spaces.Space, env_id: str) -> None:
-    if not spaces_match(env.observation_space, obs_space) or not spaces_match(env.action_space, act_space):
-        raise RllabError(
-            f"checkpoint spaces ({describe(obs_space)}, {describe(act_space)}) do not match environment {env_id!r} "
-            f"({describe(env.observation_space)}, {describe(env.action_space)})"
-        )
-
-
-def policy_observation_space(spec: dict[str, Any]) -> gym.spaces.Space:
-    space = space_from_json(spec["observation_space"])
-    if spec.get("preprocessing", {}).get("transpose_image"):
-        return transposed_image_space(space)
-    return space
-
-
 def agent_from_spec(spec: dict[str, Any], device: th.device | str = "cpu") -> Agent:
-    policy = build_policy(
-        spec["policy"]["class"],
-        policy_observation_space(spec),
-        space_from_json(spec["action_space"]),
-        spec["policy"].get("kwargs", {}),
-        device,
-    )
-    return Agent(spec, policy).to(device)
+    """A new agent with the architecture ``spec`` describes (random weights) on ``device``."""
+    return Agent(spec, policy_from_spec(spec, device)).to(device)
 
 
 def load(path: str | Path, device: str = "cpu", env_id: str | None = None) -> Agent:
@@ -481,73 +429,11 @@ def load(path: str | Path, device: str = "cpu", env_id: str | None = None) -> Ag
     folder, spec, data = read_checkpoint(path)
     if env_id is not None and env_id != spec["env"]["id"]:
         raise RllabError(f"checkpoint {path} is for {spec['env']['id']!r}, not {env_id!r}")
-    if spec.get("quantization"):  # int8 checkpoints rebuild their quantised layers first
-        from rllab.transforms.quantize import quantized_from_checkpoint
-
-        return quantized_from_checkpoint(folder, spec, data, device, shown=path)
     agent = agent_from_spec(spec, resolve_device(device))
-    try:
-        missing, unexpected = load_weights(agent, data)
-    except RuntimeError as exc:
-        detail = next((ln.strip() for ln in str(exc).splitlines() if "size mismatch" in ln), str(exc).splitlines()[0])
-        raise RllabError(f"weights of {path} do not fit the architecture in agent.json ({detail})") from None
-    except (SafetensorError, OSError) as exc:
-        raise RllabError(f"cannot read weights of {path}: {str(exc).splitlines()[0]}") from None
-    if missing or unexpected:
-        raise RllabError(
-            f"weights of {path} do not fit the architecture in agent.json "
-            f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
-        )
+    if spec.get("quantization"):  # int8 checkpoints rebuild their quantised layers first
+        apply_quantization_spec(agent, spec["quantization"])
+        agent.forget_device()  # the cached device reference may be a removed layer's weight
+    fill_weights(agent, data, path, quantized=bool(spec.get("quantization")))
     agent.eval()
     agent.path = folder
     return agent
-
-
-def load_weights(module: nn.Module, data: bytes) -> tuple[list[str], list[str]]:
-    """Load the safetensors bytes ``data`` into ``module``; returns (missing, unexpected) names.
-
-    Like ``safetensors.torch.load_model``, but from bytes already read (and hashed). A tensor
-    that several names share (one feature extractor for actor and critic) is stored under one
-    name; the others count as loaded.
-    """
-    state = load_safetensors(data)
-    current = module.state_dict(keep_vars=True)
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    loaded = {id(current[k]) for k in state if k in current}
-    return [k for k in missing if id(current[k]) not in loaded], list(unexpected)
-
-
-def resolve_device(device: str) -> th.device:
-    if device == "auto":
-        return th.device("cuda" if th.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not th.cuda.is_available():
-        raise RllabError("--device cuda was asked for, but no CUDA device is available")
-    if device not in ("cpu",) and not device.startswith("cuda"):
-        raise RllabError(f"unknown device {device!r}; use cpu, cuda or auto")
-    return th.device(device)
-
-
-def spec_skeleton(
-    algo: str,
-    env_id: str,
-    env_kwargs: dict[str, Any],
-    wrappers: list[dict[str, Any]],
-    observation_space: gym.spaces.Space,
-    action_space: gym.spaces.Space,
-    policy_class: str,
-    policy_kwargs: dict[str, Any],
-    has_critic: bool,
-    transpose_image: bool = False,
-    obs_normalization: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    return {
-        "algo": algo,
-        "env": {"id": env_id, "kwargs": env_kwargs, "wrappers": wrappers},
-        "observation_space": space_to_json(observation_space),
-        "action_space": space_to_json(action_space),
-        "policy": {"class": policy_class, "kwargs": policy_kwargs, "has_critic": has_critic},
-        "preprocessing": {"transpose_image": transpose_image, "obs_normalization": obs_normalization},
-        "obs_stats": None,
-        "training": {},
-        "lineage": [],
-    }

@@ -12,10 +12,11 @@ from envs.wrappers import apply_wrappers
 from rllab.errors import RllabError
 
 # Environments that other packages register on import, found by id prefix (rllab never imports them itself).
-ENV_PROVIDERS = {"rllab/Attacked": "robustness.learned_adversary"}
+ENV_PROVIDERS = {"rllab/Attacked": "robustness.learned.env"}
 
 
 def check_env_id(env_id: str) -> None:
+    """Refuse an environment id Gymnasium does not know (registering providers of ``ENV_PROVIDERS`` first)."""
     for prefix, module in ENV_PROVIDERS.items():
         if env_id.startswith(prefix) and env_id not in gym.registry:
             try:
@@ -34,6 +35,7 @@ def make_env(
     wrappers: list[dict[str, Any]] | None = None,
     render_mode: str | None = None,
 ) -> gym.Env:
+    """The environment ``env_id`` with ``kwargs`` and the named ``wrappers`` (one line when it cannot be made)."""
     check_env_id(env_id)
     kwargs = dict(kwargs or {})
     if render_mode is not None:

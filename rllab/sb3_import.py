@@ -22,12 +22,13 @@ from typing import Any
 import torch as th
 from gymnasium import spaces
 
-from rllab.agent import Agent, agent_from_spec, spec_skeleton
-from rllab.checkpoint import SPEC_FILE, now, sha256_file
+from rllab.agent import Agent, agent_from_spec
+from rllab.checkpoint import SPEC_FILE, sha256_file
 from rllab.environment import make_env
 from rllab.errors import RllabError
 from rllab.evaluation import observation_stats
-from rllab.nn.policies import ACTIVATIONS, transposed_image_space
+from rllab.nn.policies import ACTIVATIONS, needs_transpose, transposed_image_space
+from rllab.spec import LineageStep, append_lineage, now, spec_skeleton
 
 _POLICY_CLASSES = {
     # class name in the zip -> (algorithm family, default features extractor)
@@ -129,6 +130,7 @@ def _check_space_fields(fields: dict[str, Any], space: spaces.Space, what: str, 
 
 
 def detect_algo(data: dict[str, Any]) -> str:
+    """The algorithm of an SB3 zip, told from the hyperparameters its ``data`` entry holds."""
     if "exploration_final_eps" in data or "target_update_interval" in data:
         return "dqn"
     if "clip_range" in data:
@@ -168,13 +170,11 @@ def import_sb3(model_zip: str | Path, env_id: str, out: str | Path, algo: str | 
     if (family == "dqn") != (algo == "dqn"):
         raise RllabError(f"policy class {policy_name} does not fit algorithm {algo}")
 
-    from rllab.training import _needs_transpose
-
     env = make_env(env_id)
     obs_space, act_space = env.observation_space, env.action_space
     env.close()
     # SB3 wraps a channel-last image env in VecTransposeImage and stores the transposed (CHW) space
-    model_obs_space = transposed_image_space(obs_space) if _needs_transpose(obs_space) else obs_space
+    model_obs_space = transposed_image_space(obs_space) if needs_transpose(obs_space) else obs_space
     _check_space_fields(data.get("observation_space"), model_obs_space, "observation", env_id)
     _check_space_fields(data.get("action_space"), act_space, "action", env_id)
 
@@ -189,7 +189,7 @@ def import_sb3(model_zip: str | Path, env_id: str, out: str | Path, algo: str | 
         "DQNPolicy" if algo == "dqn" else "ActorCriticPolicy",
         policy_kwargs,
         has_critic=algo != "dqn",
-        transpose_image=_needs_transpose(obs_space),
+        transpose_image=needs_transpose(obs_space),
     )
     try:
         state = th.load(io.BytesIO(weights_bytes), map_location="cpu", weights_only=True)
@@ -214,15 +214,13 @@ def import_sb3(model_zip: str | Path, env_id: str, out: str | Path, algo: str | 
         "complete": True,
         "imported": now(),
     }
-    agent.spec["lineage"] = [
-        {
-            "parent": str(model_zip),
-            "parent_resolved": str(Path(model_zip).resolve()),
-            "parent_sha256": sha256_file(model_zip),
-            "transform": "import-sb3",
-            "params": {"algo": algo, "policy_class": policy_name, "env": env_id},
-            "time": now(),
-        }
-    ]
+    step = LineageStep(
+        parent=str(model_zip),
+        parent_resolved=str(Path(model_zip).resolve()),
+        parent_sha256=sha256_file(model_zip),
+        transform="import-sb3",
+        params={"algo": algo, "policy_class": policy_name, "env": env_id},
+    )
+    append_lineage(agent.spec, step)
     agent.save(out)
     return agent

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
@@ -33,6 +34,7 @@ def _bound_from_json(value: Any, shape: tuple[int, ...], dtype: np.dtype) -> np.
 
 
 def space_to_json(space: spaces.Space) -> dict[str, Any]:
+    """A space as plain JSON (Box bounds collapsed to one number when they are all equal)."""
     if isinstance(space, spaces.Box):
         return {
             "type": "Box",
@@ -51,6 +53,7 @@ def space_to_json(space: spaces.Space) -> dict[str, Any]:
 
 
 def space_from_json(data: dict[str, Any]) -> spaces.Space:
+    """The space a ``space_to_json`` description stands for (a one-line error when it is malformed)."""
     try:
         kind = data["type"]
         if kind == "Box":
@@ -85,6 +88,16 @@ def spaces_match(a: spaces.Space, b: spaces.Space) -> bool:
 
 
 def describe(space: spaces.Space) -> str:
+    """A space in a few words for messages: ``Box(4,) float32``."""
     if isinstance(space, spaces.Box):
         return f"Box{tuple(space.shape)} {space.dtype}"
     return repr(space)
+
+
+def check_spaces(env: gym.Env, obs_space: spaces.Space, act_space: spaces.Space, env_id: str) -> None:
+    """Refuse an environment whose spaces are not the checkpoint's (one line naming both)."""
+    if not spaces_match(env.observation_space, obs_space) or not spaces_match(env.action_space, act_space):
+        raise RllabError(
+            f"checkpoint spaces ({describe(obs_space)}, {describe(act_space)}) do not match environment {env_id!r} "
+            f"({describe(env.observation_space)}, {describe(env.action_space)})"
+        )

@@ -1,4 +1,5 @@
-"""The checkpoint's ancestry: one typed lineage step, appended to ``agent.json`` in one place.
+"""The content of ``agent.json``: a new agent's skeleton, and its ancestry, one typed lineage step appended
+in one place.
 
 Every transform that makes a checkpoint from another (distill, prune, quantize, adapt, defend,
 adversarial training, SB3 import) records which parent, which transform, which settings and what it
@@ -12,8 +13,39 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
+
+from rllab.spaces import space_to_json
+
 Spec = dict[str, Any]
 """The content of ``agent.json`` (validated against ``rllab.schema`` when read)."""
+
+
+def spec_skeleton(
+    algo: str,
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    wrappers: list[dict[str, Any]],
+    observation_space: gym.spaces.Space,
+    action_space: gym.spaces.Space,
+    policy_class: str,
+    policy_kwargs: dict[str, Any],
+    has_critic: bool,
+    transpose_image: bool = False,
+    obs_normalization: dict[str, Any] | None = None,
+) -> Spec:
+    """A new agent's ``agent.json`` content before training fills statistics, summary and lineage."""
+    return {
+        "algo": algo,
+        "env": {"id": env_id, "kwargs": env_kwargs, "wrappers": wrappers},
+        "observation_space": space_to_json(observation_space),
+        "action_space": space_to_json(action_space),
+        "policy": {"class": policy_class, "kwargs": policy_kwargs, "has_critic": has_critic},
+        "preprocessing": {"transpose_image": transpose_image, "obs_normalization": obs_normalization},
+        "obs_stats": None,
+        "training": {},
+        "lineage": [],
+    }
 
 
 def now() -> str:

@@ -6,10 +6,12 @@ Precedence: shipped defaults < ``--hyperparams FILE.yml`` < ``--set key=value``.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import yaml
 from stable_baselines3.common.utils import LinearSchedule
 
@@ -58,10 +60,6 @@ def read_file(path: str | Path, env_id: str) -> dict[str, Any]:
 
 def _looks_like_env_id(key: Any) -> bool:
     """A Gymnasium id (registered, or shaped like ``[namespace/]Name-vN``)."""
-    import re
-
-    import gymnasium as gym
-
     return isinstance(key, str) and (
         key in gym.envs.registry or re.fullmatch(r"([\w.-]+/)?[\w.:-]+-v\d+", key) is not None
     )
@@ -84,6 +82,7 @@ def resolve(
     file: str | Path | None = None,
     overrides: dict[str, Any] | list[str] | None = None,
 ) -> dict[str, Any]:
+    """``algo``'s hyperparameters for ``env_id``: shipped defaults, then ``file``, then ``overrides``."""
     hp = shipped_defaults(algo, env_id)
     if file is not None:
         hp.update(read_file(file, env_id))

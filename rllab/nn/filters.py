@@ -25,7 +25,26 @@ from torch import nn
 from rllab.errors import RllabError
 
 
+def gaussian_kernel(sigma: float, size: int) -> th.Tensor:
+    """A normalised 1-D Gaussian of ``size`` (odd) taps with standard deviation ``sigma``."""
+    r = th.arange(size, dtype=th.float32) - size // 2
+    k = th.exp(-(r**2) / (2 * sigma**2))
+    return k / k.sum()
+
+
+def separable_blur(img: th.Tensor, kernel: th.Tensor, padding: str = "replicate") -> th.Tensor:
+    """Each channel of (N, C, H, W) images convolved with ``kernel`` along both spatial axes (same size out)."""
+    c = img.shape[1]
+    pad = kernel.numel() // 2
+    k = kernel.to(img)
+    y = F.pad(img, (pad, pad, pad, pad), mode=padding)
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
 class InputFilter(nn.Module):
+    """A preprocessing filter in front of the policy, on observations in the environment's own layout and range."""
+
     name: ClassVar[str]
     differentiable: ClassVar[bool] = True
     random: ClassVar[bool] = False
@@ -37,6 +56,7 @@ class InputFilter(nn.Module):
         self.layout, self.low, self.high = layout, float(low), float(high)
 
     def params(self) -> dict[str, Any]:
+        """The filter's settings as ``agent.json`` stores them."""
         raise NotImplementedError
 
     def _spatial(self, x: th.Tensor) -> tuple[th.Tensor, bool]:
@@ -70,22 +90,14 @@ class GaussianBlur(ImageFilter):
         self.size = int(size) if size else 2 * int(round(3 * sigma)) + 1
         if self.size % 2 == 0:
             raise RllabError(f"gaussian_blur needs an odd size, got {self.size}")
-        r = th.arange(self.size, dtype=th.float32) - self.size // 2
-        k = th.exp(-(r**2) / (2 * self.sigma**2))
-        self.register_buffer("kernel", k / k.sum(), persistent=False)
+        self.register_buffer("kernel", gaussian_kernel(self.sigma, self.size), persistent=False)
 
     def params(self) -> dict[str, Any]:
         return {"sigma": self.sigma, "size": self.size}
 
     def forward(self, x: th.Tensor) -> th.Tensor:
         img, t = self._spatial(x)
-        c = img.shape[1]
-        pad = self.size // 2
-        k = self.kernel.to(img)
-        y = F.pad(img, (pad, pad, pad, pad), mode="replicate")
-        y = F.conv2d(y, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-        y = F.conv2d(y, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-        return self._unspatial(y, t)
+        return self._unspatial(separable_blur(img, self.kernel), t)
 
 
 class MedianFilter(ImageFilter):
@@ -159,6 +171,7 @@ FILTERS: dict[str, type[InputFilter]] = {cls.name: cls for cls in (GaussianBlur,
 
 
 def build_filter(entry: dict[str, Any], layout: str, low: float, high: float) -> InputFilter:
+    """The input filter a checkpoint's ``preprocessing.filters`` entry describes."""
     name = entry.get("name")
     if name not in FILTERS:
         raise RllabError(f"unknown input filter {name!r}; known: {', '.join(FILTERS)}")

@@ -13,8 +13,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
+import torch.nn.functional as F
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.preprocessing import is_image_space
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
@@ -70,6 +71,8 @@ POLICY_CLASSES: dict[str, type[BasePolicy]] = {
     "ActorCriticPolicy": ActorCriticPolicy,
     "DQNPolicy": DQNPolicy,
 }
+# activation layers an MLP actor may hold to run as plain functions (see ``mlp_actor``)
+FAST_ACTIVATIONS = {nn.Tanh: th.tanh, nn.ReLU: F.relu}
 
 
 def default_extractor(observation_space: gym.spaces.Space) -> str:
@@ -104,6 +107,7 @@ def build_policy(
     kwargs: dict[str, Any],
     device: th.device | str = "cpu",
 ) -> BasePolicy:
+    """A freshly initialised SB3 policy of class ``policy_class`` with the JSON architecture ``kwargs``."""
     if policy_class not in POLICY_CLASSES:
         raise RllabError(f"unknown policy class {policy_class!r}; known: {', '.join(POLICY_CLASSES)}")
     cls = POLICY_CLASSES[policy_class]
@@ -114,10 +118,38 @@ def build_policy(
     return policy.to(device)
 
 
+def mlp_actor(policy: BasePolicy) -> tuple[nn.Module, ...] | None:
+    """The actor's layers when it is a plain MLP that can run without nn.Module dispatch, else None.
+
+    Attacks call the actor tens of times per environment step on batches of a few vectors,
+    where ``nn.Module.__call__`` and SB3's feature extraction cost more than the matrix
+    products. Only exact ``nn.Linear`` / tanh / ReLU layers without hooks qualify (pruning's
+    masks and other reparametrisations live in hooks, so those agents take the module path);
+    checked on every call, nothing is cached.
+    """
+    if not isinstance(policy, ActorCriticPolicy) or not isinstance(policy.observation_space, gym.spaces.Box):
+        return None
+    extractor = policy.features_extractor if policy.share_features_extractor else policy.pi_features_extractor
+    if type(extractor) is not FlattenExtractor or not isinstance(policy.mlp_extractor.policy_net, nn.Sequential):
+        return None
+    layers = (*policy.mlp_extractor.policy_net, policy.action_net)
+    for m in layers:
+        plain = type(m) is nn.Linear or type(m) in FAST_ACTIVATIONS
+        if not plain or m._forward_hooks or m._forward_pre_hooks:
+            return None
+    return layers
+
+
 def count_parameters(module: nn.Module) -> dict[str, int]:
+    """The number of parameters of ``module``, in all and non-zero."""
     total = sum(p.numel() for p in module.parameters())
     nonzero = sum(int((p != 0).sum()) for p in module.parameters())
     return {"total": int(total), "nonzero": int(nonzero)}
+
+
+def needs_transpose(space: gym.spaces.Space) -> bool:
+    """Whether SB3 would wrap this observation space in ``VecTransposeImage`` (a channels-last image)."""
+    return is_image_space(space, check_channels=True) and not is_image_space_channels_first(space)
 
 
 def transposed_image_space(space: gym.spaces.Box) -> gym.spaces.Box:
