@@ -8,6 +8,7 @@ policy the returns do not depend on how many environments run in parallel.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,14 +19,16 @@ import torch as th
 from scipy import stats as _stats
 
 from rllab.agent import Agent
-from rllab.checkpoint import atomic_write
 from rllab.errors import RllabError
+from rllab.frames import frame_rgb, write_gif
 
 ActFn = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
 
 
 @dataclass
 class EvalResult:
+    """The returns and lengths of evaluated episodes (episode ``j`` reset with seed ``seed + j``)."""
+
     returns: list[float]
     lengths: list[int]
     seed: int
@@ -34,9 +37,11 @@ class EvalResult:
 
     @property
     def episodes(self) -> int:
+        """The number of episodes."""
         return len(self.returns)
 
     def summary(self) -> dict[str, Any]:
+        """Mean/std/min/max of returns and lengths, the 95% interval and every episode (eval.json's content)."""
         r = np.asarray(self.returns, dtype=np.float64)
         lengths = np.asarray(self.lengths, dtype=np.float64)
         return {
@@ -59,6 +64,7 @@ class EvalResult:
         }
 
     def to_dict(self) -> dict[str, Any]:
+        """The fields as a dict."""
         return asdict(self)
 
 
@@ -158,41 +164,117 @@ def evaluate(
     return run_episodes(agent, episodes, seed=seed, n_envs=n_envs, deterministic=deterministic)
 
 
-def observation_stats(agent: Agent, episodes: int = 10, seed: int = 10_000) -> dict[str, Any]:
-    """Per-feature mean/std of observations in the agent's own (deterministic) rollouts."""
+# ---------------------------------------------------------------- visited states
+Policy = Callable[[np.ndarray], np.ndarray]  # a batch of raw observations -> a batch of actions
+
+
+def visit_observations(
+    agent: Agent,
+    on_batch: Callable[[np.ndarray], None],
+    episodes: int | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    policy: Policy | None = None,
+    n_envs: int = 8,
+) -> None:
+    """Hand ``on_batch`` every batch of raw observations visited by ``policy`` (default: the agent, deterministic).
+
+    Give ``episodes`` (episode ``j`` reset with seed ``seed + j``, as in :func:`run_episodes`) or ``steps``
+    (``n_envs`` environments stepped together, reset with seeds ``seed``, ``seed + 1``, ... in the order
+    their episodes start; the last batch may run past ``steps``).
+    """
+    if (episodes is None) == (steps is None):
+        raise ValueError("give episodes or steps")
+    if episodes is not None:
+        act_fn = None if policy is None else (lambda batch, ctx: policy(batch))
+        run_episodes(agent, episodes, seed=seed, n_envs=n_envs, act_fn=act_fn, on_step=lambda s: on_batch(s["obs"]))
+        return
+    behaviour = policy or agent.act
+    envs = [agent.make_env() for _ in range(n_envs)]
+    obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
+    started, visited = n_envs, 0
+    try:
+        while visited < steps:
+            batch = np.stack(obs)
+            on_batch(batch)
+            visited += n_envs
+            actions = behaviour(batch)
+            for i, env in enumerate(envs):
+                o, _, term, trunc, _ = env.step(actions[i])
+                if term or trunc:
+                    o, _ = env.reset(seed=seed + started)
+                    started += 1
+                obs[i] = o
+    finally:
+        for env in envs:
+            env.close()
+
+
+def collect_observations(
+    agent: Agent,
+    episodes: int | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    policy: Policy | None = None,
+    n_envs: int = 8,
+) -> np.ndarray:
+    """The raw observations :func:`visit_observations` visits, stacked (``steps`` of them in steps mode)."""
     seen: list[np.ndarray] = []
+    visit_observations(agent, lambda b: seen.append(np.asarray(b)), episodes, steps, seed, policy, n_envs)
+    x = np.concatenate(seen)
+    return x if steps is None else x[:steps]
 
-    def record(step: dict[str, Any]) -> None:
-        seen.append(np.asarray(step["obs"], dtype=np.float64))
 
-    run_episodes(agent, episodes, seed=seed, on_step=record)
-    x = np.concatenate(seen, axis=0)
+class RunningMoments:
+    """Per-feature count, mean and variance of a stream of batches, in float64, keeping no batch.
+
+    The sum is accumulated row by row, numpy's own order for an axis-0 sum, so the mean is the one of the
+    stacked data to the bit; the variance merges each batch's (Chan et al. 1979), equal to float noise.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.sum: np.ndarray | None = None
+        self._mean: np.ndarray | None = None
+        self._m2: np.ndarray | None = None
+
+    def add(self, batch: np.ndarray) -> None:
+        """Take in a batch of samples (first axis)."""
+        x = np.asarray(batch, dtype=np.float64)
+        if self.sum is None:
+            self.sum, self._mean, self._m2 = (np.zeros(x.shape[1:]) for _ in range(3))
+        for row in x:
+            self.sum += row
+        n, mean = len(x), x.mean(axis=0)
+        total = self.count + n
+        delta = mean - self._mean
+        self._mean = self._mean + delta * (n / total)
+        self._m2 = self._m2 + ((x - mean) ** 2).sum(axis=0) + delta**2 * (self.count * n / total)
+        self.count = total
+
+    @property
+    def mean(self) -> np.ndarray:
+        """The per-feature mean."""
+        return self.sum / self.count
+
+    @property
+    def std(self) -> np.ndarray:
+        """The per-feature (population) standard deviation."""
+        return np.sqrt(self._m2 / self.count)
+
+
+def observation_stats(agent: Agent, episodes: int = 10, seed: int = 10_000) -> dict[str, Any]:
+    """Per-feature mean/std of observations in the agent's own (deterministic) rollouts, streamed."""
+    moments = RunningMoments()
+    visit_observations(agent, moments.add, episodes=episodes, seed=seed)
     return {
-        "mean": x.mean(axis=0).reshape(-1).tolist(),
-        "std": x.std(axis=0).reshape(-1).tolist(),
+        "mean": moments.mean.reshape(-1).tolist(),
+        "std": moments.std.reshape(-1).tolist(),
         "episodes": episodes,
-        "steps": int(x.shape[0]),
+        "steps": moments.count,
         "seed": seed,
         "source": "the agent's own deterministic rollouts",
     }
-
-
-def observation_frame(o: np.ndarray, zoom: int = 16, channels_last: bool | None = None) -> np.ndarray:
-    """An image observation as a picture Pillow can encode: (H, W) grey or (H, W, 3) RGB, each cell zoom x zoom.
-
-    Channels-first (C, H, W) and channels-last (H, W, C) are both read: three channels are RGB
-    (channels-last RGBA drops alpha), one is grey, and other counts (stacked frames) show the first.
-    Give ``channels_last`` where the layout is known (an agent's ``transpose_image``); otherwise it is
-    guessed from the shape, which a channels-first frame narrower than its channel count defeats.
-    """
-    img = np.asarray(o, dtype=np.uint8)
-    if channels_last is None:
-        channels_last = not (img.ndim == 3 and img.shape[0] in (1, 3, 4) and img.shape[0] < img.shape[-1])
-    if img.ndim == 3 and not channels_last:
-        img = np.moveaxis(img, 0, -1) if img.shape[0] == 3 else img[0]
-    if img.ndim == 3:  # channels last
-        img = img[..., :3] if img.shape[-1] in (3, 4) else img[..., 0]
-    return np.repeat(np.repeat(img, zoom, axis=0), zoom, axis=1)
 
 
 def record_video(agent: Agent, path: str | Path, seed: int = 0, fps: int = 30, deterministic: bool = True) -> Path:
@@ -201,10 +283,6 @@ def record_video(agent: Agent, path: str | Path, seed: int = 0, fps: int = 30, d
     Uses the environment's ``rgb_array`` rendering where it has one, and the image
     observation itself otherwise.
     """
-    import os
-
-    from PIL import Image
-
     # pygame-based renderers (classic control) need no display for rgb_array frames.
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
@@ -226,7 +304,7 @@ def record_video(agent: Agent, path: str | Path, seed: int = 0, fps: int = 30, d
             if img is not None:
                 return np.asarray(img, dtype=np.uint8)
         if agent.is_image:
-            return observation_frame(o, channels_last=agent.transpose_image)
+            return frame_rgb(o, channels_last=agent.transpose_image, zoom=16)
         return None
 
     try:
@@ -245,11 +323,4 @@ def record_video(agent: Agent, path: str | Path, seed: int = 0, fps: int = 30, d
         env.close()
     if not frames:
         raise RllabError(f"{agent.env_id} has no rgb_array rendering and no image observations to record")
-    images = [Image.fromarray(f) for f in frames]
-    atomic_write(
-        path,
-        lambda tmp: images[0].save(
-            tmp, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0
-        ),
-    )
-    return path
+    return write_gif(path, frames, fps)
