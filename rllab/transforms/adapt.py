@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,14 +43,15 @@ from stable_baselines3.common.preprocessing import preprocess_obs
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from tqdm.auto import tqdm
 
-from rllab.agent import Agent, clone_module, load
-from rllab.checkpoint import removed_on_failure
+from rllab.agent import Agent
 from rllab.environment import describe_domain, with_domain
 from rllab.errors import RllabError
 from rllab.evaluation import observation_stats, run_episodes
+from rllab.nn.build import clone_module
 from rllab.nn.policies import ACTIVATIONS
-from rllab.cli.transforms import output_for
+from rllab.parsing import plural
 from rllab.transforms.distill import collect_states, distillation_loss, student_output
+from rllab.transforms.lineage import offspring, record
 
 LOSSES = ("grl", "confusion")
 ALIGN = ("auto", "first", "extractor", "latent")
@@ -141,6 +142,7 @@ def domain_features(agent: Agent, obs: th.Tensor, where: str) -> th.Tensor:
 
 
 def domain_classifier(features: int, hidden: int = 64) -> nn.Sequential:
+    """A small MLP scoring features as target (positive) or source (negative)."""
     return nn.Sequential(
         nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1)
     )
@@ -245,9 +247,20 @@ def _mean_return(agent: Agent, episodes: int, seed: int) -> float:
 
 
 # --------------------------------------------------------------------- main
+@dataclass
+class AdaptResult:
+    """What adaptation measured: mean returns in both domains before and after, the domain gap before and
+    after, and the training curves (``summary`` is what ``agent.json["adaptation"]`` stores)."""
+
+    summary: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """The figures the lineage step stores (the summary without its training curves)."""
+        return {k: self.summary[k] for k in ("mean_return", "domain_gap_before", "domain_gap_after")}
+
+
 def adapt(
-    run: str | Path,
-    out: str | Path | None = None,
+    source: Agent,
     *,
     target_env: str | None = None,
     target_env_kwargs: dict[str, Any] | None = None,
@@ -263,12 +276,12 @@ def adapt(
     seed: int = 0,
     eval_episodes: int = 50,
     progress: bool = True,
-) -> Agent:
-    """Adapt checkpoint ``run`` to a target domain without target rewards; save it to ``out``.
+) -> tuple[Agent, AdaptResult]:
+    """A copy of ``source`` adapted to a target domain without target rewards.
 
-    ``out`` defaults to ``RUN-adapt``; the new checkpoint's environment is the target domain,
-    its lineage names the source, and ``agent.json["adaptation"]`` holds the summary (returns
-    in both domains before and after, domain gap before and after).
+    The new agent's environment is the target domain, its lineage names the source, and
+    ``agent.spec["adaptation"]`` holds the summary (returns in both domains before and after,
+    domain gap before and after).
     """
     if loss not in LOSSES:
         raise RllabError(f"unknown --loss {loss!r}; use one of {', '.join(LOSSES)}")
@@ -277,13 +290,10 @@ def adapt(
             raise RllabError(f"{name} must be at least {low}, got {value}")
     if coef < 0 or lr <= 0 or not 0 <= explore <= 1:
         raise RllabError("need --coef >= 0, --lr > 0 and 0 <= --explore <= 1")
-    path = Path(run)
-    source = load(path)
     if source.spec.get("quantization"):
         raise RllabError("a quantised checkpoint cannot be trained; adapt its float parent, then quantise")
     if source.defenses:
         raise RllabError("adapt the undefended agent, then put the defense in front with rllab defend")
-    out = output_for(out, path, "adapt")
     tspec = target_spec(source.spec, target_env, target_env_kwargs, target_wrappers)
     where = align_point(source, align)
     params = {
@@ -301,7 +311,7 @@ def adapt(
         "ema_decay": EMA_DECAY,
         "seed": seed,
     }
-    student = source.derive(clone_module(source.policy), "adapt", params, path)
+    student = offspring(source, clone_module(source.policy))
     student.spec["env"] = tspec["env"]
     source_in_target = Agent(tspec, source.policy).copy_front_from(source)  # the unadapted agent in the target
     student.make_env().close()  # a target the checkpoint's spaces do not fit fails here, in one line
@@ -388,45 +398,18 @@ def adapt(
         "domain_gap_after": gap_after,
         "history": history,
     }
-    student.spec["lineage"][-1]["result"] = {
-        k: summary[k] for k in ("mean_return", "domain_gap_before", "domain_gap_after")
-    }
+    result = AdaptResult(summary)
     student.spec["adaptation"] = summary
-    student.spec["training"] = {"complete": True, "adapted_from": str(path)}
+    student.spec["training"] = {"complete": True, "adapted_from": "" if source.path is None else str(source.path)}
     student.spec["obs_stats"] = (
         observation_stats(student, episodes=10, seed=seed + 10_000) if student.spec.get("obs_stats") else None
     )
-
-    with removed_on_failure(out):
-        student.save(out)
-        log_tensorboard(out / "tb" / "adapt", summary)
-    print(f"rllab adapt: wrote {out}")
-    print(f"  {summary_line(summary)}")
-    print(f"  tensorboard --logdir {out / 'tb'}")
-    return student
-
-
-def log_tensorboard(tb_dir: Path, summary: dict[str, Any]) -> None:
-    """The training curves (task loss, domain loss, classifier accuracy) and the before/after returns."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    with SummaryWriter(str(tb_dir)) as writer:
-        for h in summary["history"]:
-            writer.add_scalar("adapt/task_loss", h["task"], h["step"])
-            writer.add_scalar("adapt/domain_loss", h["domain"], h["step"])
-            writer.add_scalar("adapt/classifier_accuracy", h["classifier_accuracy"], h["step"])
-        last = summary["history"][-1]["step"] if summary["history"] else 0
-        for when in ("before", "after"):
-            step = 0 if when == "before" else last
-            for domain in ("source", "target"):
-                writer.add_scalar(f"adapt/{domain}_mean_return", summary["mean_return"][f"{domain}_{when}"], step)
-            writer.add_scalar("adapt/domain_gap_accuracy", summary[f"domain_gap_{when}"]["accuracy"], step)
-        writer.add_text("adapt/domains", f"source: {summary['source_env']}  \ntarget: {summary['target_env']}", last)
+    record(student, source, "adapt", params, result.to_json())
+    return student, result
 
 
 def summary_line(summary: dict[str, Any]) -> str:
-    from rllab.parsing import plural
-
+    """One line of an adaptation summary: returns in both domains before -> after, and the domain gap."""
     r, b, a = summary["mean_return"], summary["domain_gap_before"], summary["domain_gap_after"]
     return (
         f"target {summary['target_env']}: return {r['target_before']:.2f} -> {r['target_after']:.2f}; "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -25,15 +25,19 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from torch.distributions import Independent, Normal
 from tqdm.auto import tqdm
 
-from rllab.agent import Agent, load
+from rllab.agent import Agent
 from rllab.errors import RllabError
+from rllab.evaluation import collect_observations
+from rllab.nn.build import policy_observation_space
 from rllab.nn.policies import build_policy
+from rllab.transforms.lineage import offspring, provenance, record
 
 DATA_MODES = ("teacher", "student", "mixed")
 
 
 # ----------------------------------------------------------------- the losses
 def softened_log_probs(logits: th.Tensor, temperature: float) -> th.Tensor:
+    """``log softmax(logits / T)``: the temperature-softened distribution (Hinton et al. 2015, eq. 1)."""
     return F.log_softmax(logits / temperature, dim=-1)
 
 
@@ -88,12 +92,14 @@ def ensemble_target(
 
 
 def gaussian(agent: Agent, obs: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    """Mean and standard deviation of a continuous agent's diagonal Gaussian action distribution."""
     dist = agent.action_dist(obs)
     base = dist.base_dist if isinstance(dist, Independent) else dist
     return base.mean, base.stddev
 
 
 def student_output(student: Agent, obs: th.Tensor) -> th.Tensor | tuple[th.Tensor, th.Tensor]:
+    """What the distillation loss compares: logits (discrete actions) or ``(mean, std)`` (continuous)."""
     return student.logits(obs) if student.is_discrete else gaussian(student, obs)
 
 
@@ -106,25 +112,7 @@ def collect_states(
     n_envs: int = 8,
 ) -> np.ndarray:
     """``steps`` raw observations visited by ``behaviour`` (a batch policy) in the agent's environment."""
-    envs = [agent.make_env() for _ in range(n_envs)]
-    obs = [env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]
-    episodes = n_envs
-    out: list[np.ndarray] = []
-    try:
-        while len(out) * n_envs < steps:
-            batch = np.stack(obs)
-            out.append(batch)
-            actions = behaviour(batch)
-            for i, env in enumerate(envs):
-                o, _, term, trunc, _ = env.step(actions[i])
-                if term or trunc:
-                    o, _ = env.reset(seed=seed + episodes)
-                    episodes += 1
-                obs[i] = o
-    finally:
-        for env in envs:
-            env.close()
-    return np.concatenate(out)[:steps]
+    return collect_observations(agent, steps=steps, seed=seed, policy=behaviour, n_envs=n_envs)
 
 
 # --------------------------------------------------------------- the student
@@ -245,14 +233,13 @@ def train_by_distillation(
 
 def new_student(teacher: Agent, kwargs: dict[str, Any]) -> ActorCriticPolicy:
     """An untrained actor-critic policy for the teacher's spaces (a DQN teacher's student is one too)."""
-    from rllab.agent import policy_observation_space
-
     policy = build_policy("ActorCriticPolicy", policy_observation_space(teacher.spec), teacher.action_space, kwargs)
     assert isinstance(policy, ActorCriticPolicy)
     return policy
 
 
 def parse_arch(text: str | Sequence[int]) -> list[int]:
+    """Hidden-layer widths from ``"16,16"`` or a sequence of integers, all positive."""
     if isinstance(text, str):
         try:
             arch = [int(x) for x in text.split(",") if x.strip()]
@@ -265,10 +252,23 @@ def parse_arch(text: str | Sequence[int]) -> list[int]:
     return arch
 
 
+@dataclass
+class DistillResult:
+    """What distillation measured: the last round's loss, the loss after each round, the states gathered."""
+
+    final_loss: float
+    loss_per_round: list[float]
+    states: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The figures as the lineage step stores them."""
+        return asdict(self)
+
+
 def distill(
-    teachers: str | Path | Sequence[str | Path],
+    teachers: Agent | Sequence[Agent],
     arch: str | Sequence[int] = (16, 16),
-    out: str | Path | None = None,
+    *,
     temperature: float = 1.0,
     data: str = "mixed",
     steps: int = 20_000,
@@ -279,23 +279,19 @@ def distill(
     critic: bool = False,
     policy_kwargs: dict[str, Any] | None = None,
     seed: int = 0,
-    eval_episodes: int = 20,
     progress: bool = True,
-) -> Agent:
-    """Distil one or more teacher checkpoints into a student with hidden layers ``arch``; save it to ``out``.
+) -> tuple[Agent, DistillResult]:
+    """Distil one teacher or an averaged ensemble into a new student with hidden layers ``arch``.
 
     A DQN teacher's Q-values act as logits, so ``softmax(Q / T)`` is the target (Rusu et al.
     use ``T = 0.01``); the student is an actor-critic policy network either way.
     ``policy_kwargs`` overrides further student settings (e.g. a smaller CNN:
-    ``{"features_extractor_kwargs": {"features_dim": 32, "channels": [8]}}``).
+    ``{"features_extractor_kwargs": {"features_dim": 32, "channels": [8]}}``). The student's
+    lineage step names the first teacher as its parent and lists every teacher.
     """
-    from rllab.cli.transforms import finish, output_for
-
-    paths = [Path(teachers)] if isinstance(teachers, (str, Path)) else [Path(t) for t in teachers]
-    if not paths:
+    loaded = [teachers] if isinstance(teachers, Agent) else list(teachers)
+    if not loaded:
         raise RllabError("give at least one teacher checkpoint")
-    output_for(out, paths[0], "distill")  # an --out that cannot be written fails now, not after training
-    loaded = [load(p) for p in paths]
     for t in loaded[1:]:
         if t.env_id != loaded[0].env_id or t.spec["action_space"] != loaded[0].spec["action_space"]:
             raise RllabError(f"all teachers must share one environment; got {loaded[0].env_id} and {t.env_id}")
@@ -305,8 +301,10 @@ def distill(
     th.manual_seed(seed)
     layers = parse_arch(arch)
     kwargs = student_kwargs(teacher, layers, critic, policy_kwargs)
+    every = [provenance(t) for t in loaded]
+    sources = [t["path"] for t in every]
     params = {
-        "teachers": [str(p) for p in paths],
+        "teachers": sources,
         "arch": layers,
         "temperature": temperature,
         "data": data,
@@ -318,7 +316,7 @@ def distill(
         "critic": critic,
         "seed": seed,
     }
-    student = teacher.derive(new_student(teacher, kwargs), "distill", params, paths[0], policy_kwargs=kwargs)
+    student = offspring(teacher, new_student(teacher, kwargs), policy_kwargs=kwargs)
     student.spec.pop("quantization", None)  # an int8 teacher labels the states; the new student is float
     student.spec["policy"]["class"] = "ActorCriticPolicy"
     student.spec["policy"]["has_critic"] = bool(critic)
@@ -328,11 +326,8 @@ def distill(
     stats = train_by_distillation(
         student, loaded, data, steps, temperature, rounds, epochs, lr, batch_size, critic, seed, progress
     )
-    student.spec["lineage"][-1]["result"] = stats
+    result = DistillResult(**stats)
+    student.spec["training"] = {"complete": True, "distilled_from": sources}
     # every teacher of an ensemble, not only the first (the step's parent)
-    student.spec["lineage"][-1]["teachers"] = [
-        {"path": str(p), "resolved": str(p.resolve()), "sha256": t.spec["weights"]["sha256"]}
-        for p, t in zip(paths, loaded, strict=True)
-    ]
-    student.spec["training"] = {"complete": True, "distilled_from": [str(p) for p in paths]}
-    return finish(student, out, teacher, paths[0], "distill", seed, eval_episodes)
+    record(student, teacher, "distill", params, result.to_json(), teachers=every)
+    return student, result

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,10 +28,13 @@ from torch import nn
 from torch.nn.utils import prune as tprune
 from tqdm.auto import tqdm
 
-from rllab.agent import Agent, clone_module, load, policy_observation_space
+from rllab.agent import Agent
 from rllab.errors import RllabError
+from rllab.nn.build import clone_module, policy_observation_space
 from rllab.nn.policies import build_policy
+from rllab.training.build import ModelRecipe, build_model, split_hyperparams
 from rllab.transforms.distill import collect_states, train_by_distillation
+from rllab.transforms.lineage import offspring, record
 
 IMPORTANCE = ("magnitude", "gradient")
 FINETUNE = ("distill", "rl", "none")
@@ -77,6 +80,7 @@ def global_magnitude_prune(policy: nn.Module, sparsity: float) -> None:
 
 
 def make_permanent(policy: nn.Module) -> None:
+    """Fold the pruning masks into the weights (exact zeros) and drop the reparametrisation."""
     for m, name in prunable(policy):
         if tprune.is_pruned(m) and hasattr(m, f"{name}_mask"):
             tprune.remove(m, name)
@@ -84,6 +88,7 @@ def make_permanent(policy: nn.Module) -> None:
 
 # ------------------------------------------------------------------ structured
 def mlp_linears(net: nn.Sequential) -> list[nn.Linear]:
+    """The linear layers of an MLP, in order."""
     return [m for m in net if isinstance(m, nn.Linear)]
 
 
@@ -221,6 +226,7 @@ def _width(target: int, score: th.Tensor) -> int:
 
 
 def hidden_widths(agent: Agent) -> dict[str, list[int]]:
+    """Widths of the actor's (``pi``) and critic's (``vf``) hidden layers, and ``features`` of a shared CNN."""
     ext = agent.policy.mlp_extractor
     out = {
         "pi": [m.out_features for m in mlp_linears(ext.policy_net)],
@@ -233,10 +239,27 @@ def hidden_widths(agent: Agent) -> dict[str, list[int]]:
 
 
 # ---------------------------------------------------------------------- driver
+@dataclass
+class PruneResult:
+    """What pruning reached: weight sparsity (unstructured) or the kept units and widths (structured),
+    and each round's fine-tuning figures."""
+
+    rounds: list[dict[str, Any]]
+    weight_sparsity: float | None = None
+    kept_units: dict[str, list[list[int]]] | None = None
+    widths: dict[str, list[int]] | None = None
+    original_widths: dict[str, list[int]] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The figures as the lineage step stores them (the ones this kind of pruning has)."""
+        keys = ("kept_units", "widths", "original_widths") if self.kept_units is not None else ("weight_sparsity",)
+        return {**{k: getattr(self, k) for k in keys}, "rounds": self.rounds}
+
+
 def prune(
-    run: str | Path,
+    teacher: Agent,
     sparsity: float = 0.9,
-    out: str | Path | None = None,
+    *,
     structured: bool = False,
     importance: str = "magnitude",
     iterative: int = 1,
@@ -246,17 +269,14 @@ def prune(
     lr: float = 1e-3,
     temperature: float = 1.0,
     seed: int = 0,
-    eval_episodes: int = 20,
     progress: bool = True,
-) -> Agent:
-    """Prune checkpoint ``run`` to ``sparsity`` (of weights, or with ``structured`` of hidden units).
+) -> tuple[Agent, PruneResult]:
+    """A copy of ``teacher`` pruned to ``sparsity`` (of weights, or with ``structured`` of hidden units).
 
     Each of ``iterative`` rounds prunes to the scheduled sparsity, then (``finetune="distill"``)
     trains the survivors by distillation from the unpruned agent on ``steps`` states
     (teacher and DAgger data) for ``epochs`` epochs.
     """
-    from rllab.cli.transforms import finish, output_for
-
     if not 0 < sparsity < 1:
         raise RllabError(f"--sparsity must be in (0, 1), got {sparsity}")
     if iterative <= 0:
@@ -265,13 +285,11 @@ def prune(
         raise RllabError(f"unknown --finetune {finetune!r}; choose one of {', '.join(FINETUNE)}")
     if importance not in IMPORTANCE:
         raise RllabError(f"unknown --importance {importance!r}; choose one of {', '.join(IMPORTANCE)}")
-    run = Path(run)
-    output_for(out, run, "prune")  # an --out that cannot be written fails now, not after fine-tuning
-    teacher = load(run)
     if teacher.spec.get("quantization"):
         raise RllabError("a quantised checkpoint cannot be pruned; prune its float parent, then quantise")
     if structured and not isinstance(teacher.policy, ActorCriticPolicy):
-        raise RllabError(f"structured pruning works on actor-critic MLPs; {run} is a {teacher.algo} agent")
+        where = teacher.path or "this checkpoint"
+        raise RllabError(f"structured pruning works on actor-critic MLPs; {where} is a {teacher.algo} agent")
     th.manual_seed(seed)
     params: dict[str, Any] = {
         "sparsity": sparsity,
@@ -287,11 +305,10 @@ def prune(
     }
     gen = th.Generator().manual_seed(seed)
     rounds = schedule(sparsity, iterative)
-    kwargs: dict[str, Any] | None = None
     history: list[dict[str, Any]] = []
+    agent = offspring(teacher, clone_module(teacher.policy))
     if structured:
         original = hidden_widths(teacher)
-        agent = teacher.derive(clone_module(teacher.policy), "prune", params, run)
         kept_total: dict[str, list[list[int]]] | None = None
         for k, target in enumerate(tqdm(rounds, desc="prune", disable=not progress, unit="round")):
             states = (
@@ -311,30 +328,23 @@ def prune(
                     for key in kept
                 }
             )
-            spec_agent = agent.derive(policy, "prune", params, run, policy_kwargs=kwargs)
-            spec_agent.spec["lineage"] = agent.spec["lineage"]
-            agent = spec_agent
+            agent = offspring(agent, policy, policy_kwargs=kwargs)
             history.append(_finetune(agent, teacher, finetune, steps, epochs, lr, temperature, seed + k, gen))
             history[-1]["widths"] = hidden_widths(agent)
         assert kept_total is not None
-        agent.spec["lineage"][-1]["result"] = {
-            "kept_units": kept_total,
-            "widths": hidden_widths(agent),
-            "original_widths": original,
-            "rounds": history,
-        }
+        result = PruneResult(history, None, kept_total, hidden_widths(agent), original)
     else:
-        agent = teacher.derive(clone_module(teacher.policy), "prune", params, run)
         for k, target in enumerate(tqdm(rounds, desc="prune", disable=not progress, unit="round")):
             global_magnitude_prune(agent.policy, target)
             history.append(_finetune(agent, teacher, finetune, steps, epochs, lr, temperature, seed + k, gen))
             history[-1]["sparsity"] = weight_sparsity(agent.policy)
         make_permanent(agent.policy)
         sync_target(agent.policy)
-        agent.spec["lineage"][-1]["result"] = {"weight_sparsity": weight_sparsity(agent.policy), "rounds": history}
+        result = PruneResult(history, weight_sparsity(agent.policy))
     agent.spec["training"] = {**teacher.spec.get("training", {}), "complete": True}
     agent.spec["training"].pop("config", None)
-    return finish(agent, out, teacher, run, "prune", seed, eval_episodes)
+    record(agent, teacher, "prune", params, result.to_json())
+    return agent, result
 
 
 def _finetune(
@@ -377,30 +387,25 @@ def rl_finetune(agent: Agent, teacher: Agent, steps: int, seed: int) -> dict[str
     The pruned weights stay zero: the masks are re-attached to the SB3 model's policy, whose
     optimiser then updates only the surviving weights' effective values.
     """
-    from stable_baselines3.common.vec_env import VecTransposeImage
-
-    from rllab import hyperparams as hp_lib
-    from rllab.algos import ALGOS
-    from rllab.nn.policies import POLICY_CLASSES, policy_kwargs_to_sb3
-    from rllab.training import make_vec_env
-
     config = teacher.spec.get("training", {}).get("config")
     if not config or config.get("algo") not in ("ppo", "a2c", "reinforce"):
         raise RllabError("--finetune rl needs a parent trained by rllab with ppo, a2c or reinforce; use distill")
-    lab, algo_kwargs = hp_lib.split(config["hyperparams"])
+    lab, algo_kwargs = split_hyperparams(config["algo"], config["hyperparams"])
     if lab.get("normalize"):
         raise RllabError("--finetune rl does not support observation-normalised runs yet; use --finetune distill")
-    venv = make_vec_env(config["env"], int(config["n_envs"]), seed, config["env_kwargs"], config["wrappers"])
-    if agent.transpose_image:
-        venv = VecTransposeImage(venv)
-    model = ALGOS[config["algo"]](
-        POLICY_CLASSES["ActorCriticPolicy"],
-        venv,
-        seed=seed,
-        device="cpu",
-        policy_kwargs=policy_kwargs_to_sb3(agent.spec["policy"].get("kwargs", {})),
-        **algo_kwargs,
+    recipe = ModelRecipe(
+        config["algo"],
+        config["env"],
+        config["env_kwargs"],
+        config["wrappers"],
+        int(config["n_envs"]),
+        algo_kwargs,
+        "ActorCriticPolicy",
+        agent.spec["policy"].get("kwargs", {}),  # the pruned architecture, not the teacher's
+        transpose=agent.transpose_image,
     )
+    model = build_model(recipe, seed, device="cpu")
+    venv = model.get_env()
     masks = {n: m.weight_mask.clone() for n, m in agent.policy.named_modules() if hasattr(m, "weight_mask")}
     plain = {k: v for k, v in agent.policy.state_dict().items() if not k.endswith(("_orig", "_mask"))}
     for name in masks:

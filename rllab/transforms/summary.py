@@ -13,6 +13,7 @@ from torch import nn
 from rllab.agent import Agent
 from rllab.checkpoint import WEIGHTS_FILE
 from rllab.evaluation import evaluate
+from rllab.parsing import plural
 
 
 def actor_modules(agent: Agent) -> list[nn.Module]:
@@ -27,6 +28,8 @@ def actor_modules(agent: Agent) -> list[nn.Module]:
 
 
 class _ParamHolder(nn.Module):
+    """A module holding one parameter (a Gaussian policy's ``log_std``), so that it is counted."""
+
     def __init__(self, p: nn.Parameter) -> None:
         super().__init__()
         self.p = p
@@ -99,8 +102,7 @@ def compression_summary(
 
 
 def summary_line(summary: dict[str, Any]) -> str:
-    from rllab.parsing import plural
-
+    """One line of a compression summary: parameters, file size, latency and mean return."""
     p = summary["parameters"]
     lat = summary["latency_s"]
     ret = summary["mean_return"]

@@ -1,0 +1,117 @@
+"""``rllab train``: train an agent into a checkpoint folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rllab.cli.options import check_output_folder, episode_count, fraction, step_count, thread_count
+from rllab.environment import check_env_id
+from rllab.errors import RllabError
+from rllab.parsing import budget, format_ci, nonneg_float, plural, positive_int, seed_int, yaml_arg
+from rllab.training import default_run_dir, train
+
+DEFENSE_DEFAULTS = {"eps": 0.1, "defense_coef": 0.1, "defense_steps": 10, "defense_ramp": 0.5}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``train``."""
+    p = sub.add_parser("train", help="train an agent into a checkpoint folder")
+    p.add_argument("--algo", required=True, choices=["reinforce", "a2c", "ppo", "dqn"])
+    p.add_argument("--env", required=True, help="any registered Gymnasium id, e.g. CartPole-v1 or Catch-v0")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument(
+        "--steps", type=positive_int, help="environment steps (default: the hyperparameter file's n_timesteps)"
+    )
+    p.add_argument("--n-envs", type=positive_int)
+    p.add_argument("--hyperparams", help="YAML file overriding the shipped defaults")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one hyperparameter")
+    p.add_argument("--env-kwargs", default=None, help="YAML/JSON mapping passed to gymnasium.make")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument(
+        "--threads",
+        type=thread_count,
+        help="PyTorch CPU threads while training (default: PyTorch's); the same seed gives the same "
+        "weights only with the same thread count, recorded in agent.json",
+    )
+    p.add_argument("--out", help="run folder (default runs/ALGO-ENV-sSEED)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--eval-freq", type=step_count, help="evaluate every N steps (default steps/10; 0: never)")
+    p.add_argument("--eval-episodes", type=episode_count, default=5, help="episodes per periodic evaluation")
+    p.add_argument(
+        "--save-freq", type=step_count, help="checkpoint every N steps (default steps/10; 0: only at the end)"
+    )
+    p.add_argument(
+        "--defense",
+        help="adversarial training: sa-reg (SA-PPO regulariser), adv-obs, or atla (alternating learned adversary)",
+    )
+    p.add_argument(
+        "--eps",
+        type=budget,
+        help="with --defense: budget in pixel/255 (e.g. 4/255) or obs-std units (default 0.1)",
+    )
+    p.add_argument("--defense-coef", type=nonneg_float, help="sa-reg: weight of the KL regulariser (default 0.1)")
+    p.add_argument("--defense-steps", type=positive_int, help="PGD steps of the inner maximisation (default 10)")
+    p.add_argument("--defense-ramp", type=fraction, help="fraction of training over which eps ramps up (default 0.5)")
+    p.add_argument(
+        "--defense-solver",
+        choices=["pgd", "ibp"],
+        help="sa-reg: inner maximisation by PGD (default) or the IBP upper bound of the KL (SA-PPO convex variant)",
+    )
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-v", "--verbose", action="count", default=0)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train one agent and print where its checkpoint and TensorBoard logs are."""
+    check_env_id(args.env)  # an unknown id or bad kwargs fail before the "training ..." line
+    given = [f"--{k.replace('_', '-')}" for k in (*DEFENSE_DEFAULTS, "defense_solver") if getattr(args, k) is not None]
+    if given and not args.defense:
+        verb = "applies" if len(given) == 1 else "apply"
+        raise RllabError(f"{', '.join(given)} only {verb} with --defense (sa-reg, adv-obs or atla)")
+    for key, default in DEFENSE_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+    env_kwargs = yaml_arg(args.env_kwargs, "--env-kwargs") or {}
+    out = Path(args.out) if args.out else default_run_dir(args.algo, args.env, args.seed)
+    check_output_folder(out)  # a file, or a folder that cannot be made, fails before training, not after it
+    print(f"training {args.algo} on {args.env} (seed {args.seed}) -> {out}")
+    agent = train(
+        algo=args.algo,
+        env=args.env,
+        seed=args.seed,
+        steps=args.steps,
+        n_envs=args.n_envs,
+        hyperparams=args.hyperparams,
+        overrides=args.set,
+        device=args.device,
+        out=out,
+        resume=args.resume,
+        env_kwargs=env_kwargs,
+        eval_freq=args.eval_freq,
+        eval_episodes=args.eval_episodes,
+        save_freq=args.save_freq,
+        progress=False if args.no_progress else None,
+        defense=args.defense,
+        defense_kwargs={
+            "eps": args.eps,
+            "coef": args.defense_coef,
+            "steps": args.defense_steps,
+            "ramp": args.defense_ramp,
+            **({"solver": args.defense_solver} if args.defense_solver else {}),
+        }
+        if args.defense
+        else None,
+        verbose=args.verbose,
+        threads=args.threads,
+    )
+    fe = agent.spec["training"]["final_eval"]
+    print(
+        f"done: {agent.spec['training']['timesteps']} steps in {agent.spec['training']['wall_time_s']:.1f}s; "
+        f"mean return {fe['mean_return']:.2f} (std {fe['std_return']:.2f}, "
+        f"95% CI {format_ci(fe.get('ci95_return'), 2)}) "
+        f"over {plural(fe['episodes'], 'episode')}"
+    )
+    print(f"checkpoint: {out}   tensorboard: tensorboard --logdir {out / 'tb'}")
+    return 0
