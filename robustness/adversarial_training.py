@@ -40,6 +40,11 @@ from torch.distributions import kl_divergence
 
 from rllab.errors import RllabError
 from rllab.training import TRAINING_DEFENSES
+from rllab.units import ThreatUnit
+from robustness.certify import actor_layers, propagate
+from robustness.learned.atla import install_atla
+
+RUNNING_STD = "running obs std"  # the unit of vector budgets: the std of the observations seen so far in training
 
 
 def _dist(policy, obs: th.Tensor):
@@ -92,8 +97,6 @@ def kl_upper_bound(policy, obs: th.Tensor, radius: th.Tensor, low: th.Tensor, hi
     ``KL <= sum_k max(mu_k - l_k, u_k - mu_k)^2 / (2 sigma_k^2)``. The bound is 0 at radius 0,
     differentiable in the weights, and (being sound) never below the KL that PGD finds.
     """
-    from robustness.certify import actor_layers, propagate
-
     low, high = th.minimum(low, obs), th.maximum(high, obs)
     lo = th.clamp(th.maximum(obs - radius, low), max=high)
     hi = th.clamp(th.minimum(obs + radius, high), min=low)
@@ -139,6 +142,7 @@ class _StateAdversary:
         self.eps, self.coef, self.steps, self.ramp = eps, coef, steps, ramp
         space = model.policy.observation_space
         self.image = is_image_space(space, check_channels=False)
+        self.pixel = ThreatUnit.pixel(tuple(space.shape)) if self.image else None
         device = model.device
         self.low = th.as_tensor(np.maximum(space.low, -1e6), dtype=th.float32, device=device)
         self.high = th.as_tensor(np.minimum(space.high, 1e6), dtype=th.float32, device=device)
@@ -152,6 +156,7 @@ class _StateAdversary:
         self.last_reg = 0.0
 
     def current_eps(self) -> float:
+        """The budget now: ramped linearly from 0 over the first ``ramp`` fraction of training."""
         progress = 1.0 - float(self.model._current_progress_remaining)
         return self.eps * min(1.0, progress / self.ramp) if self.ramp > 0 else self.eps
 
@@ -176,15 +181,16 @@ class _StateAdversary:
     def radius(self, obs: th.Tensor) -> th.Tensor:
         """``eps`` times the running std of the raw observations, in the units the policy sees."""
         eps = self.current_eps()
-        if self.image:
-            return th.full_like(obs[0], eps * 255.0)
+        if self.pixel is not None:  # eps * 255 in double, then rounded once
+            return (eps * th.as_tensor(self.pixel.scale, dtype=th.float64, device=obs.device)).to(obs.dtype)
         if self.vec_normalize is not None:  # raw std / the normaliser's scale (about 1 per feature)
             _, var, denom = self._norm_stats(obs)
             return eps * th.sqrt(var) / denom
-        std = th.as_tensor(np.sqrt(self.rms.var), dtype=th.float32, device=obs.device)
-        return eps * std
+        unit = ThreatUnit.std(np.sqrt(self.rms.var), name=RUNNING_STD)
+        return eps * th.as_tensor(unit.scale, device=obs.device)
 
     def observe(self, obs: th.Tensor) -> None:
+        """Adds a minibatch of raw vector observations to the running statistics."""
         if not self.image and self.vec_normalize is None:
             self.rms.update(obs.detach().cpu().numpy().reshape(-1, *self.rms.mean.shape))
 
@@ -210,8 +216,6 @@ def install(
         raise RllabError(f"--defense {mode} needs an on-policy algorithm (reinforce, a2c, ppo)")
     adv = _StateAdversary(model, mode, eps, coef, steps, ramp, seed, solver)
     if solver == "ibp":
-        from robustness.certify import actor_layers
-
         actor_layers(model.policy)  # fails early, with a clear message, on networks IBP cannot bound
     policy = model.policy
     evaluate_actions = policy.evaluate_actions
@@ -248,7 +252,7 @@ def install(
     return {
         "name": mode,
         "eps": eps,
-        "unit": "pixel/255" if adv.image else "running obs std",
+        "unit": adv.pixel.name if adv.pixel is not None else RUNNING_STD,
         "coef": coef,
         "solver": solver,
         "pgd_steps": steps if solver == "pgd" else 0,
@@ -267,8 +271,6 @@ def _adv_obs(model: BaseAlgorithm, **kwargs: Any) -> dict[str, Any]:
 
 
 def _atla(model: BaseAlgorithm, **kwargs: Any) -> dict[str, Any]:
-    from robustness.learned_adversary import install_atla
-
     if kwargs.pop("solver", "pgd") != "pgd":
         raise RllabError("atla trains its adversary with PPO; --defense-solver applies to sa-reg only")
     kwargs.pop("coef", None)

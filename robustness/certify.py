@@ -23,7 +23,6 @@ per-feature observation std stored in the checkpoint for vectors.
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -38,19 +37,11 @@ from torch import nn
 
 from rllab.agent import Agent
 from rllab.errors import RllabError
+from rllab.evaluation import collect_observations
 from rllab.nn.policies import SmallCNN
+from rllab.units import ThreatUnit, unit_name
 
 Interval = tuple[th.Tensor, th.Tensor]  # (centre, radius)
-
-
-def unit_scale(agent: Agent) -> th.Tensor:
-    """Raw observation units per threat-model unit, per feature."""
-    if agent.is_image:
-        return th.full(agent.observation_space.shape, 255.0)
-    std = agent.obs_std
-    if std is None:
-        raise RllabError("this checkpoint has no observation statistics (obs_stats); budgets in std units need them")
-    return th.as_tensor(std, dtype=th.float32)
 
 
 def _actor_layers(agent: Agent) -> list[nn.Module]:
@@ -130,7 +121,7 @@ def _input_box(agent: Agent, obs: th.Tensor, eps: float) -> Interval:
     if eps < 0:
         raise RllabError(f"eps must be >= 0, got {eps}")
     x = agent.as_tensor(obs).float()
-    delta = eps * unit_scale(agent).to(x)
+    delta = eps * th.as_tensor(ThreatUnit.for_agent(agent).scale).to(x)
     space = agent.observation_space
     low = th.as_tensor(space.low, dtype=th.float32, device=x.device)
     high = th.as_tensor(space.high, dtype=th.float32, device=x.device)
@@ -176,7 +167,7 @@ def certify_smoothing(
         raise RllabError("smoothing certification needs a discrete action space")
     check_smoothing(sigma, n, alpha, n0)
     x = agent.as_tensor(obs)
-    scale = unit_scale(agent).to(x)
+    scale = th.as_tensor(ThreatUnit.for_agent(agent).scale).to(x)
     low = th.as_tensor(agent.observation_space.low, dtype=th.float32, device=x.device)
     high = th.as_tensor(agent.observation_space.high, dtype=th.float32, device=x.device)
     n_actions = int(agent.action_space.n)
@@ -189,8 +180,8 @@ def certify_smoothing(
             m = min(per, k - done)
             noisy = x.unsqueeze(0) + th.randn((m, *x.shape), device=x.device) * sigma * scale
             # the base classifier is the agent without its own smoothing (which this procedure replaces);
-            # its filters and purifier, if any, are part of it: _raw_scores runs them via preprocess
-            acts = agent._raw_scores(noisy.clamp(low, high).reshape(m * x.shape[0], *x.shape[1:])).argmax(-1)
+            # its filters and purifier, if any, are part of it: raw_scores runs them via preprocess
+            acts = agent.raw_scores(noisy.clamp(low, high).reshape(m * x.shape[0], *x.shape[1:])).argmax(-1)
             out += nn.functional.one_hot(acts.reshape(m, x.shape[0]), n_actions).sum(0)
             done += m
         return out
@@ -216,6 +207,8 @@ def check_smoothing(sigma: float, n: int, alpha: float, n0: int = 64) -> None:
 
 @dataclass
 class CertificationReport:
+    """The certified fractions of one certification run, with its unit and settings."""
+
     method: str
     unit: str
     states: int
@@ -223,6 +216,7 @@ class CertificationReport:
     settings: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as written to ``--json``."""
         return {
             "method": self.method,
             "unit": self.unit,
@@ -233,11 +227,8 @@ class CertificationReport:
 
 
 def visited_states(agent: Agent, episodes: int, seed: int) -> np.ndarray:
-    from rllab.evaluation import run_episodes
-
-    seen: list[np.ndarray] = []
-    run_episodes(agent, episodes, seed=seed, on_step=lambda step: seen.append(np.asarray(step["obs"])))
-    return np.concatenate(seen, axis=0)
+    """Every observation of ``episodes`` clean episodes from reset seeds ``seed``, ``seed + 1``, ..."""
+    return collect_observations(agent, episodes=episodes, seed=seed)
 
 
 def certify(
@@ -250,6 +241,7 @@ def certify(
     n: int = 1000,
     alpha: float = 0.001,
 ) -> CertificationReport:
+    """The certified fraction of the states visited in ``episodes`` clean episodes, at each eps."""
     if method not in ("ibp", "smoothing"):
         raise RllabError(f"unknown certification method {method!r}; use ibp or smoothing")
     if not agent.is_discrete:
@@ -259,7 +251,7 @@ def certify(
     if any(e < 0 for e in eps):
         raise RllabError(f"eps must be >= 0, got {min(eps):g}")
     states = visited_states(agent, episodes, seed)
-    unit = "pixel/255" if agent.is_image else "obs std"
+    unit = unit_name(agent.is_image)
     rows = []
     if method == "ibp":
         for e in eps:
@@ -293,72 +285,9 @@ def certify(
     )
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("certify", help="fraction of visited states whose action provably cannot change within eps")
-    p.add_argument("run")
-    p.add_argument("--eps", default="0.05,0.1,0.2", help="comma list; pixel/255 for images (1/255 ok), std units else")
-    p.add_argument("--method", choices=["ibp", "smoothing"], default="ibp")
-    p.add_argument(
-        "--sigma",
-        type=float,
-        default=None,
-        help="smoothing noise, threat-model units (default: a smoothed agent's own sigma, else 0.25)",
-    )
-    p.add_argument("--samples", type=int, default=1000)
-    p.add_argument("--alpha", type=float, default=0.001)
-    p.add_argument("--episodes", type=int, default=5)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", help="write the result here")
-    p.set_defaults(func=_cmd)
-
-
 def default_sigma(agent: Agent) -> float:
     """The smoothing sigma to certify with: the agent's own (threat-model units) when it is smoothed, else 0.25."""
     smoothing = agent.smoothing or {}
     if smoothing.get("unit_sigma") is not None:
         return float(smoothing["unit_sigma"])
     return 0.25
-
-
-def _cmd(args: argparse.Namespace) -> int:
-    from rllab.agent import load
-    from rllab.checkpoint import check_output_path
-
-    if args.json:
-        check_output_path(args.json)  # before any state is visited
-    agent = load(args.run)
-    if args.episodes <= 0:
-        raise RllabError("--episodes must be positive")
-    from robustness.threat import warn_fraction_on_vectors
-
-    sigma = args.sigma if args.sigma is not None else default_sigma(agent)
-    from robustness.threat import parse_eps
-
-    eps = parse_eps(args.eps)
-    warn_fraction_on_vectors(args.eps, agent)
-    report = certify(
-        agent,
-        eps,
-        episodes=args.episodes,
-        seed=args.seed,
-        method=args.method,
-        sigma=sigma,
-        n=args.samples,
-        alpha=args.alpha,
-    )
-    norm = report.settings["norm"]
-    sig = f", sigma {report.settings['sigma']:g}" if report.method == "smoothing" else ""
-    print(
-        f"{args.run}: {report.method} certification over {report.states} visited states "
-        f"({norm}, unit {report.unit}{sig})"
-    )
-    from robustness.report import format_eps
-
-    for row in report.rows:
-        print(f"  eps {format_eps(row['eps'], report.unit)}: certified {row['certified_fraction']:.3f}")
-    if args.json:
-        from rllab.checkpoint import write_json
-
-        path = write_json(args.json, {"run": str(args.run), **report.to_dict()})
-        print(f"results: {path}")
-    return 0

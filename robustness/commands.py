@@ -1,16 +1,25 @@
-"""``rllab attack`` and ``rllab report``."""
+"""``rllab attack``, ``rllab report`` and ``rllab certify``: parse, load, call robustness, write, print."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
+import sys
 from pathlib import Path
 
+from rllab.agent import Agent, load
+from rllab.checkpoint import atomic_write, check_output_path, write_json
 from rllab.errors import RllabError
+from rllab.units import format_budget
+from robustness.certify import certify, default_sigma
+from robustness.evaluate import build_attack, evaluate, standard_suite
+from robustness.report import eps_label, leaderboard, load_card, render_leaderboard, write_report
+from robustness.threat import parse_eps, warn_fraction_on_vectors
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Adds ``attack``, ``report`` and ``certify`` to the ``rllab`` command line."""
     p = sub.add_parser("attack", help="evaluate a checkpoint under observation attacks; writes a report")
     p.add_argument("run", help="checkpoint folder")
     p.add_argument(
@@ -60,15 +69,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("certify", help="fraction of visited states whose action provably cannot change within eps")
+    p.add_argument("run")
+    p.add_argument("--eps", default="0.05,0.1,0.2", help="comma list; pixel/255 for images (1/255 ok), std units else")
+    p.add_argument("--method", choices=["ibp", "smoothing"], default="ibp")
+    p.add_argument(
+        "--sigma",
+        type=float,
+        default=None,
+        help="smoothing noise, threat-model units (default: a smoothed agent's own sigma, else 0.25)",
+    )
+    p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--alpha", type=float, default=0.001)
+    p.add_argument("--episodes", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write the result here")
+    p.set_defaults(func=cmd_certify)
+
 
 def cmd_attack(args: argparse.Namespace) -> int:
+    """``rllab attack``: the result card of a checkpoint under the chosen attacks, as a report."""
+    # TensorBoard's writer is slow to import: only the attack command needs it
     from torch.utils.tensorboard import SummaryWriter
-
-    from rllab.agent import load
-    from rllab.checkpoint import check_output_path
-    from robustness.evaluate import build_attack, evaluate, standard_suite
-    from robustness.report import write_report
-    from robustness.threat import parse_eps, warn_fraction_on_vectors
 
     agent = load(args.run, device=args.device)
     eps = parse_eps(args.eps)
@@ -152,10 +174,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     return 0
 
 
-def _adaptive_settings(agent, bpda: bool, eot: int) -> tuple[bool, int]:
+def _adaptive_settings(agent: Agent, bpda: bool, eot: int) -> tuple[bool, int]:
     """--bpda / --eot where they change something; a note line where they are dropped for this agent."""
-    import sys
-
     defenses = agent.defenses
     if bpda and all(d.get("differentiable", True) for d in defenses):
         print(
@@ -173,8 +193,6 @@ def _adaptive_settings(agent, bpda: bool, eot: int) -> tuple[bool, int]:
 
 
 def _print_summary(card: dict) -> None:
-    from robustness.report import eps_label
-
     tm = card["threat_model"]
     print(
         f"{card['agent']['algo']} on {card['agent']['env']}: clean {card['clean']['mean_return']:.3g} "
@@ -188,9 +206,7 @@ def _print_summary(card: dict) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from rllab.checkpoint import check_output_path
-    from robustness.report import leaderboard, load_card, render_leaderboard, write_atomic
-
+    """``rllab report``: several agents' latest attack results side by side."""
     cards = {}
     for run in args.runs:
         path = Path(run)
@@ -200,9 +216,43 @@ def cmd_report(args: argparse.Namespace) -> int:
     board = leaderboard(cards)
     out = Path(args.out)
     check_output_path(out / "leaderboard.json")
-    write_atomic(out / "leaderboard.json", json.dumps(board, indent=2) + "\n")
+    atomic_write(out / "leaderboard.json", json.dumps(board, indent=2) + "\n")
     text = render_leaderboard(board)
-    write_atomic(out / "leaderboard.md", text)
+    atomic_write(out / "leaderboard.md", text)
     print(text)
     print(f"leaderboard: {out / 'leaderboard.md'}  {out / 'leaderboard.json'}")
+    return 0
+
+
+def cmd_certify(args: argparse.Namespace) -> int:
+    """``rllab certify``: the certified fraction of visited states at each eps."""
+    if args.json:
+        check_output_path(args.json)  # before any state is visited
+    agent = load(args.run)
+    if args.episodes <= 0:
+        raise RllabError("--episodes must be positive")
+    sigma = args.sigma if args.sigma is not None else default_sigma(agent)
+    eps = parse_eps(args.eps)
+    warn_fraction_on_vectors(args.eps, agent)
+    report = certify(
+        agent,
+        eps,
+        episodes=args.episodes,
+        seed=args.seed,
+        method=args.method,
+        sigma=sigma,
+        n=args.samples,
+        alpha=args.alpha,
+    )
+    norm = report.settings["norm"]
+    sig = f", sigma {report.settings['sigma']:g}" if report.method == "smoothing" else ""
+    print(
+        f"{args.run}: {report.method} certification over {report.states} visited states "
+        f"({norm}, unit {report.unit}{sig})"
+    )
+    for row in report.rows:
+        print(f"  eps {format_budget(row['eps'], report.unit)}: certified {row['certified_fraction']:.3f}")
+    if args.json:
+        path = write_json(args.json, {"run": str(args.run), **report.to_dict()})
+        print(f"results: {path}")
     return 0

@@ -3,8 +3,9 @@
 Episodes run batched over ``n_envs`` environments: one attack call per vector step for all
 active environments. Every perturbed observation is checked against the budget; a
 violation stops the run (``BudgetViolation``). Episode ``j`` uses seed ``seed + j`` for every
-row, so rows differ only by the attack. The planning attack plays its episodes itself: it
-searches whole-episode plans before it plays one (``robustness.attacks.planning``).
+row, so rows differ only by the attack. Attacks are driven through the hooks of
+``robustness.attacks.base.Attack`` only; one that plays its episodes itself (the planning attack)
+does so in ``Attack.play``.
 """
 
 from __future__ import annotations
@@ -17,14 +18,20 @@ from typing import Any
 
 import numpy as np
 import torch as th
+from tqdm.auto import tqdm
 
 from rllab.agent import Agent
 from rllab.errors import RllabError
 from rllab.evaluation import confidence_interval, run_episodes
-from robustness.attacks import FGSM, PGD, StrategicallyTimed, SurrogateTransfer, TorchAttack, UniformNoise
-from robustness.attacks.base import Attack
-from robustness.attacks.pgd import check_objective
+from robustness.attacks.base import Attack, PlayedEpisodes
+from robustness.attacks.noise import UniformNoise
+from robustness.attacks.pgd import FGSM, PGD
 from robustness.attacks.planning import PlanningAttack
+from robustness.attacks.surrogate import SurrogateTransfer
+from robustness.attacks.timed import StrategicallyTimed
+from robustness.attacks.torchattacks_adapter import TorchAttack
+from robustness.learned.attack import LearnedAttack
+from robustness.report import sanity_flags
 from robustness.threat import ThreatModel
 
 ATTACK_NAMES = (
@@ -81,9 +88,7 @@ def build_attack(
     if name == "plan":
         return PlanningAttack(steps=steps)
     if name == "learned":
-        from robustness.learned_adversary import LearnedAttackAdapter
-
-        return LearnedAttackAdapter(adversary=adversary, adv_steps=adv_steps)
+        return LearnedAttack(adversary=adversary, adv_steps=adv_steps)
     raise RllabError(f"unknown attack {name!r}; choose from {', '.join(ATTACK_NAMES)} or 'all'")
 
 
@@ -213,25 +218,37 @@ def attacked_run(
     return _row(result, extra)
 
 
-def planned_run(agent: Agent, attack: PlanningAttack, threat: ThreatModel, episodes: int, seed: int) -> dict[str, Any]:
-    """The planning attack's row: it plays whole episodes itself (see ``robustness.attacks.planning``)."""
-    t = time.perf_counter()
-    out = attack.run(agent, threat, episodes, seed)
-    steps = len(out["sizes"])
-    rate, size = out["action_changes"] / max(steps, 1), float(np.mean(out["sizes"])) if steps else 0.0
+def played_row(played: PlayedEpisodes, seed: int, wall_s: float) -> dict[str, Any]:
+    """The row of an attack that played its episodes itself (``Attack.play``); it attacked every step."""
+    steps = len(played.sizes)
+    rate, size = played.action_changes / max(steps, 1), float(np.mean(played.sizes)) if steps else 0.0
     return _row(
-        SimpleNamespace(returns=out["returns"], seed=seed),
+        SimpleNamespace(returns=played.returns, seed=seed),
         {
-            "wall_s": round(time.perf_counter() - t, 3),
+            "wall_s": round(wall_s, 3),
             "action_change_rate": rate,
             "mean_perturbation": size,
             "steps": steps,
             "attacked_steps": steps,  # every step is attacked
             "attacked_action_change_rate": rate,
             "attacked_mean_perturbation": size,
-            "gain_over_steady_push": out["gain_over_steady_push"],
         },
     )
+
+
+def attack_row(
+    agent: Agent, attack: Attack, threat: ThreatModel, episodes: int, seed: int, n_envs: int
+) -> dict[str, Any]:
+    """One attacked row of the card: the attack plays its episodes itself, or is called step by step."""
+    attack.row_start()
+    t = time.perf_counter()
+    played = attack.play(agent, threat, episodes, seed)
+    if played is None:
+        row = attacked_run(agent, attack, threat, episodes, seed, n_envs)
+    else:
+        row = played_row(played, seed, time.perf_counter() - t)
+    row.update(attack.row_extras(row))
+    return row
 
 
 def evaluate(
@@ -260,18 +277,9 @@ def evaluate(
     else:
         attack_objs = [build_attack(a, objective=objective, steps=steps) if isinstance(a, str) else a for a in attacks]
     for a in attack_objs:  # fail early, before any episode runs
-        if isinstance(a, PGD):
-            check_objective(agent, a.objective, a.target)
-        if isinstance(a, TorchAttack):
-            a.check(agent, norm)  # discrete actions, its norm, image size for l2 Square
-        elif isinstance(a, PlanningAttack):
-            a.check(agent)
-        elif isinstance(a, (SurrogateTransfer, StrategicallyTimed)) and not agent.is_discrete:
-            raise RllabError(f"{a.label} needs a discrete-action agent")
-        check_victim = getattr(a, "check_victim", None)  # the learned attack with a given adversary
-        if check_victim is not None:
-            check_victim(agent, eps)
-    attack_objs = [UniformNoise(), *[a for a in attack_objs if not isinstance(a, UniformNoise)]]
+        a.check_victim(agent, norm, eps)
+    # the noise row comes first, once, whatever the list held (rows are keyed by label)
+    attack_objs = [UniformNoise(), *[a for a in attack_objs if a.label != UniformNoise.name]]
     for a in attack_objs:
         a.prepare(agent, seed)
     threats = [ThreatModel.for_agent(agent, e, norm) for e in eps]
@@ -286,15 +294,7 @@ def evaluate(
             for threat in threats:
                 bar.set_description(f"{a.label} eps={threat.eps:g}")
                 th.manual_seed(seed)
-                if isinstance(a, PlanningAttack):
-                    row = planned_run(agent, a, threat, episodes, seed)
-                else:
-                    row = attacked_run(agent, a, threat, episodes, seed, n_envs)
-                if isinstance(a, StrategicallyTimed):
-                    row["fraction_attacked"] = a.fraction_attacked
-                    a.steps_seen = a.steps_attacked = 0
-                if isinstance(a, SurrogateTransfer):
-                    row["transfer_rate"] = row["action_change_rate"]
+                row = attack_row(agent, a, threat, episodes, seed, n_envs)
                 rows[a.label][f"{threat.eps:g}"] = row
                 if on_row is not None:
                     on_row(a.label, threat.eps, row)
@@ -326,14 +326,10 @@ def evaluate(
         "clean": clean,
         "results": rows,
     }
-    from robustness.report import sanity_flags
-
     card["flags"] = sanity_flags(card)  # as in the CLI's results.json
     return card
 
 
 def _progress(total: int, enabled: bool):
     """A progress bar on a terminal only: redirected stderr (a log file, a pipe) gets no bar lines."""
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, disable=not enabled or not sys.stderr.isatty(), unit="row", leave=False)

@@ -12,8 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from rllab.checkpoint import atomic_write
+from rllab.checkpoint import atomic_write, read_json
 from rllab.errors import RllabError
+from rllab.schema import ResultCard
+from rllab.units import STD, format_budget
 
 GRADIENT_KINDS = ("white-box",)
 
@@ -28,16 +30,7 @@ def _strongest(card: dict[str, Any], eps_key: str) -> tuple[str, dict[str, Any]]
 
 def eps_label(card: dict[str, Any], key: str) -> str:
     """``0.12549`` -> ``32/255`` for pixel budgets; other units as they are."""
-    return format_eps(key, card.get("threat_model", {}).get("unit"))
-
-
-def format_eps(value: float | str, unit: str | None) -> str:
-    """An eps as tables show it: ``k/255`` for pixel budgets that are whole grey levels, else ``%g``."""
-    if unit == "pixel/255":
-        v = float(value) * 255
-        if abs(v - round(v)) < 1e-3:
-            return f"{round(v)}/255"
-    return value if isinstance(value, str) else f"{float(value):g}"
+    return format_budget(key, card.get("threat_model", {}).get("unit"))
 
 
 def _eps_values(card: dict[str, Any]) -> list[float]:
@@ -153,12 +146,6 @@ def sanity_flags(card: dict[str, Any]) -> list[str]:
     return flags
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """``text`` into ``path`` through rllab's atomic writer (a hidden temporary file renamed into place,
-    the normal file mode; an OS error is one line)."""
-    atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
 def _svg_plot(card: dict[str, Any], width: int = 640, height: int = 360) -> str:
     eps = _eps_values(card)
     series = {"clean": [card["clean"]["mean_return"]] * len(eps)}
@@ -247,6 +234,7 @@ def _table(card: dict[str, Any]) -> tuple[list[str], list[list[str]], set[tuple[
 
 
 def render_markdown(card: dict[str, Any]) -> str:
+    """``report.md``: the threat model, the table (mean [95% CI] per attack and eps), flags and settings."""
     tm = card["threat_model"]
     header, rows, bold = _table(card)
     lines = [
@@ -265,7 +253,7 @@ def render_markdown(card: dict[str, Any]) -> str:
     ]
     if tm.get("image_inputs"):
         lines.append(f"Image observations: {tm['image_inputs']}.")
-    if tm["unit"] == "obs std":
+    if tm["unit"] == STD:
         for d in tm["per_eps"]:
             raw = ", ".join(f"{v:.3g}" for v in d["raw_budget_per_feature"])
             lines.append(f"- eps {d['eps']:g} std = raw per-feature budget [{raw}]")
@@ -280,6 +268,7 @@ def render_markdown(card: dict[str, Any]) -> str:
 
 
 def render_html(card: dict[str, Any]) -> str:
+    """``report.html``: the markdown report's content, self-contained, with an SVG plot of return against eps."""
     tm = card["threat_model"]
     header, rows, bold = _table(card)
     table = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
@@ -311,11 +300,12 @@ uniform noise included).</p>
 
 
 def write_report(card: dict[str, Any], out: Path) -> dict[str, Path]:
+    """Writes results.json, report.md and report.html into ``out`` (flags refreshed); returns their paths."""
     card["flags"] = sanity_flags(card)
     paths = {"json": out / "results.json", "md": out / "report.md", "html": out / "report.html"}
-    write_atomic(paths["json"], json.dumps(card, indent=2) + "\n")
-    write_atomic(paths["md"], render_markdown(card))
-    write_atomic(paths["html"], render_html(card))
+    atomic_write(paths["json"], json.dumps(card, indent=2) + "\n")
+    atomic_write(paths["md"], render_markdown(card))
+    atomic_write(paths["html"], render_html(card))
     return paths
 
 
@@ -330,10 +320,7 @@ def load_card(path: Path) -> dict[str, Any]:
                 "attack written elsewhere with --out DIR, pass DIR/results.json"
             )
         path = cards[-1]
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise RllabError(f"cannot read {path}: {exc}") from None
+    return read_json(path, ResultCard)  # one line naming the file (and field) when it is not a card
 
 
 def leaderboard(cards: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -378,6 +365,7 @@ def leaderboard(cards: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def render_leaderboard(board: dict[str, Any]) -> str:
+    """The leaderboard as Markdown, one table per eps."""
     lines = [
         "# Robustness leaderboard",
         "",

@@ -11,6 +11,7 @@ lies inside the bounds.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch as th
 from rllab.agent import Agent
 from rllab.errors import RllabError
 from rllab.parsing import parse_number
+from rllab.units import STD, ThreatUnit
 
 NORMS = ("linf", "l2")
 
@@ -57,8 +59,6 @@ def warn_fraction_on_vectors(text: str, agent: Agent, option: str = "--eps") -> 
         return
     fractions = [item.strip() for item in str(text).split(",") if "/" in item]
     if fractions:
-        import sys
-
         values = ", ".join(f"{parse_eps(f)[0]:.3g}" for f in fractions)
         print(
             f"warning: {option} {', '.join(fractions)}: the k/255 form is meant for pixel budgets; this agent's "
@@ -69,26 +69,24 @@ def warn_fraction_on_vectors(text: str, agent: Agent, option: str = "--eps") -> 
 
 @dataclass
 class ThreatModel:
+    """A ball of radius ``eps`` (``norm``) around each observation, in the budget unit named ``unit``."""
+
     eps: float
     norm: str
-    unit: str
+    unit: str  # the ThreatUnit's name (rllab.units.PIXEL or STD)
     scale: th.Tensor  # raw units per eps unit, observation-shaped
     low: th.Tensor
     high: th.Tensor
 
     @classmethod
     def for_agent(cls, agent: Agent, eps: float, norm: str = "linf") -> ThreatModel:
+        """The threat model of ``agent``'s observations at budget ``eps`` in its unit (``ThreatUnit.for_agent``)."""
         if norm not in NORMS:
             raise RllabError(f"unknown norm {norm!r}; use linf or l2")
         if eps < 0:
             raise RllabError(f"eps must be >= 0, got {eps}")
+        unit = ThreatUnit.for_agent(agent)
         shape = agent.observation_space.shape
-        if agent.is_image:
-            scale, unit = np.full(shape, 255.0, dtype=np.float32), "pixel/255"
-        else:
-            if agent.obs_std is None:
-                raise RllabError("the checkpoint has no observation statistics (obs_stats) to scale vector budgets")
-            scale, unit = np.asarray(agent.obs_std, dtype=np.float32).reshape(shape), "obs std"
         space = agent.observation_space
         low = np.broadcast_to(np.asarray(space.low, dtype=np.float32), shape)
         high = np.broadcast_to(np.asarray(space.high, dtype=np.float32), shape)
@@ -96,8 +94,8 @@ class ThreatModel:
         return cls(
             eps,
             norm,
-            unit,
-            th.as_tensor(scale, device=dev),
+            unit.name,
+            th.as_tensor(unit.scale, device=dev),
             th.as_tensor(low.copy(), device=dev),
             th.as_tensor(high.copy(), device=dev),
         )
@@ -177,7 +175,8 @@ class ThreatModel:
         return sizes
 
     def describe(self) -> dict[str, Any]:
+        """The budget as the card records it (std units also give the raw budget per feature)."""
         out: dict[str, Any] = {"eps": self.eps, "norm": self.norm, "unit": self.unit}
-        if self.unit == "obs std":
+        if self.unit == STD:
             out["raw_budget_per_feature"] = (self.eps * self.scale).reshape(-1).tolist()
         return out

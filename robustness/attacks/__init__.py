@@ -1,8 +1,9 @@
 """Observation attacks: callables ``attack(agent, obs, threat) -> perturbed obs`` (batched, raw units)."""
 
-from robustness.attacks.base import Attack
+from robustness.attacks.base import Attack, PlayedEpisodes
 from robustness.attacks.noise import UniformNoise
-from robustness.attacks.pgd import FGSM, OBJECTIVES, PGD
+from robustness.attacks.objectives import OBJECTIVES
+from robustness.attacks.pgd import FGSM, PGD
 from robustness.attacks.planning import PlanningAttack
 from robustness.attacks.surrogate import SurrogateTransfer
 from robustness.attacks.timed import StrategicallyTimed
@@ -15,6 +16,7 @@ __all__ = [
     "PlanningAttack",
     "TORCHATTACKS",
     "Attack",
+    "PlayedEpisodes",
     "StrategicallyTimed",
     "SurrogateTransfer",
     "TorchAttack",

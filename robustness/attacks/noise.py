@@ -21,4 +21,5 @@ class UniformNoise(Attack):
         return {**super().settings(), "distribution": "uniform in the ball"}
 
     def __call__(self, agent: Agent, obs: th.Tensor, threat: ThreatModel) -> th.Tensor:
+        """A uniformly random point of the ball around each observation."""
         return threat.random_point(obs)

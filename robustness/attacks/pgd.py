@@ -31,147 +31,24 @@ filters are usually reported robust and the one an adaptive attack must be compa
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 import torch as th
-import torch.nn.functional as F
-from stable_baselines3.common.distributions import CategoricalDistribution
-from torch import nn
-from torch.distributions import kl_divergence
 
-from rllab.agent import _FAST_ACTIVATIONS as _FAST_ACTS
 from rllab.agent import Agent
 from rllab.errors import RllabError
 from robustness.attacks.base import Attack
-from robustness.attacks.conv_grad import fast_input_grads
+from robustness.attacks.gradients import MLPInputGradient, fast_input_grads
+from robustness.attacks.objectives import OBJECTIVES, Objective, check_objective
 from robustness.threat import ThreatModel
 
-OBJECTIVES = ("action", "kl", "value", "targeted", "margin")
-
-
-def check_objective(agent: Agent, objective: str, target: int | None = None) -> None:
-    if objective not in OBJECTIVES:
-        raise RllabError(f"unknown objective {objective!r}; use one of {', '.join(OBJECTIVES)}")
-    if objective in ("action", "targeted", "margin") and not agent.is_discrete:
-        raise RllabError(f"objective {objective!r} needs discrete actions; use kl for continuous actions")
-    if objective == "value" and not (agent.has_critic or agent.has_q):
-        raise RllabError(f"objective 'value' needs a critic or Q-function; this {agent.algo} agent has neither")
-    if target is not None:
-        n = agent.action_space.n
-        if not 0 <= target < n:
-            raise RllabError(f"target action {target} is not one of this agent's actions 0..{n - 1}")
-
-
-class _Objective:
-    """Per-observation loss to maximise, with what it needs from the clean observation."""
-
-    def __init__(self, agent: Agent, objective: str, obs: th.Tensor, target: int | th.Tensor | None = None) -> None:
-        self.agent, self.objective = agent, objective
-        with th.no_grad():
-            scores = agent.logits(obs)
-            self.action = scores.argmax(-1) if agent.is_discrete else None
-            if objective == "kl":
-                self.clean = agent.action_dist(obs)
-            if objective == "targeted":
-                if target is None:
-                    self.target = scores.argmin(-1)
-                elif isinstance(target, th.Tensor):  # one target per observation (the planning attack)
-                    self.target = target.to(self.action)
-                else:
-                    self.target = th.full_like(self.action, target)
-            if objective == "value" and agent.has_q and not agent.has_critic:
-                self.action = scores.argmax(-1)
-
-    def __call__(self, x: th.Tensor) -> th.Tensor:
-        agent = self.agent
-        if self.objective == "action":
-            return F.cross_entropy(agent.logits(x), self.action, reduction="none")
-        if self.objective == "targeted":
-            return -F.cross_entropy(agent.logits(x), self.target, reduction="none")
-        if self.objective == "margin":
-            scores = agent.logits(x)
-            own = scores.gather(1, self.action.unsqueeze(1)).squeeze(1)
-            others = scores.scatter(1, self.action.unsqueeze(1), -th.inf)
-            return others.max(-1).values - own
-        if self.objective == "kl":
-            return kl_divergence(self.clean, agent.action_dist(x))
-        if agent.has_critic:
-            return -agent.value(x)
-        return -agent.q_values(x).gather(1, self.action.unsqueeze(1)).squeeze(1)
-
-
-_ACTIVATION_GRADS = {
-    nn.Tanh: lambda g, out: g * (1 - out * out),
-    nn.ReLU: lambda g, out: g * (out > 0),
-}
-
-
-class _MLPInputGradient:
-    """The objective's gradient with respect to the observation, by hand, for plain MLP actors.
-
-    Attacks on small vector agents spend most of their time in the autograd engine, not in
-    arithmetic. For an actor that is a chain of ``nn.Linear`` and tanh/ReLU layers
-    (``Agent._mlp_actor``) with discrete actions, no input defenses and at most observation
-    normalisation in front, the gradient of the ``action``, ``targeted``, ``margin`` and ``kl``
-    objectives is one forward pass that keeps the activations and one backward sweep of matrix
-    products: ``dL/dz`` (``softmax(z) - onehot(a)``, its negative towards the target,
-    ``onehot(b*) - onehot(a)``, ``softmax(z) - p_clean``), then ``g @ W`` and the activation's
-    derivative layer by layer, then the normalisation's ``1/std`` where it did not clip. A test
-    checks it against autograd for every objective. Anything else returns ``None`` (autograd).
-    """
-
-    def __init__(self, agent: Agent, loss_fn: _Objective, layers: tuple[nn.Module, ...]) -> None:
-        self.agent, self.loss_fn, self.layers = agent, loss_fn, layers
-        if loss_fn.objective == "kl":
-            self.p_clean = loss_fn.clean.probs
-
-    @classmethod
-    def build(cls, agent: Agent, loss_fn: _Objective) -> _MLPInputGradient | None:
-        if not isinstance(agent, Agent):  # e.g. the surrogate model of a transfer attack
-            return None
-        if loss_fn.objective not in ("action", "targeted", "margin", "kl") or not agent.is_discrete:
-            return None
-        if agent.is_image or agent.transpose_image or agent.defenses:
-            return None
-        layers = agent._mlp_actor()
-        if layers is None or not isinstance(agent.policy.action_dist, CategoricalDistribution):
-            return None
-        return cls(agent, loss_fn, layers)
-
-    def __call__(self, x: th.Tensor) -> th.Tensor:
-        agent, obj = self.agent, self.loss_fn
-        with th.no_grad():
-            # float64 (or other) observations: compute in float32 as SB3's preprocess_obs does on the module path
-            h = x.reshape(x.shape[0], -1).float()
-            keep = None
-            if agent.normalize_obs:
-                inv = 1.0 / th.sqrt(agent.norm_var + agent.obs_eps).reshape(1, -1)
-                h = (h - agent.norm_mean.reshape(1, -1)) * inv
-                keep = (h.abs() < agent.obs_clip) * inv  # d(normalised)/dx: 1/std inside, 0 where clipped
-                h = h.clamp(-agent.obs_clip, agent.obs_clip)
-            outs = []
-            for m in self.layers:
-                h = F.linear(h, m.weight, m.bias) if type(m) is nn.Linear else _FAST_ACTS[type(m)](h)
-                outs.append(h)
-            z = h
-            if obj.objective == "margin":
-                others = z.scatter(1, obj.action.unsqueeze(1), -th.inf)
-                g = F.one_hot(others.argmax(-1), z.shape[-1]).to(z) - F.one_hot(obj.action, z.shape[-1]).to(z)
-            elif obj.objective == "kl":
-                g = th.softmax(z, -1) - self.p_clean
-            else:
-                target = obj.action if obj.objective == "action" else obj.target
-                g = th.softmax(z, -1) - F.one_hot(target, z.shape[-1]).to(z)
-                if obj.objective == "targeted":
-                    g = -g
-            for m, out in zip(reversed(self.layers), reversed(outs), strict=True):
-                g = g @ m.weight if type(m) is nn.Linear else _ACTIVATION_GRADS[type(m)](g, out)
-            if keep is not None:
-                g = g * keep
-            return g.reshape(x.shape).to(x.dtype)
+__all__ = ["FGSM", "OBJECTIVES", "PGD", "check_objective"]
 
 
 class PGD(Attack):
+    """Projected gradient ascent of an objective inside the threat model's ball (see the module docstring)."""
+
     name = "pgd"
 
     def __init__(
@@ -202,9 +79,9 @@ class PGD(Attack):
         self.target = None if target is None else int(target)
         self.objective, self.steps, self.alpha, self.restarts = objective, steps, alpha, restarts
         self.random_start, self.bpda, self.eot, self.unaware = random_start, bpda, eot, unaware
-        self.by_hand = True  # MLP actors: input gradients without autograd (same numbers, see _MLPInputGradient)
-        self.fast_conv = True  # strided convolutions: input gradients by space-to-depth (see conv_grad)
-        self._by_hand: _MLPInputGradient | None = None
+        self.by_hand = True  # MLP actors: input gradients without autograd (same numbers, see gradients.py)
+        self.fast_conv = True  # strided convolutions: input gradients by space-to-depth (see gradients.py)
+        self._by_hand: MLPInputGradient | None = None
         self.adaptive = bpda or eot > 1
         # R+FGSM: the gradient is taken at the (random) start, the step is taken from the clean observation
         self.step_from_clean = False
@@ -222,6 +99,7 @@ class PGD(Attack):
         )
 
     def step_size(self, eps: float) -> float:
+        """The step in eps units."""
         # Madry et al.'s rule of thumb: 2.5 * eps / steps reaches the boundary from any start
         return self.alpha * eps if self.alpha is not None else 2.5 * eps / self.steps
 
@@ -240,7 +118,11 @@ class PGD(Attack):
             "defense_aware": not self.unaware,
         }
 
-    def _grad(self, loss_fn: _Objective, x: th.Tensor) -> th.Tensor:
+    def check_victim(self, agent: Agent, norm: str, eps: Sequence[float]) -> None:
+        """The objective (and a fixed target action) must apply to ``agent``."""
+        check_objective(agent, self.objective, self.target)
+
+    def _grad(self, loss_fn: Objective, x: th.Tensor) -> th.Tensor:
         if self._by_hand is not None:
             return self._by_hand(x)
         if self.eot == 1 and not self.amp and not self.bpda and not self.unaware:
@@ -262,6 +144,7 @@ class PGD(Attack):
         return grad / self.eot
 
     def agent_mode(self):
+        """The agent as this attack differentiates it: bare (unaware), straight-through (BPDA) or as it is."""
         if self.unaware:
             return self._agent.unaware()
         return self._agent.straight_through() if self.bpda else contextlib.nullcontext()
@@ -297,9 +180,9 @@ class PGD(Attack):
         self._agent = agent
         obs = obs.detach()
         with self.agent_mode() if self.unaware else contextlib.nullcontext():
-            loss_fn = _Objective(agent, self.objective, obs, target)
+            loss_fn = Objective(agent, self.objective, obs, target)
         plain = self.eot == 1 and not (self.amp or self.bpda or self.unaware)
-        self._by_hand = _MLPInputGradient.build(agent, loss_fn) if plain and self.by_hand else None
+        self._by_hand = MLPInputGradient.build(agent, loss_fn) if plain and self.by_hand else None
         alpha = self.step_size(threat.eps)
         best, best_loss = obs.clone(), th.full((obs.shape[0],), -th.inf, device=obs.device)
         box = threat.linf_box(obs) if threat.norm == "linf" else None

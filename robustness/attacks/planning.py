@@ -19,6 +19,7 @@ per evaluated episode (CartPole: ~10 s each on one core), so it is not part of `
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -26,12 +27,14 @@ import torch as th
 
 from rllab.agent import Agent
 from rllab.errors import RllabError
-from robustness.attacks.base import Attack
+from robustness.attacks.base import Attack, PlayedEpisodes
 from robustness.attacks.pgd import PGD
 from robustness.threat import ThreatModel
 
 
 class PlanningAttack(Attack):
+    """Cross-entropy-method search of whole-episode plans of forced actions (see the module docstring)."""
+
     name = "plan"
     kind = "planning (white-box, knows the dynamics)"
 
@@ -43,6 +46,7 @@ class PlanningAttack(Attack):
             )
         self.population, self.rounds, self.elites = population, rounds, elites
         self.pgd = PGD("targeted", steps=steps, random_start=False)
+        self.gain_over_steady_push: float | None = None  # of the last row played
 
     @property
     def label(self) -> str:
@@ -58,7 +62,8 @@ class PlanningAttack(Attack):
             "forcing": f"PGD-{self.pgd.steps} towards each step's target action, no random start",
         }
 
-    def check(self, agent: Agent) -> None:
+    def check_victim(self, agent: Agent, norm: str, eps: Sequence[float]) -> None:
+        """The planning attack plans discrete actions."""
         if not agent.is_discrete:
             raise RllabError("the planning attack plans discrete actions; this agent's actions are continuous")
 
@@ -89,9 +94,9 @@ class PlanningAttack(Attack):
             raise RllabError(f"the planning attack's horizon ({plans.shape[1]} steps) is shorter than an episode")
         return returns
 
-    def run(self, agent: Agent, threat: ThreatModel, episodes: int, seed: int) -> dict[str, Any]:
+    def play(self, agent: Agent, threat: ThreatModel, episodes: int, seed: int) -> PlayedEpisodes:
         """The attack's row: episode ``j`` (reset seed ``seed + j``) under the best plan found for it."""
-        self.check(agent)
+        self.check_victim(agent, threat.norm, [threat.eps])
         envs = [agent.make_env() for _ in range(self.population)]
         try:
             horizon = envs[0].spec.max_episode_steps if envs[0].spec is not None else None
@@ -122,14 +127,14 @@ class PlanningAttack(Attack):
         finally:
             for env in envs:
                 env.close()
-        return {
-            "returns": returns,
-            "action_changes": changed,
-            "sizes": sizes,
-            "gain_over_steady_push": float(np.mean(gains)),
-        }
+        self.gain_over_steady_push = float(np.mean(gains))
+        return PlayedEpisodes(returns=returns, action_changes=changed, sizes=sizes)
+
+    def row_extras(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {"gain_over_steady_push": self.gain_over_steady_push}
 
     def _search(self, agent, envs, seed, threat, horizon, n, rng):
+        """The cross-entropy method for one reset seed: (best plan, its return, the constant plans' returns)."""
         probs = np.full((horizon, n), 1.0 / n)
         best = np.zeros((0, horizon), dtype=np.int64)
         best_returns = np.zeros(0)

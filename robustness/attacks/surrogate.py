@@ -27,6 +27,7 @@ from torch.distributions import Categorical
 from rllab.agent import Agent
 from rllab.errors import RllabError
 from rllab.evaluation import run_episodes
+from rllab.units import ThreatUnit
 from robustness.attacks.base import Attack
 from robustness.attacks.pgd import PGD
 from robustness.threat import ThreatModel
@@ -64,15 +65,19 @@ class SurrogatePolicy(nn.Module):
 
     @property
     def device(self) -> th.device:
+        """Where the surrogate's weights live."""
         return self.center.device
 
     def logits(self, obs: th.Tensor) -> th.Tensor:
+        """Action scores of raw observations."""
         return self.net((obs.float() - self.center) / self.scale)
 
     def action_dist(self, obs: th.Tensor) -> Categorical:
+        """The action distribution of raw observations."""
         return Categorical(logits=self.logits(obs))
 
     def straight_through(self):
+        """No defenses to bypass: a null context (PGD's BPDA mode)."""
         return contextlib.nullcontext()
 
 
@@ -81,8 +86,11 @@ class _BudgetSpent(Exception):
 
 
 class SurrogateTransfer(Attack):
+    """PGD on a behaviour-cloned surrogate of the victim, transferred to the victim (see the module docstring)."""
+
     name = "surrogate"
     kind = "black-box (transfer)"
+    discrete_only = True
 
     def __init__(
         self,
@@ -156,8 +164,11 @@ class SurrogateTransfer(Attack):
         perm = th.randperm(len(x), generator=gen)
         n_test = max(1, int(self.holdout * len(x)))
         test, train = perm[:n_test], perm[n_test:]
-        center = x[train].mean(0).numpy() if not agent.is_image else np.zeros(x.shape[1:], dtype=np.float32)
-        scale = x[train].std(0).numpy() if not agent.is_image else np.full(x.shape[1:], 255.0, dtype=np.float32)
+        # the surrogate's inputs are standardised: pixels by the threat unit, vectors by the queries' own statistics
+        if agent.is_image:
+            center, scale = np.zeros(x.shape[1:], dtype=np.float32), ThreatUnit.pixel(tuple(x.shape[1:])).scale
+        else:
+            center, scale = x[train].mean(0).numpy(), x[train].std(0).numpy()
         th.manual_seed(seed)
         model = SurrogatePolicy(
             tuple(x.shape[1:]), int(agent.action_space.n), self.hidden, agent.is_image, center, scale
@@ -177,7 +188,11 @@ class SurrogateTransfer(Attack):
             self.agreement = float((model.logits(xd[test]).argmax(-1) == yd[test]).float().mean())
         self.surrogate = model
 
+    def row_extras(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {"transfer_rate": row["action_change_rate"]}
+
     def __call__(self, agent: Agent, obs: th.Tensor, threat: ThreatModel) -> th.Tensor:
+        """PGD on the surrogate (no victim gradients or queries)."""
         if self.surrogate is None:
             raise RllabError("the surrogate attack must be prepared (trained) before use")
         return self.pgd(self.surrogate, obs, threat)  # type: ignore[arg-type]

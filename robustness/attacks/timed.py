@@ -8,6 +8,7 @@ observation is left clean. The card reports the fraction of steps actually attac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch as th
@@ -19,7 +20,10 @@ from robustness.threat import ThreatModel
 
 
 class StrategicallyTimed(Attack):
+    """Attacks with ``base`` only where the agent strongly prefers one action, on at most a fraction of steps."""
+
     name = "timed"
+    discrete_only = True
 
     def __init__(self, base: Attack, threshold: float = 0.5, max_fraction: float = 0.25) -> None:
         super().__init__()
@@ -38,6 +42,7 @@ class StrategicallyTimed(Attack):
 
     @property
     def fraction_attacked(self) -> float:
+        """The fraction of the steps seen so far (this row) that were attacked."""
         return self.steps_attacked / self.steps_seen if self.steps_seen else 0.0
 
     def settings(self) -> dict[str, Any]:
@@ -50,9 +55,21 @@ class StrategicallyTimed(Attack):
             # the fraction of steps attacked depends on the budget: it is in each result row, not here
         }
 
+    def check_victim(self, agent: Agent, norm: str, eps: Sequence[float]) -> None:
+        """A discrete-action agent, and one the base attack applies to."""
+        super().check_victim(agent, norm, eps)
+        self.base.check_victim(agent, norm, eps)
+
     def prepare(self, agent: Agent, seed: int) -> None:
         self.steps_seen = self.steps_attacked = 0
         self.base.prepare(agent, seed)
+
+    def row_start(self) -> None:
+        self.steps_seen = self.steps_attacked = 0
+        self.base.row_start()
+
+    def row_extras(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {"fraction_attacked": self.fraction_attacked}
 
     def __call__(self, agent: Agent, obs: th.Tensor, threat: ThreatModel) -> th.Tensor:
         if not agent.is_discrete:

@@ -19,6 +19,7 @@ bounds, and checked like every other attack.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch as th
@@ -42,21 +43,24 @@ class BoxModel(nn.Module):
         self.obs_shape = tuple(agent.observation_space.shape)
         # channel-last (H, W, C) image observations are shown to torchattacks as (C, H, W), the layout
         # it assumes (Square's windows are spatial)
-        self.hwc = len(self.obs_shape) == 3 and bool(getattr(agent, "transpose_image", False))
+        self.hwc = len(self.obs_shape) == 3 and bool(agent.transpose_image)
         self.u_shape = self.obs_shape if len(self.obs_shape) == 3 else (int(low.numel()), 1, 1)
 
     def to_u(self, x: th.Tensor) -> th.Tensor:
+        """Observations -> torchattacks' inputs in [0, 1]."""
         u = (x - self.low) / self.width
         if self.hwc:
             return u.permute(0, 3, 1, 2)
         return u.reshape(x.shape[0], *self.u_shape)
 
     def to_obs(self, u: th.Tensor) -> th.Tensor:
+        """torchattacks' inputs -> observations."""
         if self.hwc:
             u = u.permute(0, 2, 3, 1)
         return u.reshape(u.shape[0], *self.obs_shape) * self.width + self.low
 
     def forward(self, u: th.Tensor) -> th.Tensor:
+        """The agent's action scores of torchattacks' inputs."""
         out = self.agent.logits(self.to_obs(u))
         if u.requires_grad and not out.requires_grad:
             # a vote-smoothed agent has no gradient: give torchattacks a zero one instead of an autograd error
@@ -139,7 +143,7 @@ class TorchAttack(Attack):
             loss="margin",
         )
 
-    def check(self, agent: Agent, norm: str) -> None:
+    def check_victim(self, agent: Agent, norm: str, eps: Sequence[float] = ()) -> None:
         """Whether this torchattacks attack applies to ``agent`` under ``norm``; one-line error if not."""
         if not agent.is_discrete:
             raise RllabError(f"{self.name} needs a discrete-action agent (it attacks a classifier)")
@@ -153,7 +157,7 @@ class TorchAttack(Attack):
                 raise RllabError("torchattacks' l2 Square attack needs image observations at least 5 pixels on a side")
 
     def __call__(self, agent: Agent, obs: th.Tensor, threat: ThreatModel) -> th.Tensor:
-        self.check(agent, threat.norm)
+        self.check_victim(agent, threat.norm)
         obs = obs.detach()
         if threat.eps == 0:
             return obs.clone()

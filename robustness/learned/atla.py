@@ -1,0 +1,164 @@
+"""ATLA (Zhang et al. 2021): adversarial training against a learned adversary that trains alongside the victim.
+
+Installed as the ``atla`` training defense (``robustness.adversarial_training``): the victim's
+rollouts see observations perturbed by a PA-AD adversary, which trains in turn against the
+current victim.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
+from stable_baselines3 import PPO
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecNormalize
+
+from envs.wrappers import WRAPPERS, ObservationShift
+from rllab.agent import Agent
+from rllab.errors import RllabError
+from rllab.nn.policies import default_extractor
+from rllab.spec import spec_skeleton
+from rllab.units import ThreatUnit
+from robustness.learned.env import AttackedEnv
+
+RANDOM_STD = "random-action obs std"  # the unit ATLA records for vector budgets
+
+
+class _PerturbedVecEnv(VecEnvWrapper):
+    """The training environments, every observation passed through ``owner.perturb``."""
+
+    def __init__(self, venv: Any, owner: AdversarialObservations) -> None:
+        super().__init__(venv)
+        self.owner = owner
+
+    def reset(self):
+        """Reset, perturbed."""
+        return self.owner.perturb(self.venv.reset())
+
+    def step_wait(self):
+        """A step, its observations perturbed."""
+        obs, rewards, dones, infos = self.venv.step_wait()
+        return self.owner.perturb(obs), rewards, dones, infos
+
+
+class AdversarialObservations:
+    """A VecEnv wrapper: the victim's rollouts see observations perturbed by the current adversary."""
+
+    def __init__(self, venv: Any, attacked: AttackedEnv, adversary: Any) -> None:
+        self.attacked, self.adversary = attacked, adversary
+        self.vec = _PerturbedVecEnv(venv, self)
+
+    def perturb(self, obs: np.ndarray) -> np.ndarray:
+        """The current adversary's perturbation of a batch of observations (uint8 pixels rounded)."""
+        if self.attacked.eps == 0:
+            return obs
+        action, _ = self.adversary.predict(obs.astype(np.float32), deterministic=False)
+        out = self.attacked.perturb(obs.astype(np.float32), action)
+        if np.issubdtype(obs.dtype, np.integer):  # uint8 pixels: nearest grey level, not truncation
+            info = np.iinfo(obs.dtype)
+            out = np.clip(np.rint(out), info.min, info.max)
+        return out.astype(obs.dtype)
+
+
+def env_spec_of(venv: Any) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    """(id, kwargs, wrappers) of the environments of an rllab training ``DummyVecEnv``.
+
+    Read back from the first environment: the kwargs from its ``gym.make`` spec, the named
+    wrappers (``envs.wrappers.WRAPPERS``) from its wrapper chain, so that the adversary's and the
+    statistics' environments are the run's own, not ``gym.make(id)``.
+    """
+    envs = getattr(venv, "envs", None)
+    if not envs:
+        raise RllabError("--defense atla needs the lab's own (DummyVecEnv) training environments")
+    env, wrappers = envs[0], []
+    while isinstance(env, gym.Wrapper):
+        name = next((n for n, cls in WRAPPERS.items() if type(env) is cls), None)
+        if name is not None:
+            if isinstance(env, ObservationShift):
+                kwargs = {"scale": env.scale, "offset": env.offset}
+            else:
+                kwargs = dict(getattr(env, "_saved_kwargs", {}))
+            wrappers.append({"name": name, "kwargs": kwargs})
+        elif not isinstance(env, (Monitor, TimeLimit, OrderEnforcing, PassiveEnvChecker)):
+            raise RllabError(f"--defense atla cannot rebuild the training environment's {type(env).__name__} wrapper")
+        env = env.env
+    spec = env.spec
+    if spec is None:
+        raise RllabError("--defense atla needs a registered environment (gym.make) to rebuild it")
+    return spec.id, dict(spec.kwargs), wrappers[::-1]
+
+
+def install_atla(
+    model: Any, eps: float, seed: int = 0, steps: int = 10, adv_every: int = 8, adv_steps: int = 2048, **_: Any
+) -> dict[str, Any]:
+    """ATLA (Zhang et al. 2021): alternate victim and adversary training.
+
+    The victim's rollouts see observations perturbed by a PA-AD adversary; every ``adv_every``
+    victim updates the adversary trains ``adv_steps`` PPO steps against the current victim.
+    The adversary's environments are the run's own (id, kwargs and wrappers). Vector budgets
+    use the std of observations in 2000 steps of random-action rollouts of that environment.
+    """
+    if not hasattr(model, "rollout_buffer"):
+        raise RllabError("--defense atla needs an on-policy algorithm (reinforce, a2c, ppo)")
+    venv = model.get_env()
+    if isinstance(venv, VecNormalize) or type(venv).__name__ == "VecTransposeImage":
+        raise RllabError("--defense atla supports environments without observation normalisation or transposition")
+    env_id, env_kwargs, wrappers = env_spec_of(venv)
+    obs_space, act_space = model.observation_space, model.action_space
+    kwargs = {"features_extractor": default_extractor(obs_space)} if len(obs_space.shape) == 3 else {}
+    spec = spec_skeleton(
+        "ppo", env_id, env_kwargs, wrappers, obs_space, act_space, "ActorCriticPolicy", kwargs, has_critic=True
+    )
+    probe = Agent(spec, model.policy).make_env()  # the run's environment; checks the spaces too
+    seen, (o, _) = [], probe.reset(seed=seed)
+    for _ in range(2000):
+        seen.append(np.asarray(o, dtype=np.float64))
+        o, _, term, trunc, _ = probe.step(probe.action_space.sample())
+        if term or trunc:
+            o, _ = probe.reset()
+    probe.close()
+    x = np.stack(seen)
+    spec["obs_stats"] = {"mean": x.mean(0).reshape(-1).tolist(), "std": x.std(0).reshape(-1).tolist()}
+    victim = Agent(spec, model.policy)  # a live view: it shares the policy being trained
+    shape = tuple(obs_space.shape)
+    # vector budgets in the std of the random-action rollouts (the checkpoint's obs_stats come after training)
+    unit = ThreatUnit.pixel(shape) if victim.is_image else ThreatUnit.std(victim.obs_std, shape, name=RANDOM_STD)
+    attacked = [AttackedEnv(victim, eps, pgd_steps=steps, unit=unit) for _ in range(4)]
+    adversary = PPO(
+        "MlpPolicy",
+        DummyVecEnv([lambda a=a: a for a in attacked]),
+        n_steps=128,
+        batch_size=256,
+        n_epochs=10,
+        learning_rate=1e-3,
+        ent_coef=0.01,
+        seed=seed,
+        device=model.device,
+        verbose=0,
+    )
+    wrapper = AdversarialObservations(venv, attacked[0], adversary)
+    model.env = wrapper.vec
+    train = model.train
+    updates = {"n": 0}
+
+    def train_then_adversary() -> None:
+        train()
+        updates["n"] += 1
+        if updates["n"] % adv_every == 0:
+            adversary.learn(adv_steps, reset_num_timesteps=False)
+            model.logger.record("train/atla_adversary_steps", adversary.num_timesteps)
+
+    model.train = train_then_adversary
+    return {
+        "name": "atla",
+        "eps": eps,
+        "unit": unit.name,
+        "env": {"id": env_id, "kwargs": env_kwargs, "wrappers": wrappers},
+        "pgd_steps": steps,
+        "adv_every": adv_every,
+        "adv_steps": adv_steps,
+        "adversary": "PA-AD (PPO director)",
+    }

@@ -1,0 +1,239 @@
+"""The learned adversary's game: the attacked environment it is trained in, and the PA-AD actor.
+
+The optimal learned adversary is a policy trained with PPO to perturb a victim's observations
+(Zhang et al. 2021, "Robust RL on State Observations with Learned Optimal Adversary", ATLA):
+in the state-adversarial MDP the adversary observes the true state ``s``, chooses a
+perturbation ``delta`` in the threat model's ball, the victim acts on ``s + delta`` and the
+adversary receives the negative of the victim's reward. The adversary's policy outputs
+``a in [-1, 1]^d`` and the perturbation is ``a * eps * scale`` (linf ball; ``scale`` is the
+victim's threat unit, ``rllab.units.ThreatUnit``), clipped to the observation space. The
+adversary is itself an rllab checkpoint: its environment is ``rllab/Attacked-v0`` with the
+victim's path and the budget as keyword arguments.
+
+Two parameterisations (``mode``):
+
+- ``direct``: the adversary's action is the perturbation direction itself, as above. Hard
+  to learn where random perturbations do nothing (an exploration problem).
+- ``pa-ad`` (default; Sun et al. 2022, "Who Is the Strongest Enemy?", PA-AD): the adversary
+  (the "director") chooses a direction in the victim's *action* space and a PGD "actor"
+  turns it into the state perturbation inside the ball. For a discrete victim the direction
+  is a target action and the PGD step maximises ``log pi(target | s')``; for a continuous
+  victim it is ``d in [-1, 1]^k`` and PGD maximises ``d . mu(s')``. This is white-box: the
+  actor uses the victim's gradient.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch as th
+
+from rllab.agent import Agent, load
+from rllab.errors import RllabError
+from rllab.units import ThreatUnit
+
+ENV_ID = "rllab/Attacked-v0"
+
+
+def victim_summary(agent: Agent) -> dict[str, Any]:
+    """What an adversary was trained for, recorded in its checkpoint (``env.kwargs.victim_spec``)."""
+    space = agent.action_space
+    if agent.is_discrete:
+        action: dict[str, Any] = {"type": "Discrete", "n": int(space.n)}
+    else:
+        action = {"type": "Box", "shape": list(space.shape)}
+    return {
+        "env": agent.env_id,
+        "observation_shape": list(agent.observation_space.shape),
+        "action_space": action,
+        "path": str(Path(agent.path).resolve()) if getattr(agent, "path", None) else None,
+    }
+
+
+def describe_victim(v: dict[str, Any]) -> str:
+    """A victim summary in words: its environment, observation shape and actions."""
+    acts = v.get("action_space") or {}
+    acts_text = f"{acts['n']} actions" if acts.get("type") == "Discrete" else f"actions of shape {acts.get('shape')}"
+    return f"{v.get('env')} (observations of shape {tuple(v.get('observation_shape') or ())}, {acts_text})"
+
+
+def trained_for(adversary: Agent) -> dict[str, Any]:
+    """The victim an adversary checkpoint was trained against, from its spec (older checkpoints: the victim's
+    agent.json, where it still exists) plus what the adversary's own spaces say."""
+    kwargs = adversary.spec["env"]["kwargs"]
+    recorded = dict(kwargs.get("victim_spec") or {})
+    victim = kwargs.get("victim")
+    if not recorded and victim:
+        try:
+            spec = json.loads((Path(victim) / "agent.json").read_text())
+            recorded = {"env": spec["env"]["id"]}
+        except (OSError, ValueError, KeyError, TypeError):
+            recorded = {}
+    recorded.setdefault("path", str(Path(victim).resolve()) if victim else None)
+    recorded.setdefault("observation_shape", list(adversary.observation_space.shape))
+    return {**recorded, "eps": float(kwargs["eps"]), "mode": kwargs.get("mode", "pa-ad")}
+
+
+def check_adversary(adversary: Agent, agent: Agent, eps: list[float] | tuple[float, ...] = ()) -> list[str]:
+    """Refuses an adversary trained for another kind of victim (one line); returns warnings for a
+    different victim of the same kind or a different budget."""
+    trained = trained_for(adversary)
+    mode = trained["mode"]
+    mine = victim_summary(agent)
+    where = f"the adversary {adversary.path or ''}".rstrip()
+    problem = None
+    if trained.get("env") and trained["env"] != agent.env_id:
+        problem = "environment"
+    elif tuple(adversary.observation_space.shape) != tuple(agent.observation_space.shape):
+        problem = "observation shape"
+    else:  # what the adversary's actions mean must fit this victim
+        space = adversary.action_space
+        if mode == "direct":
+            ok = isinstance(space, gym.spaces.Box) and tuple(space.shape) == tuple(agent.observation_space.shape)
+        elif agent.is_discrete:
+            ok = isinstance(space, gym.spaces.Discrete) and int(space.n) == int(agent.action_space.n)
+        else:
+            ok = isinstance(space, gym.spaces.Box) and tuple(space.shape) == tuple(agent.action_space.shape)
+        problem = None if ok else "action space"
+    if problem is not None:
+        victim = f" at {trained['path']}" if trained.get("path") else ""
+        shown = {**trained, "action_space": trained.get("action_space") or adversary_actions(adversary, mode)}
+        raise RllabError(
+            f"{where} was trained against a {describe_victim(shown)} victim{victim}; this agent is a "
+            f"{describe_victim(mine)} one (different {problem}): train an adversary for it (omit --adversary)"
+        )
+    warnings = []
+    if trained.get("path") and mine["path"] and trained["path"] != mine["path"]:
+        warnings.append(
+            f"{where} was trained against another {agent.env_id} agent ({trained['path']}), not this one "
+            f"({mine['path']}): its attack may be weaker than one trained for this agent"
+        )
+    other = sorted({f"{e:g}" for e in eps if abs(float(e) - trained["eps"]) > 1e-9}, key=float)
+    if other:
+        warnings.append(
+            f"{where} was trained at eps {trained['eps']:g}; it is used here at eps {', '.join(other)} "
+            "(its perturbations are rescaled to each budget)"
+        )
+    return warnings
+
+
+def adversary_actions(adversary: Agent, mode: str) -> dict[str, Any]:
+    """The victim's action space as the adversary's own (PA-AD directions are victim actions)."""
+    space = adversary.action_space
+    if mode != "direct" and isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n)}
+    if mode != "direct":
+        return {"type": "Box", "shape": list(space.shape)}
+    return {}
+
+
+class AttackedEnv(gym.Env):
+    """The victim's environment seen from the adversary's side (see the module docstring)."""
+
+    def __init__(
+        self,
+        victim: str | Agent,
+        eps: float,
+        mode: str = "pa-ad",
+        pgd_steps: int = 10,
+        victim_env_kwargs: dict[str, Any] | None = None,
+        victim_spec: dict[str, Any] | None = None,
+        unit: ThreatUnit | None = None,
+    ) -> None:
+        if eps < 0:
+            raise RllabError(f"eps must be >= 0, got {eps}")
+        if mode not in ("pa-ad", "direct"):
+            raise RllabError(f"unknown adversary mode {mode!r}; use pa-ad or direct")
+        self.eps, self.mode, self.pgd_steps = float(eps), mode, int(pgd_steps)
+        # a live Agent (ATLA trains against the victim as it learns) or a checkpoint folder
+        self.victim = victim if isinstance(victim, Agent) else load(victim)
+        if victim_spec is not None:  # what the adversary was trained for (recorded by train_adversary)
+            now = victim_summary(self.victim)
+            for key in ("env", "observation_shape", "action_space"):
+                if victim_spec.get(key) is not None and victim_spec[key] != now[key]:
+                    raise RllabError(
+                        f"the victim {victim} is now a {describe_victim(now)} agent; this adversary was trained "
+                        f"against a {describe_victim(victim_spec)} one"
+                    )
+        self.env = self.victim.make_env(**(victim_env_kwargs or {}))
+        space = self.victim.observation_space
+        self.low = np.asarray(space.low, dtype=np.float32)
+        self.high = np.asarray(space.high, dtype=np.float32)
+        self.unit = unit if unit is not None else ThreatUnit.for_agent(self.victim)
+        self.scale = self.unit.scale
+        self.observation_space = gym.spaces.Box(
+            np.maximum(self.low, -np.inf), np.minimum(self.high, np.inf), shape=space.shape, dtype=np.float32
+        )
+        if mode == "direct":
+            self.action_space = gym.spaces.Box(-1.0, 1.0, shape=space.shape, dtype=np.float32)
+        elif self.victim.is_discrete:
+            self.action_space = gym.spaces.Discrete(int(self.victim.action_space.n))
+        else:
+            self.action_space = gym.spaces.Box(-1.0, 1.0, shape=self.victim.action_space.shape, dtype=np.float32)
+        self._obs: np.ndarray | None = None
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """The victim's environment, reset."""
+        super().reset(seed=seed)
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._obs = np.asarray(obs, dtype=np.float32)
+        return self._obs, info
+
+    def perturb(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
+        """Batched: observations (B, ...) and adversary actions (B, ...) -> perturbed observations."""
+        if self.mode == "direct":
+            delta = np.clip(action, -1.0, 1.0) * self.eps * self.scale
+            return np.clip(obs + delta, self.low, self.high)
+        return pa_ad_actor(self.victim, obs, action, self.eps * self.scale, self.low, self.high, self.pgd_steps)
+
+    def step(self, action: np.ndarray):
+        """The victim acts on the perturbed observation; the adversary gets minus its reward."""
+        seen = self.perturb(self._obs[None], np.asarray(action)[None])[0]
+        victim_action = self.victim.act(seen[None])[0]
+        obs, reward, terminated, truncated, info = self.env.step(victim_action)
+        self._obs = np.asarray(obs, dtype=np.float32)
+        return self._obs, -float(reward), terminated, truncated, info
+
+    def close(self) -> None:
+        """Closes the victim's environment."""
+        self.env.close()
+
+
+def pa_ad_actor(
+    victim: Agent,
+    obs: np.ndarray,
+    direction: np.ndarray,
+    radius: np.ndarray,
+    low: np.ndarray,
+    high: np.ndarray,
+    steps: int,
+) -> np.ndarray:
+    """PGD inside the linf ball that moves the victim's policy along ``direction`` (PA-AD's actor)."""
+    x = th.as_tensor(np.asarray(obs, dtype=np.float32), device=victim.device)
+    r = th.as_tensor(radius, dtype=th.float32, device=x.device)
+    lo = th.as_tensor(low, dtype=th.float32, device=x.device)
+    hi = th.as_tensor(high, dtype=th.float32, device=x.device)
+    d = th.as_tensor(np.asarray(direction), device=x.device)
+    adv = x.clone()
+    step = 2.5 * r / max(steps, 1)
+    for _ in range(steps):
+        adv.requires_grad_(True)
+        scores = victim.logits(adv)
+        if victim.is_discrete:
+            objective = th.log_softmax(scores, -1).gather(1, d.long().reshape(-1, 1)).sum()
+        else:
+            objective = (scores * d.float().reshape(scores.shape)).sum()
+        (grad,) = th.autograd.grad(objective, adv)
+        with th.no_grad():
+            adv = th.clamp(th.minimum(th.maximum(adv + step * grad.sign(), x - r), x + r), lo, hi)
+    return adv.detach().cpu().numpy()
+
+
+def register() -> None:
+    """Registers ``rllab/Attacked-v0`` with Gymnasium (``rllab.environment.ENV_PROVIDERS`` calls it by module name)."""
+    if ENV_ID not in gym.registry:
+        gym.register(ENV_ID, entry_point="robustness.learned.env:AttackedEnv")

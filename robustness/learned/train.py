@@ -1,0 +1,45 @@
+"""Training a learned adversary: PPO on ``rllab/Attacked-v0`` against a victim checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import rllab
+from rllab.agent import Agent, load
+from robustness.learned.env import ENV_ID, register, victim_summary
+
+
+def train_adversary(
+    victim: str | Path,
+    eps: float,
+    steps: int = 100_000,
+    seed: int = 0,
+    out: str | Path | None = None,
+    progress: bool | None = None,
+    mode: str = "pa-ad",
+) -> Agent:
+    """PPO adversary against the checkpoint ``victim`` with budget ``eps``; returns the adversary agent."""
+    register()
+    victim = Path(victim)
+    summary = victim_summary(load(victim))
+    summary.pop("path")  # the victim's path is recorded beside it, as ``victim``
+    out = Path(out) if out is not None else victim / "adversaries" / f"learned-eps{eps:g}-s{seed}"
+    return rllab.train(
+        "ppo",
+        ENV_ID,
+        seed=seed,
+        steps=steps,
+        out=out,
+        progress=progress,
+        env_kwargs={"victim": str(victim.resolve()), "eps": float(eps), "mode": mode, "victim_spec": summary},
+        overrides={
+            "n_envs": 8,
+            "n_steps": 128,
+            "batch_size": 256,
+            "n_epochs": 10,
+            "gamma": 0.99,
+            "learning_rate": 1e-3,
+            "ent_coef": 0.01,
+        },
+        eval_freq=0,
+    )
