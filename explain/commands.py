@@ -1,15 +1,33 @@
-"""``rllab explain RUN --method saliency,occlusion,greydanus [...]``."""
+"""``rllab explain RUN --method saliency,occlusion,greydanus [...]``: load a checkpoint, explain it, save, print.
+
+``explain_run`` writes, for a run folder RUN and an explanation named NAME (``explain-TARGET-sSEED``, with a
+counter when it exists already):
+
+* ``RUN/tb/NAME/``: the TensorBoard events ``explain.report.explain_agent`` logs;
+* ``RUN/explain/NAME/``: the same images as PNG/GIF files, and ``metrics.json``.
+
+Both folders are written under temporary names and renamed at the end, so an interrupted run leaves no
+half-written explanation behind.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+from explain.methods import METHODS
+from explain.report import build_methods, check_counts, explain_agent, metrics_table
+from explain.tensorboard import ExplanationWriter, tensorboard_command
+from rllab.agent import load
 from rllab.parsing import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from explain.methods import METHODS
-
+    """Add the ``explain`` subcommand."""
     p = sub.add_parser("explain", help="attribution maps of an agent's episodes, in TensorBoard and as PNGs")
     p.add_argument("run", help="checkpoint folder")
     p.add_argument(
@@ -27,9 +45,71 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_explain)
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
-    from explain.report import explain_run, metrics_table
+def _free_name(run: Path, base: str) -> str:
+    name, k = base, 1
+    while (run / "tb" / name).exists() or (run / "explain" / name).exists():
+        k += 1
+        name = f"{base}-{k}"
+    return name
 
+
+def explain_run(
+    run: str | Path,
+    methods: str | Sequence[str] = ("saliency", "occlusion", "greydanus"),
+    episodes: int = 1,
+    target: str = "action",
+    every: int = 1,
+    metrics: bool = False,
+    seed: int = 0,
+    device: str = "cpu",
+    fps: float = 4.0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Explain ``episodes`` episodes of the checkpoint in ``run`` into its ``tb/`` and ``explain/`` folders;
+    returns what ran, the metrics and the paths written."""
+    check_counts(episodes, every)
+    run = Path(run)
+    agent = load(run, device=device)
+    built = build_methods(agent, methods, target)  # a method that cannot apply fails before anything is written
+    name = _free_name(run, f"explain-{target}-s{seed}")
+    tb_dir, png_dir = run / "tb" / name, run / "explain" / name
+    tb_tmp, png_tmp = run / "tb" / f".{name}.tmp", run / "explain" / f".{name}.tmp"
+    for d in (tb_tmp, png_tmp):
+        shutil.rmtree(d, ignore_errors=True)
+    new_folder = not png_tmp.parent.exists()
+    png_tmp.mkdir(parents=True)
+    w = ExplanationWriter(tb_tmp, png_tmp)
+    try:
+        explained = explain_agent(
+            agent,
+            built,
+            w,
+            episodes=episodes,
+            target=target,
+            every=every,
+            metrics=metrics,
+            seed=seed,
+            fps=fps,
+            progress=progress,
+        )
+        w.close()
+        result = {"run": str(run), "name": name, **explained}
+        (png_tmp / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+        tb_tmp.rename(tb_dir)
+        png_tmp.rename(png_dir)
+    except BaseException:
+        w.close()
+        shutil.rmtree(tb_tmp, ignore_errors=True)
+        shutil.rmtree(png_tmp, ignore_errors=True)
+        if new_folder and not any(png_tmp.parent.iterdir()):
+            png_tmp.parent.rmdir()
+        raise
+    result.update({"tb_dir": str(tb_dir), "png_dir": str(png_dir), "tensorboard": tensorboard_command(run / "tb")})
+    return result
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Run ``rllab explain`` and print where everything went."""
     result = explain_run(
         args.run,
         methods=args.method,

@@ -26,6 +26,7 @@ class Trajectories:
         return int(self.obs.shape[0])
 
     def episode_slice(self, e: int) -> np.ndarray:
+        """Indices of episode ``e``'s states, in time order."""
         return np.flatnonzero(self.episode == e)
 
 

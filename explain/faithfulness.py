@@ -26,7 +26,7 @@ from scipy import stats
 from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
-from explain.methods import as_index_tensor
+from explain.methods.validate import as_index_tensor
 from rllab.agent import Agent, clone_module
 from rllab.errors import RllabError
 
@@ -89,6 +89,7 @@ class CurveResult:
     insertion_curve: np.ndarray
 
     def summary(self) -> dict[str, float]:
+        """Mean deletion and insertion areas over the states."""
         return {"deletion_auc": float(self.deletion_auc.mean()), "insertion_auc": float(self.insertion_auc.mean())}
 
 

@@ -1,30 +1,23 @@
-"""``explain_run``: explain a checkpoint's episodes with several methods, log them, measure them.
+"""Explaining an agent's episodes with several methods: the maps logged to an ``ExplanationWriter``
+(TensorBoard and PNG/GIF files), faithfulness metrics measured, and the metrics table.
 
-Writes, for a run folder RUN and an explanation named NAME (``explain-TARGET-sSEED``, with a
-counter when it exists already):
-
-* ``RUN/tb/NAME/``: TensorBoard events: per explained step the frame, heatmap and overlay
-  (images), a grid and an animated GIF of the overlays per episode, or for vector agents a
-  feature x time heatmap and per-feature bars; faithfulness scalars; a text entry per method
-  with its target and baseline.
-* ``RUN/explain/NAME/``: the same images as PNG/GIF files, and ``metrics.json``.
-
-Both folders are written under temporary names and renamed at the end, so an interrupted
-run leaves no half-written explanation behind.
+``explain_agent`` logs, per explained step, the frame, heatmap and overlay (images), a grid and an
+animated GIF of the overlays per episode, or for vector agents a feature x time heatmap and per-feature
+bars; faithfulness scalars; a text entry per method with its target and baseline; and the activation
+maximisation view. Where the files go is the caller's choice (``explain.commands.explain_run`` writes
+them into a run folder).
 """
 
 from __future__ import annotations
 
 import inspect
-import json
-import shutil
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch as th
+import yaml
 from tqdm.auto import tqdm
 
 from explain.episodes import Trajectories, collect_states
@@ -32,17 +25,17 @@ from explain.faithfulness import deletion_insertion, pointing_game, relevance_ma
 from explain.methods import ALIASES, METHODS, Explainer, activation_maximisation, make_method, space_kind
 from explain.tensorboard import (
     ExplanationWriter,
+    colormap,
     feature_bars_figure,
     feature_time_figure,
-    frame_rgb,
     grid,
     heat_map,
     overlay,
-    tensorboard_command,
     upscale,
 )
 from rllab.agent import Agent
 from rllab.errors import RllabError
+from rllab.frames import frame_rgb
 
 CARTPOLE_FEATURES = ["cart position", "cart velocity", "pole angle", "pole angular velocity"]
 
@@ -67,8 +60,6 @@ def _split_top_level(text: str) -> list[str]:
 
 def _method_options(name: str, text: str) -> dict[str, Any]:
     """``window=3,stride=3`` -> ``{"window": 3, "stride": 3}`` (values read as YAML: numbers, lists, strings)."""
-    import yaml
-
     options: dict[str, Any] = {}
     for item in _split_top_level(text):
         key, sep, value = item.partition("=")
@@ -195,6 +186,7 @@ def metric_columns(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, str]]:
 
 
 def metrics_table(rows: Sequence[dict[str, Any]], legend: bool = True) -> str:
+    """The methods x metrics table, with a legend saying what each column measures and which way is better."""
     cols = [(k, h) for k, h in METRIC_COLUMNS if any(k in r for r in rows)]
     header = f"{'method':22s}" + "".join(f"{h:>12s}" for _, h in cols)
     lines = [header, "-" * len(header)]
@@ -207,14 +199,6 @@ def metrics_table(rows: Sequence[dict[str, Any]], legend: bool = True) -> str:
         if any(r["method"] == "random" for r in rows):
             lines.append("  random: uniform random maps, the floor every method is compared with")
     return "\n".join(lines)
-
-
-def _free_name(run: Path, base: str) -> str:
-    name, k = base, 1
-    while (run / "tb" / name).exists() or (run / "explain" / name).exists():
-        k += 1
-        name = f"{base}-{k}"
-    return name
 
 
 def _log_images(
@@ -231,16 +215,10 @@ def _log_images(
             heat = heat_map(attr[k], channels_last)
             ov = overlay(frame, heat)
             overlays.append(upscale(ov))
-            w.image(f"{method}/ep{e}/heatmap", upscale(_colour(heat)), step=t)
+            w.image(f"{method}/ep{e}/heatmap", upscale(colormap(heat)), step=t)
             w.image(f"{method}/ep{e}/overlay", overlays[-1], step=t)
         w.image(f"{method}/ep{e}/grid", grid(overlays), step=0)
         w.animation(f"{method}/ep{e}/animation", overlays, step=0, fps=fps)
-
-
-def _colour(heat: np.ndarray) -> np.ndarray:
-    from explain.tensorboard import colormap
-
-    return colormap(heat)
 
 
 def _log_frames(w: ExplanationWriter, agent: Agent, tr: Trajectories, every: int) -> None:
@@ -286,93 +264,84 @@ def _build(name: str, agent: Agent, target: str, options: dict[str, Any]) -> Exp
         raise RllabError(f"{name}({shown}): {exc}") from None
 
 
-def explain_run(
-    run: str | Path,
-    methods: str | Sequence[str] = ("saliency", "occlusion", "greydanus"),
+def check_counts(episodes: int, every: int) -> None:
+    """Refuse a non-positive number of episodes or logging interval (before anything is loaded or written)."""
+    if episodes <= 0:
+        raise RllabError(f"--episodes must be positive, got {episodes}")
+    if every <= 0:
+        raise RllabError(f"--every must be positive, got {every}")
+
+
+def build_methods(agent: Agent, methods: str | Sequence[str], target: str = "action") -> list[Explainer]:
+    """The methods of a list such as ``"saliency,occlusion(window=3)"`` built for ``agent``: a method that
+    cannot apply (a Greydanus map of a vector agent, a value target without a critic) fails here, before
+    any work."""
+    space_kind(agent)  # an observation space nothing can draw fails first
+    return [_build(n, agent, target, options) for n, options in parse_methods(methods)]
+
+
+def explain_agent(
+    agent: Agent,
+    methods: Sequence[Explainer],
+    writer: ExplanationWriter,
     episodes: int = 1,
     target: str = "action",
     every: int = 1,
     metrics: bool = False,
     seed: int = 0,
-    device: str = "cpu",
     fps: float = 4.0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Explain ``episodes`` episodes of the checkpoint in ``run``; returns paths and metrics."""
-    from rllab.agent import load
+    """Explain ``episodes`` episodes of ``agent`` (episode j reset with seed ``seed + j``) with ``methods``
+    (``build_methods``), logging the maps to ``writer``; returns what ran and the faithfulness rows.
 
-    if episodes <= 0:
-        raise RllabError(f"--episodes must be positive, got {episodes}")
-    if every <= 0:
-        raise RllabError(f"--every must be positive, got {every}")
-    run = Path(run)
-    agent = load(run, device=device)
+    With ``metrics``, every method is measured (``method_metrics``) and a random-map control is added unless
+    it was asked for; the numbers are logged as scalars ``METHOD/faithfulness/METRIC``.
+    """
+    check_counts(episodes, every)
     kind = space_kind(agent)
-    names = parse_methods(methods)
-    # build every method first so that a method that cannot apply fails before any work
-    built = [_build(n, agent, target, options) for n, options in names]
     th.manual_seed(seed)
     tr = collect_states(agent, episodes=episodes, seed=seed)
-    name = _free_name(run, f"explain-{target}-s{seed}")
-    tb_dir, png_dir = run / "tb" / name, run / "explain" / name
-    tb_tmp, png_tmp = run / "tb" / f".{name}.tmp", run / "explain" / f".{name}.tmp"
-    for d in (tb_tmp, png_tmp):
-        shutil.rmtree(d, ignore_errors=True)
-    png_tmp.mkdir(parents=True)
-    w = ExplanationWriter(tb_tmp, png_tmp)
     rows: list[dict[str, Any]] = []
-    try:
+    if kind == "image":
+        _log_frames(writer, agent, tr, every)
+    methods_bar = tqdm(methods, desc="explaining", disable=not progress or not sys.stderr.isatty(), unit="method")
+    for m in methods_bar:
+        methods_bar.set_postfix_str(m.name)
+        attr_t = m.attribute(tr.obs, actions=tr.actions if target == "action" and agent.is_discrete else None)
+        attr = attr_t.cpu().numpy()
         if kind == "image":
-            _log_frames(w, agent, tr, every)
-        methods_bar = tqdm(built, desc="explaining", disable=not progress or not sys.stderr.isatty(), unit="method")
-        for m in methods_bar:
-            methods_bar.set_postfix_str(m.name)
-            attr_t = m.attribute(tr.obs, actions=tr.actions if target == "action" and agent.is_discrete else None)
-            attr = attr_t.cpu().numpy()
-            if kind == "image":
-                _log_images(w, agent, tr, attr, m.name, every, fps)
-            else:
-                _log_vector(w, agent, tr, attr, m.name)
-            desc = m.describe()
-            w.text(
-                f"{m.name}/config",
-                "| key | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in desc.items()),
-            )
-            if metrics:
-                row = method_metrics(agent, m, tr, attr_t, seed=seed)
-                rows.append(row)
-                for k, _ in METRIC_COLUMNS:
-                    if isinstance(row.get(k), float):
-                        w.scalar(f"{m.name}/faithfulness/{k}", row[k])
-        _log_global_view(w, agent, target, seed)
-        if metrics and not any(m.name == "random" for m in built):  # the control, unless it was asked for
-            rand = make_method("random", agent, target=target, seed=seed)
-            rows.append(method_metrics(agent, rand, tr, rand.attribute(tr.obs), seed=seed))
-            for k, _ in METRIC_COLUMNS:
-                if isinstance(rows[-1].get(k), float):
-                    w.scalar(f"random/faithfulness/{k}", rows[-1][k])
-        w.close()
-        result = {
-            "run": str(run),
-            "name": name,
-            "env": agent.env_id,
-            "algo": agent.algo,
-            "target": target,
-            "seed": seed,
-            "episodes": episodes,
-            "states": len(tr),
-            "episode_returns": tr.returns,
-            "methods": [m.describe() for m in built],
-            "metrics": rows,
-            "columns": metric_columns(rows),
-        }
-        (png_tmp / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-        tb_tmp.rename(tb_dir)
-        png_tmp.rename(png_dir)
-    except BaseException:
-        w.close()
-        shutil.rmtree(tb_tmp, ignore_errors=True)
-        shutil.rmtree(png_tmp, ignore_errors=True)
-        raise
-    result.update({"tb_dir": str(tb_dir), "png_dir": str(png_dir), "tensorboard": tensorboard_command(run / "tb")})
-    return result
+            _log_images(writer, agent, tr, attr, m.name, every, fps)
+        else:
+            _log_vector(writer, agent, tr, attr, m.name)
+        desc = m.describe()
+        writer.text(
+            f"{m.name}/config",
+            "| key | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in desc.items()),
+        )
+        if metrics:
+            rows.append(method_metrics(agent, m, tr, attr_t, seed=seed))
+            _log_metrics(writer, m.name, rows[-1])
+    _log_global_view(writer, agent, target, seed)
+    if metrics and not any(m.name == "random" for m in methods):  # the control, unless it was asked for
+        rand = make_method("random", agent, target=target, seed=seed)
+        rows.append(method_metrics(agent, rand, tr, rand.attribute(tr.obs), seed=seed))
+        _log_metrics(writer, "random", rows[-1])
+    return {
+        "env": agent.env_id,
+        "algo": agent.algo,
+        "target": target,
+        "seed": seed,
+        "episodes": episodes,
+        "states": len(tr),
+        "episode_returns": tr.returns,
+        "methods": [m.describe() for m in methods],
+        "metrics": rows,
+        "columns": metric_columns(rows),
+    }
+
+
+def _log_metrics(writer: ExplanationWriter, method: str, row: dict[str, Any]) -> None:
+    for k, _ in METRIC_COLUMNS:
+        if isinstance(row.get(k), float):
+            writer.scalar(f"{method}/faithfulness/{k}", row[k])

@@ -1,29 +1,30 @@
 """Drawing attribution maps and writing them to TensorBoard (and PNG files).
 
 TensorBoard multiplies float images by 255 and clips, so maps are normalised to [0, 1]
-and colour-mapped to ``uint8`` here. Episode animations are animated GIFs encoded
-with Pillow and stored as image summaries: ``SummaryWriter.add_video`` needs moviepy
-and logs nothing with moviepy 2.x. TensorBoard keeps 10 images per tag by default;
+and colour-mapped to ``uint8`` here. Episode animations are animated GIFs
+(``rllab.frames.gif_bytes``) stored as image summaries: ``SummaryWriter.add_video`` needs
+moviepy and logs nothing with moviepy 2.x. TensorBoard keeps 10 images per tag by default;
 start it with ``--samples_per_plugin images=N`` (``tensorboard_command``) to see every step.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary
 from torch.utils.tensorboard import SummaryWriter
+
+from rllab.frames import enlarge, gif_bytes, png_bytes
 
 #: images kept per tag by the viewer command this module suggests (TensorBoard's default is 10)
 SAMPLES_PER_TAG = 1000
 
 
 def tensorboard_command(logdir: str | Path) -> str:
+    """The command that shows ``logdir`` in TensorBoard with every logged image kept."""
     return f"tensorboard --logdir {logdir} --samples_per_plugin images={SAMPLES_PER_TAG}"
 
 
@@ -40,19 +41,6 @@ def colormap(x01: np.ndarray, name: str = "inferno") -> np.ndarray:
 
     rgba = colormaps[name](np.clip(x01, 0.0, 1.0))
     return (rgba[..., :3] * 255).round().astype(np.uint8)
-
-
-def frame_rgb(obs: np.ndarray, channels_last: bool = False) -> np.ndarray:
-    """One image observation -> (H, W, 3) ``uint8``. One channel: grey; 3+: the first three (RGB);
-    2 channels (e.g. stacked grey frames): the last one."""
-    x = np.asarray(obs, dtype=np.float64)
-    if not channels_last:
-        x = np.moveaxis(x, 0, -1)
-    if x.shape[-1] >= 3:
-        rgb = x[..., :3]
-    else:
-        rgb = np.repeat(x[..., -1:], 3, axis=-1)
-    return np.clip(rgb, 0, 255).astype(np.uint8)
 
 
 def heat_map(attr: np.ndarray, channels_last: bool = False) -> np.ndarray:
@@ -73,8 +61,7 @@ def overlay(frame: np.ndarray, heat01: np.ndarray, alpha: float = 0.85) -> np.nd
 
 def upscale(img: np.ndarray, min_side: int = 160) -> np.ndarray:
     """Nearest-neighbour enlargement so tiny frames (Catch is 10x5) stay crisp in the viewer."""
-    factor = max(1, int(np.ceil(min_side / max(1, min(img.shape[:2])))))
-    return np.repeat(np.repeat(img, factor, axis=0), factor, axis=1)
+    return enlarge(img, max(1, int(np.ceil(min_side / max(1, min(img.shape[:2]))))))
 
 
 def grid(images: Sequence[np.ndarray], columns: int | None = None, pad: int = 2) -> np.ndarray:
@@ -92,22 +79,6 @@ def grid(images: Sequence[np.ndarray], columns: int | None = None, pad: int = 2)
         y0, x0 = pad + r * (h + pad), pad + c * (w + pad)
         out[y0 : y0 + im.shape[0], x0 : x0 + im.shape[1]] = im
     return out
-
-
-def gif_bytes(frames: Sequence[np.ndarray], fps: float = 4.0) -> bytes:
-    """An animated GIF (looping) of (H, W, 3) ``uint8`` frames, encoded with Pillow."""
-    if not frames:
-        raise ValueError("no frames for the animation")
-    images = [Image.fromarray(f) for f in frames]
-    buf = io.BytesIO()
-    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    return buf.getvalue()
-
-
-def png_bytes(img: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class ExplanationWriter:
@@ -139,25 +110,29 @@ class ExplanationWriter:
         h, w = frames[0].shape[:2]
         image = Summary.Image(height=h, width=w, colorspace=3, encoded_image_string=data)
         summary = Summary(value=[Summary.Value(tag=tag, image=image)])
-        self.writer._get_file_writer().add_summary(summary, step)
+        self.writer._get_file_writer().add_summary(summary, step)  # add_image would re-encode it as a PNG
         path = self._file(tag, None, ".gif")
         if path is not None:
             path.write_bytes(data)
         return data
 
     def figure(self, tag: str, fig: Any, step: int = 0) -> None:
+        """A matplotlib figure, as an image summary and a PNG file (the figure is closed)."""
         path = self._file(tag, step, ".png")
         if path is not None:
             fig.savefig(path, dpi=100, bbox_inches="tight")
         self.writer.add_figure(tag, fig, global_step=step, close=True)
 
     def scalar(self, tag: str, value: float, step: int = 0) -> None:
+        """A scalar summary."""
         self.writer.add_scalar(tag, value, global_step=step)
 
     def text(self, tag: str, text: str, step: int = 0) -> None:
+        """A text (Markdown) summary."""
         self.writer.add_text(tag, text, global_step=step)
 
     def close(self) -> None:
+        """Flush and close the event file."""
         self.writer.flush()
         self.writer.close()
 
