@@ -29,7 +29,7 @@ import torch
 from attack_acceptance import trained
 
 import rllab
-from rllab.transforms.adapt import adapt
+from rllab.cli.transforms import adapt_checkpoint
 from robustness import evaluate
 
 ROOT = Path(__file__).resolve().parent
@@ -82,7 +82,9 @@ def one(shift: str, seed: int, method: str) -> dict:
     out = WORK / f"s{seed}-{list(SHIFTS).index(shift)}-{method.replace(' ', '-').replace(',', '')}"
     shutil.rmtree(out, ignore_errors=True)
     t0 = time.time()
-    agent = adapt(run, out, **SHIFTS[shift], **METHODS[method], seed=0, eval_episodes=EPISODES, progress=False)
+    agent = adapt_checkpoint(
+        run, out, **SHIFTS[shift], **METHODS[method], seed=0, eval_episodes=EPISODES, progress=False
+    )
     s = agent.spec["adaptation"]
     r = s["mean_return"]
     row = {

@@ -25,7 +25,7 @@ import rllab
 from robustness.attacks.pgd import FGSM, PGD
 from robustness.attacks.planning import PlanningAttack
 from robustness.evaluate import evaluate, standard_suite
-from robustness.learned_adversary import LearnedAttackAdapter
+from robustness.learned.attack import LearnedAttack
 from robustness.report import write_report
 from robustness.threat import ThreatModel
 
@@ -159,7 +159,7 @@ def main() -> None:
     planner = PlanningAttack()
     extra = evaluate(
         cp,
-        attacks=[LearnedAttackAdapter(adv_steps=LEARNED_STEPS["cartpole"]), planner],
+        attacks=[LearnedAttack(adv_steps=LEARNED_STEPS["cartpole"]), planner],
         eps=[0.5],
         episodes=20,
         seed=0,
@@ -204,7 +204,7 @@ def main() -> None:
     card = evaluate(catch, attacks=None, eps=grid, episodes=100, seed=0, progress=False)
     learned = evaluate(
         catch,
-        attacks=[LearnedAttackAdapter(adv_steps=LEARNED_STEPS["catch"]), PlanningAttack()],
+        attacks=[LearnedAttack(adv_steps=LEARNED_STEPS["catch"]), PlanningAttack()],
         eps=[32 / 255],
         episodes=100,
         seed=0,

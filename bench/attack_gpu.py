@@ -8,7 +8,7 @@ device, eps = 4/255 linf, action objective, no random start so results are compa
 - ``rllab-fp32-autograd-conv``: ``robustness.attacks.PGD`` with the framework's own input
   gradient through the strided convolutions (``pgd.fast_conv = False``);
 - ``rllab-fp32``: ``robustness.attacks.PGD`` as shipped (space-to-depth input gradients of
-  NatureCNN's stride-4 and stride-2 layers, ``robustness/attacks/conv_grad.py``);
+  NatureCNN's stride-4 and stride-2 layers, ``robustness/attacks/gradients.py``);
 - ``rllab-bf16``: the same with bf16 autocast and channels-last convolutions;
 - ``rllab-bf16-compiled`` (CUDA): and the convolutional trunk compiled with ``torch.compile``.
 

@@ -106,7 +106,7 @@ def main() -> None:
         f"{args.repeats} interleaved repeats; per repeat {min(ratios):.1f}x to {max(ratios):.1f}x.\n\n"
         "Both sides call the same agent, so both gain from its plain-MLP forward path; the batched "
         "PGD also takes the objective's input gradient by hand for plain MLP actors "
-        "(`robustness/attacks/pgd.py: _MLPInputGradient`, checked against autograd in the tests), "
+        "(`robustness/attacks/gradients.py: MLPInputGradient`, checked against autograd in the tests), "
         "which torchattacks cannot (it runs autograd itself). Without that, the ratio was 14-15x.\n"
     )
     (RESULTS / "attack_speed.md").write_text(md)

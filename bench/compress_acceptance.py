@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 import rllab
-from rllab.transforms import distill, prune, quantize
-from rllab.transforms.quantize import load_quantized
+from rllab.cli.transforms import distill_checkpoint, prune_checkpoint, quantize_checkpoint
 from rllab.transforms.summary import compression_summary, parameter_counts
 
 ROOT = Path(__file__).resolve().parent
@@ -85,12 +84,12 @@ def main() -> int:
     rows.append(row("CartPole teacher (PPO 64x64)", t, cp, t_counts, t_ret, t_ret))
 
     out = fresh("cartpole-distill-8x8")
-    s = distill(cp, [8, 8], out=out, steps=20_000, rounds=5, epochs=10, seed=SEED, eval_episodes=EPISODES)
+    s = distill_checkpoint(cp, [8, 8], out=out, steps=20_000, rounds=5, epochs=10, seed=SEED, eval_episodes=EPISODES)
     rows.append(row("distilled student 8x8", s, out, t_counts, s.spec["compression"]["mean_return"], t_ret))
     checks["distill_cartpole"] = rows[-1]["actor_fraction"] <= 0.10 and rows[-1]["score_fraction"] >= 0.95
 
     out = fresh("cartpole-prune-unstructured-90")
-    s = prune(cp, 0.9, out=out, iterative=3, steps=10_000, epochs=10, seed=SEED, eval_episodes=EPISODES)
+    s = prune_checkpoint(cp, 0.9, out=out, iterative=3, steps=10_000, epochs=10, seed=SEED, eval_episodes=EPISODES)
     sparsity = s.spec["lineage"][-1]["result"]["weight_sparsity"]
     rows.append(
         row(
@@ -107,7 +106,9 @@ def main() -> int:
 
     for frac in (0.5, 0.75):
         out = fresh(f"cartpole-prune-structured-{int(frac * 100)}")
-        s = prune(cp, frac, out=out, structured=True, steps=10_000, epochs=10, seed=SEED, eval_episodes=EPISODES)
+        s = prune_checkpoint(
+            cp, frac, out=out, structured=True, steps=10_000, epochs=10, seed=SEED, eval_episodes=EPISODES
+        )
         widths = s.spec["lineage"][-1]["result"]["widths"]
         rows.append(
             row(
@@ -126,8 +127,8 @@ def main() -> int:
         checks[f"structured_{int(frac * 100)}_smaller"] = rows[-1]["file_fraction"] <= 1 - frac + 0.05
 
     out = fresh("cartpole-int8")
-    quantize(cp, out=out, seed=SEED, eval_episodes=EPISODES)
-    q = load_quantized(out)
+    quantize_checkpoint(cp, out=out, seed=SEED, eval_episodes=EPISODES)
+    q = rllab.load(out)
     q_ret = rllab.evaluate(q, episodes=EPISODES, seed=SEED).summary()["mean_return"]
     rows.append(row("int8 dynamic quantisation", q, out, t_counts, q_ret, t_ret))
     checks["int8_within_5pct"] = abs(q_ret - t_ret) <= 0.05 * t_ret
@@ -139,7 +140,7 @@ def main() -> int:
     c_counts = parameter_counts(c)
     rows.append(row("Catch teacher (PPO small CNN)", c, ct, c_counts, c_rate, c_rate))
     out = fresh("catch-distill")
-    cs = distill(
+    cs = distill_checkpoint(
         ct,
         [32],
         out=out,

@@ -22,8 +22,7 @@ import numpy as np
 import torch
 
 import rllab
-from rllab.transforms import prune, quantize
-from rllab.transforms.quantize import load_quantized
+from rllab.cli.transforms import prune_checkpoint, quantize_checkpoint
 from rllab.transforms.summary import parameter_counts
 
 ROOT = Path(__file__).resolve().parent
@@ -59,13 +58,13 @@ def main() -> int:
     for frac in (0.5, 0.75):
         out = WORK / f"cartpole-256-structured-{int(frac * 100)}"
         shutil.rmtree(out, ignore_errors=True)
-        prune(big, frac, out=out, structured=True, steps=10_000, epochs=10, seed=SEED, eval_episodes=1)
+        prune_checkpoint(big, frac, out=out, structured=True, steps=10_000, epochs=10, seed=SEED, eval_episodes=1)
         paths[f"structured -{int(frac * 100)}% units"] = out
     out = WORK / "cartpole-256-int8"
     shutil.rmtree(out, ignore_errors=True)
-    quantize(big, out=out, seed=SEED, eval_episodes=1)
+    quantize_checkpoint(big, out=out, seed=SEED, eval_episodes=1)
     paths["int8 dynamic"] = out
-    agents = {k: load_quantized(p) for k, p in paths.items()}
+    agents = {k: rllab.load(p) for k, p in paths.items()}
 
     lat1 = timings(agents, 1, 200)
     lat256 = timings(agents, 256, 50)

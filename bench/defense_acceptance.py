@@ -23,12 +23,14 @@ import numpy as np
 import torch
 
 import rllab
-from rllab.defend import defend
+from rllab.cli.defend import defend_checkpoint
 from robustness.attacks import PGD
 from robustness.certify import certify
 from robustness.evaluate import evaluate
-from robustness.learned_adversary import LearnedAttack, train_adversary
+from robustness.learned.attack import LearnedAttack
+from robustness.learned.train import train_adversary
 from robustness.report import leaderboard, render_leaderboard, write_report
+from robustness.threat import ThreatModel
 
 RESULTS = Path(__file__).parent / "results"
 WORK = Path("runs/bench-defense")
@@ -64,7 +66,7 @@ def main() -> None:
         )
     smooth = WORK / "vanilla-smoothed"
     if not (smooth / "agent.json").exists():
-        defend(paths["vanilla"], smooth, smoothing={"sigma": 0.25, "n": 8, "mode": "vote"})
+        defend_checkpoint(paths["vanilla"], smooth, smoothing={"sigma": 0.25, "n": 8, "mode": "vote"})
     paths["smoothed (vote)"] = smooth
 
     cards = {}
@@ -117,8 +119,10 @@ def main() -> None:
     adv = train_adversary(paths["vanilla"], EPS, steps=30_000, seed=0, out=WORK / "learned-adversary", progress=False)
     adv_s = time.perf_counter() - t
     victim = rllab.load(paths["vanilla"])
-    attack = LearnedAttack(adv)
-    res = rllab.run_episodes(victim, 20, seed=0, act_fn=lambda obs, ctx: victim.act(attack(victim, obs)))
+    attack, threat = LearnedAttack(adv), ThreatModel.for_agent(victim, EPS)
+    res = rllab.run_episodes(
+        victim, 20, seed=0, act_fn=lambda obs, ctx: victim.act(attack(victim, victim.as_tensor(obs), threat))
+    )
     best_grad = min(
         r[f"{EPS:g}"]["mean_return"]
         for n, r in cards["vanilla"]["results"].items()
@@ -218,7 +222,7 @@ def catch_filters() -> dict:
     for label, spec in {"none": None, **filters}.items():
         path = WORK / f"catch-s3-{spec['name']}" if spec else base
         if spec and not (path / "agent.json").exists():
-            defend(base, path, filters=[spec])
+            defend_checkpoint(base, path, filters=[spec])
         agent = rllab.load(path)
         attacks = [PGD("action"), PGD("targeted")]
         if spec:
