@@ -6,6 +6,7 @@ Set RLLAB_TEST_CACHE=/some/dir to keep these agents between runs while developin
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 import rllab
+from rllab.agent import Agent, clone_module
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -65,3 +67,19 @@ def cartpole_ppo(cartpole_ppo_path) -> rllab.Agent:
 @pytest.fixture(scope="session")
 def catch_ppo(catch_ppo_path) -> rllab.Agent:
     return rllab.load(catch_ppo_path)
+
+
+@pytest.fixture(scope="session")
+def purified_path(cartpole_ppo_path, tmp_path_factory) -> Path:
+    """The CartPole PPO agent behind a (non-identity, fixed-seed) MLP purifier, saved as a checkpoint."""
+    base = rllab.load(cartpole_ppo_path)
+    spec = copy.deepcopy(base.spec)
+    spec["preprocessing"]["purifier"] = {"kind": "mlp", "hidden": [8], "center": [0.0] * 4, "scale": [1.0] * 4}
+    agent = Agent(spec, clone_module(base.policy))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in agent.purifier.parameters():
+            p.copy_(0.05 * torch.randn(p.shape, generator=gen))
+    out = tmp_path_factory.mktemp("purified") / "run"
+    agent.save(out)
+    return out

@@ -11,8 +11,9 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import rllab
 from rllab.cli import main
+from rllab.cli.transforms import adapt_checkpoint
 from rllab.errors import RllabError
-from rllab.transforms.adapt import adapt, domain_gap, ganin_schedule, reverse_gradient, target_spec
+from rllab.transforms.adapt import domain_gap, ganin_schedule, reverse_gradient, target_spec
 
 SHIFT = [{"name": "ObservationShift", "kwargs": {"offset": 100}}]
 
@@ -61,8 +62,8 @@ def test_adaptation_recovers_the_shifted_domain_and_beats_no_adversary(catch_ppo
     does not: the gain comes from the adversary.
     """
     kw = dict(target_wrappers=SHIFT, states=4000, eval_episodes=50, progress=False)
-    adapted = adapt(catch_ppo_path, tmp_path / "dann", **kw)
-    baseline = adapt(catch_ppo_path, tmp_path / "none", coef=0.0, **kw)
+    adapted = adapt_checkpoint(catch_ppo_path, tmp_path / "dann", **kw)
+    baseline = adapt_checkpoint(catch_ppo_path, tmp_path / "none", coef=0.0, **kw)
     r, b = adapted.spec["adaptation"]["mean_return"], baseline.spec["adaptation"]["mean_return"]
     assert r["target_before"] <= 0.0  # catch rate <= 50% in the shifted domain before
     assert r["target_after"] >= 0.9  # >= 95% after
@@ -90,8 +91,8 @@ def test_adapt_runs_on_a_vector_agent_and_is_reproducible(cartpole_ppo_path, tmp
         seed=3,
         progress=False,
     )
-    a = adapt(cartpole_ppo_path, tmp_path / "a", **kw)
-    b = adapt(cartpole_ppo_path, tmp_path / "b", **kw)
+    a = adapt_checkpoint(cartpole_ppo_path, tmp_path / "a", **kw)
+    b = adapt_checkpoint(cartpole_ppo_path, tmp_path / "b", **kw)
     assert a.spec["lineage"][-1]["params"]["align"] == "first"
     for (name, pa), (_, pb) in zip(a.policy.state_dict().items(), b.policy.state_dict().items(), strict=True):
         assert th.equal(pa, pb), name
@@ -152,7 +153,7 @@ def test_adapt_trains_a_dqn_agent_towards_its_q_values(tmp_path, align):
     """DQN agents keep their Q-values on source states (relative squared error), aligned where asked."""
     teacher = rllab.train("dqn", "CartPole-v1", seed=0, steps=500, out=tmp_path / "dqn", progress=False)
     shift = [{"name": "ObservationShift", "kwargs": {"scale": 2.0}}]
-    adapted = adapt(
+    adapted = adapt_checkpoint(
         teacher.path,
         tmp_path / "a",
         target_wrappers=shift,
@@ -176,7 +177,7 @@ def test_gsde_agents_can_be_adapted_pruned_quantized_and_sanity_checked(tmp_path
     from explain.faithfulness import sanity_check
     from explain.methods import Saliency
     from rllab.agent import clone_module
-    from rllab.transforms import prune, quantize
+    from rllab.cli.transforms import prune_checkpoint, quantize_checkpoint
 
     teacher = rllab.train("ppo", "Pendulum-v1", seed=0, steps=256, out=tmp_path / "pend", progress=False)
     assert teacher.policy.use_sde
@@ -185,13 +186,13 @@ def test_gsde_agents_can_be_adapted_pruned_quantized_and_sanity_checked(tmp_path
         assert th.equal(a, b) and a.data_ptr() != b.data_ptr(), name
     assert not teacher.policy.action_dist.exploration_mat.is_leaf  # the original is left as it was
     shift = [{"name": "ObservationShift", "kwargs": {"offset": 0.1}}]
-    adapted = adapt(
+    adapted = adapt_checkpoint(
         teacher.path, tmp_path / "a", target_wrappers=shift, steps=50, states=400, eval_episodes=1, progress=False
     )
     assert adapted.spec["adaptation"]["history"][-1]["task"] < 0.05  # Gaussian KL to the source's actions
-    pruned = prune(teacher.path, 0.5, tmp_path / "p", steps=256, epochs=1, eval_episodes=1, progress=False)
+    pruned = prune_checkpoint(teacher.path, 0.5, tmp_path / "p", steps=256, epochs=1, eval_episodes=1, progress=False)
     assert pruned.spec["lineage"][-1]["transform"] == "prune"
-    quantized = quantize(teacher.path, out=tmp_path / "q", eval_episodes=1)
+    quantized = quantize_checkpoint(teacher.path, out=tmp_path / "q", eval_episodes=1)
     assert quantized.spec["lineage"][-1]["transform"] == "quantize"
     obs = np.stack([teacher.make_env().reset(seed=i)[0] for i in range(8)])
     check = sanity_check(teacher, obs, Saliency(teacher).for_agent)  # randomises a copy of the agent
@@ -201,6 +202,7 @@ def test_gsde_agents_can_be_adapted_pruned_quantized_and_sanity_checked(tmp_path
 def test_transforms_refuse_an_existing_checkpoint_before_training(cartpole_ppo_path, catch_ppo_path, monkeypatch):
     import importlib
 
+    cli = importlib.import_module("rllab.cli.transforms")
     distill_module = importlib.import_module("rllab.transforms.distill")  # the package's names are the functions
     prune_module = importlib.import_module("rllab.transforms.prune")
     adapt_module = importlib.import_module("rllab.transforms.adapt")
@@ -212,8 +214,8 @@ def test_transforms_refuse_an_existing_checkpoint_before_training(cartpole_ppo_p
     monkeypatch.setattr(prune_module, "global_magnitude_prune", no_training)
     monkeypatch.setattr(adapt_module, "collect_states", no_training)
     with pytest.raises(RllabError, match="already holds a checkpoint"):
-        distill_module.distill(cartpole_ppo_path, [4], out=catch_ppo_path)
+        cli.distill_checkpoint(cartpole_ppo_path, [4], out=catch_ppo_path)
     with pytest.raises(RllabError, match="already holds a checkpoint"):
-        prune_module.prune(cartpole_ppo_path, 0.5, out=catch_ppo_path)
+        cli.prune_checkpoint(cartpole_ppo_path, 0.5, out=catch_ppo_path)
     with pytest.raises(RllabError, match="must differ"):
-        adapt(catch_ppo_path, catch_ppo_path, target_wrappers=SHIFT)
+        adapt_checkpoint(catch_ppo_path, catch_ppo_path, target_wrappers=SHIFT)

@@ -151,17 +151,17 @@ def test_defense_errors(tmp_path, capsys):
 
 
 def test_atla_alternates_victim_and_adversary(tmp_path):
-    from robustness import learned_adversary
+    from robustness.learned import atla
 
     seen = []
-    original = learned_adversary.AdversarialObservations.perturb
+    original = atla.AdversarialObservations.perturb
 
     def spy(self, obs):
         out = original(self, obs)
         seen.append(np.abs(out - obs).max())
         return out
 
-    learned_adversary.AdversarialObservations.perturb = spy
+    atla.AdversarialObservations.perturb = spy
     try:
         agent = rllab.train(
             "ppo",
@@ -176,7 +176,7 @@ def test_atla_alternates_victim_and_adversary(tmp_path):
             defense_kwargs={"eps": 0.3, "steps": 3, "adv_every": 2, "adv_steps": 256},
         )
     finally:
-        learned_adversary.AdversarialObservations.perturb = original
+        atla.AdversarialObservations.perturb = original
     cfg = agent.spec["training"]["config"]["defense"]
     assert cfg["name"] == "atla" and cfg["adv_every"] == 2
     assert max(seen) > 0  # the victim's rollouts really saw perturbed observations

@@ -1,3 +1,6 @@
+"""Certification (robustness.certify, rllab certify): IBP bounds are sound, randomised smoothing follows Cohen et
+al.'s formula, and the command's settings and outputs."""
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +9,8 @@ from scipy import stats
 import rllab
 from rllab.cli import main
 from rllab.errors import RllabError
-from robustness.certify import action_score_bounds, certify_ibp, certify_smoothing, unit_scale, visited_states
+from rllab.units import ThreatUnit
+from robustness.certify import action_score_bounds, certify_ibp, certify_smoothing, visited_states
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +28,7 @@ def tiny_agents(tmp_path_factory):
 
 
 def _box_samples(agent, obs, eps, k, gen):
-    delta = eps * unit_scale(agent)
+    delta = eps * torch.as_tensor(ThreatUnit.for_agent(agent).scale)
     space = agent.observation_space
     low = torch.as_tensor(space.low, dtype=torch.float32)
     high = torch.as_tensor(space.high, dtype=torch.float32)
@@ -46,7 +50,7 @@ def test_bounds_contain_the_outputs_of_1000_random_perturbations(tiny_agents, na
 
 def _pgd_flip(agent, obs, action, eps, steps=50):
     """A strong local attack on the margin: does anything inside the box change the action?"""
-    delta = eps * unit_scale(agent)
+    delta = eps * torch.as_tensor(ThreatUnit.for_agent(agent).scale)
     low = torch.as_tensor(agent.observation_space.low, dtype=torch.float32)
     high = torch.as_tensor(agent.observation_space.high, dtype=torch.float32)
     x = obs.clone()
@@ -110,3 +114,95 @@ def test_certify_command_and_errors(tiny_agents, tmp_path, capsys):
     )
     with pytest.raises(RllabError, match="discrete"):
         certify_ibp(pend, np.zeros((1, 3), dtype=np.float32), 0.1)
+
+
+def _purified(agent):
+    """``agent`` with an MLP purifier in front, scaled up so that it visibly changes observations."""
+    import copy
+
+    from rllab.agent import Agent
+
+    spec = copy.deepcopy(agent.spec)
+    spec["preprocessing"]["purifier"] = {"kind": "mlp", "hidden": [32], "center": [0.0] * 4, "scale": [1.0] * 4}
+    torch.manual_seed(0)
+    purified = Agent(spec, agent.policy)
+    with torch.no_grad():
+        for p in purified.purifier.parameters():
+            p.mul_(5)
+    return purified.eval()
+
+
+def test_ibp_through_a_purifier_is_sound(cartpole_ppo):
+    from rllab.units import ThreatUnit
+    from robustness.certify import action_score_bounds, certify_ibp, visited_states
+
+    agent, eps = _purified(cartpole_ppo), 0.2
+    states = torch.as_tensor(visited_states(cartpole_ppo, 1, 0)[:16], dtype=torch.float32)
+    _, lo, hi = action_score_bounds(agent, states, eps)
+    res = certify_ibp(agent, states, eps)
+    assert 0 < int(res["certified"].sum()) < len(states)
+    delta = eps * torch.as_tensor(ThreatUnit.for_agent(agent).scale)
+    gen = torch.Generator().manual_seed(0)
+    for i, s in enumerate(states):
+        u = torch.rand((1000, 4), generator=gen) * 2 - 1
+        u[:250] = u[:250].sign()  # corners of the box too
+        with torch.no_grad():
+            z = agent.logits(s + u * delta)  # CartPole's bounds are far away: no clipping needed
+        assert torch.all(z >= lo[i] - 1e-4) and torch.all(z <= hi[i] + 1e-4)
+        if res["certified"][i]:
+            assert torch.all(z.argmax(-1) == res["action"][i])
+
+
+# --------------------------------------------------------------------------------- the certify command
+def test_certify_cli_smoothing_sigma_defaults_to_the_agents_own(cartpole_ppo_path, tmp_path):
+    import json
+
+    from rllab.cli import main
+    from rllab.cli.defend import defend_checkpoint
+
+    defend_checkpoint(cartpole_ppo_path, tmp_path / "sm", smoothing={"sigma": 0.4, "n": 4, "mode": "vote"})
+    args = ["certify", str(tmp_path / "sm"), "--method", "smoothing", "--eps", "0.1", "--episodes", "1"]
+    assert main([*args, "--samples", "50", "--json", str(tmp_path / "c.json")]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["settings"]["sigma"] == 0.4
+    assert main([*args, "--samples", "50", "--sigma", "0.2", "--json", str(tmp_path / "d.json")]) == 0
+    assert json.loads((tmp_path / "d.json").read_text())["settings"]["sigma"] == 0.2
+    assert main(["certify", str(tmp_path / "sm"), "--eps", "0.1", "--episodes", "1"]) == 2  # IBP: refused
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--alpha", "2"], "0 < alpha < 1, got 2"),
+        (["--alpha", "0"], "0 < alpha < 1, got 0"),
+        (["--samples", "0"], "--samples must be >= 1, got 0"),
+        (["--sigma", "0"], "--sigma must be > 0, got 0"),
+        (["--sigma", "-1"], "--sigma must be > 0, got -1"),
+    ],
+)
+def test_certify_smoothing_refuses_bad_settings_in_one_line(cartpole_ppo_path, tmp_path, capsys, extra, message):
+    from rllab.cli import main
+    from robustness.certify import certify_smoothing
+
+    out = tmp_path / "cert.json"
+    argv = ["certify", str(cartpole_ppo_path), "--method", "smoothing", "--eps", "0.1", "--json", str(out), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and not out.exists()
+    with pytest.raises(RllabError, match="n0"):
+        certify_smoothing(rllab.load(cartpole_ppo_path), np.zeros((1, 4), np.float32), 0.25, n0=0, n=10)
+
+
+def test_attack_and_certify_refuse_an_unwritable_output_before_any_episode(cartpole_ppo_path, tmp_path, capsys):
+    from rllab.cli import main as cli
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    argv = ["attack", str(cartpole_ppo_path), "--attack", "fgsm", "--eps", "0.1", "--episodes", "1"]
+    assert cli([*argv, "--out", str(afile / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "is a file, not a folder" in err and err.count("\n") == 1
+    assert cli(["certify", str(cartpole_ppo_path), "--eps", "0.1", "--json", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "it is a directory" in err and err.count("\n") == 1
+    assert cli(["certify", str(cartpole_ppo_path), "--eps", "0.1,-1"]) == 2
+    assert "eps must be a finite number >= 0" in capsys.readouterr().err

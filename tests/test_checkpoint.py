@@ -1,3 +1,6 @@
+"""Checkpoints: save/load round trips, the agent interface, hashes and refusals, atomic writes and file modes."""
+
+import hashlib
 import json
 import os
 import shutil
@@ -10,6 +13,7 @@ import torch
 import rllab
 from rllab.checkpoint import SPEC_FILE, WEIGHTS_FILE
 from rllab.errors import RllabError
+from tests.helpers import fails_in_one_line, sample_obs
 
 
 @pytest.fixture(scope="module")
@@ -193,12 +197,120 @@ def test_interrupted_save_leaves_the_previous_checkpoint_intact(tiny_runs, tmp_p
 
 
 def test_save_records_lineage(tiny_runs, tmp_path):
-    from rllab.checkpoint import lineage_entry
+    from rllab.spec import LineageStep
 
     src = tiny_runs[("ppo", "CartPole-v1")]
     agent = rllab.load(src)
-    agent.save(tmp_path / "child", lineage=lineage_entry(src, agent.spec, "copy", {"note": "test"}))
+    agent.save(tmp_path / "child", lineage=LineageStep.of(src, agent.spec, "copy", {"note": "test"}))
     child = rllab.load(tmp_path / "child")
     (step,) = child.spec["lineage"]
     assert step["transform"] == "copy" and step["parent"] == str(src)
     assert step["parent_sha256"] == json.loads((src / SPEC_FILE).read_text())["weights"]["sha256"]
+
+
+# ------------------------------- loading by agent.json's path; weights swapped in after the hash check
+@pytest.mark.usefixtures("one_thread")
+def test_load_accepts_the_path_of_agent_json(cartpole_ppo_path, tmp_path):
+    from rllab.cli.transforms import quantize_checkpoint
+
+    folder = rllab.load(cartpole_ppo_path)
+    by_file = rllab.load(cartpole_ppo_path / SPEC_FILE)
+    x = sample_obs(folder)
+    assert torch.equal(by_file.logits(x), folder.logits(x))
+    assert by_file.path == Path(cartpole_ppo_path)
+    assert torch.equal(rllab.load(cartpole_ppo_path / SPEC_FILE).logits(x), folder.logits(x))
+    q_dir = quantize_checkpoint(cartpole_ppo_path, out=tmp_path / "q", eval_episodes=1).path
+    q = rllab.load(q_dir)
+    for loaded in (rllab.load(q_dir / SPEC_FILE), rllab.load(q_dir / SPEC_FILE)):
+        assert loaded.path == q_dir
+        assert torch.equal(loaded.logits(x), q.logits(x))
+    with pytest.raises(rllab.RllabError, match="is a file"):
+        rllab.load(cartpole_ppo_path / WEIGHTS_FILE)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_load_never_mixes_weights_swapped_in_after_the_hash_check(cartpole_ppo_path, tmp_path, monkeypatch):
+    """A save that replaces the weights file between the hash check and the read cannot leak into the agent."""
+    import rllab.checkpoint as ckpt
+
+    run = tmp_path / "run"
+    shutil.copytree(cartpole_ppo_path, run, ignore=shutil.ignore_patterns("tb", "resume"))
+    original = rllab.load(run)
+    other = rllab.load(run)
+    with torch.no_grad():
+        for p in other.policy.parameters():
+            p.mul_(-1.0)
+    other.save(tmp_path / "other")
+    swapped_in = (tmp_path / "other" / WEIGHTS_FILE).read_bytes()
+    real_sha256 = hashlib.sha256
+
+    class SwapAfterHashing:  # hashes what it is given; the moment the digest is taken, a concurrent save lands
+        def __init__(self, *args):
+            self._h = real_sha256(*args)
+
+        def update(self, data):
+            self._h.update(data)
+
+        def hexdigest(self):
+            digest = self._h.hexdigest()
+            (run / WEIGHTS_FILE).write_bytes(swapped_in)
+            return digest
+
+    monkeypatch.setattr(ckpt.hashlib, "sha256", SwapAfterHashing)
+    loaded = rllab.load(run)
+    monkeypatch.undo()
+    x = sample_obs(original)
+    assert torch.equal(loaded.logits(x), original.logits(x))
+    # the file on disk is now the other agent's, and agent.json does not vouch for it
+    with pytest.raises(rllab.RllabError, match="does not match the hash"):
+        rllab.load(run)
+
+
+# ------------------------------ writing: file modes, atomic writes, checkpoints that cannot be written
+@pytest.mark.usefixtures("one_thread")
+def test_written_files_get_the_normal_mode(cartpole_ppo, tmp_path, monkeypatch):
+    import rllab.files
+    from rllab.checkpoint import file_mode, write_json
+
+    monkeypatch.setattr(rllab.files, "_UMASK", 0o022)  # the process umask, read once at import
+    cartpole_ppo.save(tmp_path / "ckpt")
+    write_json(tmp_path / "x.json", {"a": 1})
+    for f in (tmp_path / "ckpt" / "weights.safetensors", tmp_path / "ckpt" / "agent.json", tmp_path / "x.json"):
+        assert f.stat().st_mode & 0o777 == 0o644, f
+    monkeypatch.setattr(rllab.files, "_UMASK", 0o027)
+    assert file_mode() == 0o640
+
+
+def test_atomically_written_files_get_the_umask_mode_not_0600(tmp_path, monkeypatch):
+    import rllab.files
+    from rllab.checkpoint import atomic_write as write_atomic
+
+    # the process umask is read once at import (reading it means setting it: racy in threads)
+    monkeypatch.setattr(rllab.files, "_UMASK", 0o022)
+    write_atomic(tmp_path / "a" / "results.json", "{}\n")
+    monkeypatch.setattr(rllab.files, "_UMASK", 0o027)
+    write_atomic(tmp_path / "a" / "report.md", "x\n")
+    assert (tmp_path / "a" / "results.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "a" / "report.md").stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["report.md", "results.json"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_checkpoint_that_cannot_be_written_is_one_line(cartpole_ppo_path, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    err = fails_in_one_line(
+        [
+            "defend",
+            str(cartpole_ppo_path),
+            "--filter",
+            "gaussian_noise:sigma=0.1",
+            "--out",
+            str(tmp_path / "afile" / "d"),
+            "--episodes",
+            "1",
+        ],
+        capsys,
+    )
+    assert "cannot write" in err
+    err = fails_in_one_line(["quantize", str(cartpole_ppo_path), "--out", "/proc/q", "--episodes", "1"], capsys)
+    assert "cannot write" in err

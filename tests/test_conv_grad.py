@@ -1,4 +1,4 @@
-"""Space-to-depth input gradients of strided convolutions (robustness/attacks/conv_grad.py)."""
+"""Space-to-depth input gradients of strided convolutions (robustness/attacks/gradients.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from torch import nn
 
 from rllab.agent import agent_from_spec, spec_skeleton
 from robustness.attacks import PGD
-from robustness.attacks.conv_grad import eligible, fast_input_grads, space_to_depth_weight
+from robustness.attacks.gradients import eligible, fast_input_grads, space_to_depth_weight
 from robustness.threat import ThreatModel
 
 

@@ -29,6 +29,7 @@ from explain.methods import (
     make_method,
 )
 from tests.conftest import trained_run
+from tests.helpers import copy_run
 
 
 @pytest.fixture(scope="session")
@@ -355,3 +356,66 @@ def test_gradcam_of_the_value_uses_the_critics_extractor():
     assert GradCam(agent, target="action").layer is pi_convs[-1]
     obs = th.randint(0, 256, (4, 1, 20, 20), generator=th.Generator().manual_seed(0)).float()
     assert float(GradCam(agent, target="value").attribute(obs).abs().sum()) > 0
+
+
+# ---------------------------------------------------------------- method options and the metrics table
+@pytest.mark.parametrize(
+    "method,message",
+    [
+        ("ig(n_steps=0)", "n_steps must be a whole number >= 1, got 0"),
+        ("ig(n_steps=-3)", "n_steps must be a whole number >= 1, got -3"),
+        ("ig(n_steps=2.5)", "n_steps must be a whole number >= 1, got 2.5"),
+        ("smoothgrad(samples=0)", "samples must be a whole number >= 1"),
+        ("smoothgrad(noise=-0.1)", "noise must be a number >= 0"),
+        ("occlusion(window=0)", "window/stride must be a whole number >= 1"),
+        ("occlusion(window=3,stride=-1)", "window/stride must be a whole number >= 1"),
+        ("occlusion(window=[1,2,3,4,5])", "need 3 sizes"),
+        ("occlusion(window=[1,99,99])", "larger than the observation"),
+        ("greydanus(sigma_mask=0)", "sigma_mask must be a number > 0"),
+        ("greydanus(stride=0)", "stride must be a whole number >= 1"),
+        ("saliency(abs=maybe)", "abs must be true or false"),
+        ("saliency(batch_size=0)", "batch_size must be a whole number >= 1"),
+    ],
+)
+def test_explain_method_options_are_checked_in_one_line(catch_ppo_path, capsys, method, message):
+    from rllab.cli import main
+
+    before = (
+        sorted(p.name for p in (catch_ppo_path / "explain").glob("*")) if (catch_ppo_path / "explain").exists() else []
+    )
+    assert main(["explain", str(catch_ppo_path), "--method", method, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    after = (
+        sorted(p.name for p in (catch_ppo_path / "explain").glob("*")) if (catch_ppo_path / "explain").exists() else []
+    )
+    assert after == before
+
+
+def test_explain_metrics_table_has_a_legend_and_metrics_json_describes_the_columns(catch_ppo_path, tmp_path):
+    import json
+
+    from explain.commands import explain_run
+    from explain.report import METRIC_DESCRIPTIONS, metrics_table
+
+    run = copy_run(catch_ppo_path, tmp_path / "catch")
+    result = explain_run(run, "saliency", episodes=1, metrics=True, seed=0, progress=False)
+    table = metrics_table(result["metrics"])
+    assert "rho (lit): the same sanity check over 'lit' positions only" in table
+    assert "deletion:" in table and "lower is better" in table and "higher is better" in table
+    saved = json.loads((Path(result["png_dir"]) / "metrics.json").read_text())
+    lit = saved["columns"]["sanity_spearman_lit"]
+    assert lit["header"] == "rho (lit)" and "non-zero" in lit["meaning"] and lit["better"].startswith("lower")
+    assert set(saved["columns"]) == {k for r in saved["metrics"] for k in r if k in METRIC_DESCRIPTIONS}
+
+
+def test_explain_metrics_list_a_requested_random_method_once(cartpole_ppo_path, tmp_path):
+    from explain.commands import explain_run
+    from explain.report import metrics_table
+
+    run = copy_run(cartpole_ppo_path, tmp_path / "cp")
+    result = explain_run(run, "saliency,random", episodes=1, metrics=True, seed=0, progress=False)
+    assert [r["method"] for r in result["metrics"]] == ["saliency", "random"]
+    assert sum(line.startswith("random ") for line in metrics_table(result["metrics"]).splitlines()) == 1
+    result = explain_run(run, "saliency", episodes=1, metrics=True, seed=0, progress=False)
+    assert [r["method"] for r in result["metrics"]] == ["saliency", "random"]  # the automatic control

@@ -20,9 +20,11 @@ from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import rllab
-from explain.report import explain_run, parse_methods
-from explain.tensorboard import SAMPLES_PER_TAG, gif_bytes, grid, heat_map, normalise, overlay
+from explain.commands import explain_run
+from explain.report import parse_methods
+from explain.tensorboard import SAMPLES_PER_TAG, grid, heat_map, normalise, overlay
 from rllab.cli import main
+from rllab.frames import gif_bytes
 
 CATCH_STEPS = 9  # a 10-row Catch episode: the ball falls from row 0 to row 9
 

@@ -1,9 +1,18 @@
+"""Learned adversaries (robustness.learned): the attacked environment, PA-AD, training an adversary, ATLA,
+and an adversary used on another victim or at another eps."""
+
 import numpy as np
 import pytest
+import torch
 
 import rllab
 from rllab.errors import RllabError
-from robustness.learned_adversary import AttackedEnv, LearnedAttack, pa_ad_actor, perturbation_scale, train_adversary
+from rllab.units import ThreatUnit
+from robustness.learned.attack import LearnedAttack
+from robustness.learned.env import AttackedEnv, pa_ad_actor
+from robustness.learned.train import train_adversary
+from robustness.threat import ThreatModel
+from tests.helpers import copy_run
 
 
 def test_attacked_env_negates_reward_and_keeps_the_budget(cartpole_ppo_path):
@@ -23,7 +32,7 @@ def test_pa_ad_actor_pushes_the_victim_towards_the_target(cartpole_ppo):
     obs = visited_states(cartpole_ppo, 1, 0).astype(np.float32)
     clean = cartpole_ppo.act(obs)
     target = 1 - clean  # the other action everywhere
-    radius = 0.5 * perturbation_scale(cartpole_ppo)
+    radius = 0.5 * ThreatUnit.for_agent(cartpole_ppo).scale
     low = np.asarray(cartpole_ppo.observation_space.low)
     high = np.asarray(cartpole_ppo.observation_space.high)
     adv = pa_ad_actor(cartpole_ppo, obs, target, radius, low, high, steps=10)
@@ -45,7 +54,7 @@ def test_learned_adversary_is_a_checkpoint_and_attacks_within_budget(cartpole_pp
     attack = LearnedAttack(again)
     victim = rllab.load(cartpole_ppo_path)
     obs = np.zeros((8, 4), dtype=np.float32)
-    out = attack(victim, obs)
+    out = attack(victim, torch.as_tensor(obs), ThreatModel.for_agent(victim, 0.5)).numpy()
     assert np.all(np.abs(out - obs) <= 0.5 * victim.obs_std + 1e-5)
     with pytest.raises(RllabError, match="not a learned adversary"):
         LearnedAttack(cartpole_ppo_path)
@@ -55,17 +64,18 @@ def test_learned_adversary_is_a_checkpoint_and_attacks_within_budget(cartpole_pp
 def test_learned_adversary_beats_the_cartpole_agent(cartpole_ppo_path, tmp_path):
     adv = train_adversary(cartpole_ppo_path, eps=0.5, steps=30_000, seed=0, out=tmp_path / "adv", progress=False)
     victim = rllab.load(cartpole_ppo_path)
-    attack = LearnedAttack(adv)
-    res = rllab.run_episodes(victim, 10, seed=0, act_fn=lambda obs, ctx: victim.act(attack(victim, obs)))
+    attack, threat = LearnedAttack(adv), ThreatModel.for_agent(victim, 0.5)
+    res = rllab.run_episodes(
+        victim, 10, seed=0, act_fn=lambda obs, ctx: victim.act(attack(victim, victim.as_tensor(obs), threat))
+    )
     assert np.mean(res.returns) < 100
 
 
 def test_missing_adversary_checkpoint_fails_before_any_episode(tmp_path):
-    from robustness.learned_adversary import LearnedAttackAdapter
 
     with pytest.raises(RllabError, match="no adversary checkpoint"):
-        LearnedAttackAdapter(adversary=tmp_path / "nope")
-    assert LearnedAttackAdapter(adv_steps=1000).adv_steps == 1000  # training on first use needs no path
+        LearnedAttack(adversary=tmp_path / "nope")
+    assert LearnedAttack(adv_steps=1000).adv_steps == 1000  # training on first use needs no path
 
 
 def test_atla_uses_the_runs_env_kwargs_and_wrappers(tmp_path):
@@ -95,7 +105,7 @@ def test_atla_uses_the_runs_env_kwargs_and_wrappers(tmp_path):
 def test_atla_rounds_perturbed_uint8_pixels():
     from types import SimpleNamespace
 
-    from robustness.learned_adversary import AdversarialObservations
+    from robustness.learned.atla import AdversarialObservations
 
     obs = np.array([[10, 200, 0, 255]], dtype=np.uint8)
     fake = SimpleNamespace(
@@ -105,3 +115,62 @@ def test_atla_rounds_perturbed_uint8_pixels():
     out = AdversarialObservations.perturb(fake, obs)
     assert out.dtype == np.uint8
     np.testing.assert_array_equal(out, [[11, 199, 0, 255]])
+
+
+# ----------------------------------------------- an adversary used on another victim or at another eps
+def _fake_adversary(victim_path, out, eps=0.5, record=True):
+    """A CartPole PPO checkpoint relabelled as a PA-AD adversary of ``victim_path`` (same spaces as a real one)."""
+    import json
+    import shutil
+
+    out.mkdir(parents=True)
+    for name in ("agent.json", "weights.safetensors"):
+        shutil.copy(victim_path / name, out / name)
+    spec = json.loads((out / "agent.json").read_text())
+    kwargs = {"victim": str(victim_path.resolve()), "eps": eps, "mode": "pa-ad"}
+    if record:
+        kwargs["victim_spec"] = {
+            "env": "CartPole-v1",
+            "observation_shape": [4],
+            "action_space": {"type": "Discrete", "n": 2},
+        }
+    spec["env"] = {"id": "rllab/Attacked-v0", "kwargs": kwargs, "wrappers": []}
+    (out / "agent.json").write_text(json.dumps(spec))
+    return out
+
+
+@pytest.mark.parametrize("record", [True, False])
+def test_an_adversary_for_another_victim_kind_is_refused_in_one_line(
+    cartpole_ppo_path, catch_ppo_path, tmp_path, capsys, record
+):
+    from rllab.cli import main
+
+    adv = _fake_adversary(cartpole_ppo_path, tmp_path / "adv", record=record)
+    out = tmp_path / "att"
+    argv = ["attack", str(catch_ppo_path), "--attack", "learned", "--adversary", str(adv), "--eps", "0.5"]
+    assert main([*argv, "--episodes", "1", "--n-envs", "1", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained against a CartPole-v1 (observations of shape (4,), 2 actions) victim" in err[0]
+    assert "this agent is a Catch-v0" in err[0] and not out.exists()
+
+
+def test_an_adversary_used_at_another_eps_or_on_another_agent_warns(cartpole_ppo_path, tmp_path, capsys):
+    from robustness.evaluate import build_attack, evaluate
+
+    adv = _fake_adversary(cartpole_ppo_path, tmp_path / "adv", eps=0.5)
+    # the same agent at its training eps: no warning
+    attack = build_attack("learned", adversary=str(adv))
+    evaluate(rllab.load(cartpole_ppo_path), attacks=[attack], eps=[0.5], episodes=1, n_envs=1, progress=False)
+    assert "warning" not in capsys.readouterr().err
+    # a copy of the victim (another CartPole agent) at two eps, one of them not the training one
+    other = copy_run(cartpole_ppo_path, tmp_path / "other")
+    attack = build_attack("learned", adversary=str(adv))
+    card = evaluate(rllab.load(other), attacks=[attack], eps=[0.1, 0.5], episodes=1, n_envs=1, progress=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("warning: ") for line in err)
+    assert (
+        "trained against another CartPole-v1 agent" in err[0]
+        and "trained at eps 0.5; it is used here at eps 0.1" in err[1]
+    )
+    settings = card["attacks"]["learned"]
+    assert settings["adversary_trained_for"]["eps"] == 0.5 and len(settings["warnings"]) == 2

@@ -17,10 +17,14 @@ from scipy import stats
 
 import rllab
 from rllab.cli import main
+from rllab.cli.sweep_job import run_stage
 from rllab.errors import RllabError
-from rllab.sweep import config_name, parse_grid, parse_seeds, seed_stats
+from rllab.sweep import MAX_RUNS, MAX_SEEDS, config_name, parse_grid, parse_seeds, plan, seed_stats
+from rllab.sweep.jobs import run_stages
+from rllab.sweep.plan import check_plan
 
 TINY = ["--algo", "ppo", "--env", "CartPole-v1", "--steps", "512", "--episodes", "3"]
+TRAIN = ["train", "--algo", "ppo", "--env", "CartPole-v1"]
 
 
 def test_seeds_grid_and_names():
@@ -198,3 +202,39 @@ def test_ray_backend_without_ray_is_one_line(tmp_path, capsys, monkeypatch):
     assert main(argv) == 2
     assert "needs Ray" in capsys.readouterr().err
     assert not list(tmp_path.rglob("agent.json"))  # refused before any job ran
+
+
+# ------------------------------------------ the plan is lazy and capped; a job's outcome is structured
+def test_sweep_seeds_are_capped_before_they_are_listed():
+    with pytest.raises(RllabError, match=f"at most {MAX_SEEDS}"):
+        parse_seeds("0-99999999")
+    with pytest.raises(RllabError, match="must be <="):
+        parse_seeds("4294967296")
+    assert parse_seeds(f"0-{MAX_SEEDS - 1}")[-1] == MAX_SEEDS - 1
+    grid = {"learning_rate": list(range(MAX_RUNS // MAX_SEEDS + 1))}
+    with pytest.raises(RllabError, match=f"at most {MAX_RUNS}"):
+        check_plan(["ppo"], ["CartPole-v1"], list(range(MAX_SEEDS)), grid)
+
+
+def test_sweep_plan_is_lazy(tmp_path):
+    jobs = plan(["ppo", "a2c"], ["CartPole-v1"], list(range(MAX_SEEDS)), tmp_path)
+    first = next(jobs)
+    assert not isinstance(jobs, list) and first.config == "ppo-CartPole-v1" and first.seed == 0
+    assert next(jobs).seed == 1
+
+
+def test_a_job_stage_reports_its_error_without_parsing_stderr(tmp_path, capsys):
+    assert run_stage(["eval", str(tmp_path / "none")]) == (2, f"no checkpoint at {tmp_path / 'none'}")
+    code, error = run_stage([*TRAIN, "--steps", "inf"])
+    assert code == 2 and error == "argument --steps: must be finite, got 'inf'"
+    capsys.readouterr()
+    log = tmp_path / "job.log"
+    outcome = run_stages([["eval", str(tmp_path / "none")]], 1, log)
+    assert outcome == {
+        "status": "failed",
+        "stage": 0,
+        "returncode": 2,
+        "error": f"no checkpoint at {tmp_path / 'none'}",
+    }
+    assert "rllab eval: error: no checkpoint" in log.read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["job.log"]  # the outcome file is gone

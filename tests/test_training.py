@@ -1,3 +1,5 @@
+"""Training: short runs of every algorithm, the train command's options and one-line refusals, resuming, summaries."""
+
 import json
 import os
 import signal
@@ -8,10 +10,11 @@ import time
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import rllab
+from rllab.checkpoint import SPEC_FILE
 from rllab.cli import main
+from tests.helpers import fails_in_one_line
 
 
 @pytest.mark.parametrize(
@@ -96,27 +99,6 @@ def test_hyperparams_file_and_set_override(tmp_path):
     used = agent.spec["training"]["config"]["hyperparams"]
     assert used["n_steps"] == 16 and used["gamma"] == 0.9 and used["batch_size"] == 64
     assert agent.policy.mlp_extractor.policy_net[0].out_features == 8
-
-
-def test_eval_command_json_and_gif(tmp_path, catch_ppo_path, capsys):
-    out = tmp_path / "eval.json"
-    gif = tmp_path / "ep.gif"
-    assert (
-        main(["eval", str(catch_ppo_path), "--episodes", "6", "--seed", "1", "--json", str(out), "--video", str(gif)])
-        == 0
-    )
-    text = capsys.readouterr().out
-    assert "95% CI" in text and "video:" in text
-    res = json.loads(out.read_text())
-    assert res["episodes"] == 6 and len(res["returns"]) == 6
-    assert res["mean_return"] == pytest.approx(np.mean(res["returns"]))
-    with Image.open(gif) as im:
-        assert im.format == "GIF" and im.n_frames == 10  # reset frame + 9 steps of 10x5 Catch
-    # the same command with the same seed gives the same numbers
-    assert (
-        main(["eval", str(catch_ppo_path), "--episodes", "6", "--seed", "1", "--json", str(tmp_path / "b.json")]) == 0
-    )
-    assert json.loads((tmp_path / "b.json").read_text())["returns"] == res["returns"]
 
 
 def test_trained_catch_agent_catches(catch_ppo):
@@ -250,3 +232,149 @@ def test_a_finished_run_trains_further_when_resumed_with_more_steps(tmp_path, ca
     assert more["complete"] and more["timesteps"] >= 2048 and more["resumed_from"] == first["training"]["timesteps"]
     assert more["config"]["steps"] == 2048 and more["config"]["seed"] == 0
     assert rllab.load(run).spec["weights"]["sha256"] != first["weights"]["sha256"]  # it trained
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_resume_continues_from_the_last_good_checkpoint_when_killed_mid_save(tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    small = {"n_steps": 32, "batch_size": 32, "n_epochs": 1}
+    rllab.train(
+        "ppo",
+        "CartPole-v1",
+        steps=64,
+        n_envs=2,
+        overrides=small,
+        out=run,
+        eval_freq=0,
+        save_freq=0,
+        final_eval_episodes=1,
+        progress=False,
+    )
+    spec = json.loads((run / SPEC_FILE).read_text())
+    done = spec["training"]["timesteps"]
+    spec["training"]["complete"] = False  # as if killed mid-run (agent.json is not covered by the weights' hash)
+    (run / SPEC_FILE).write_text(json.dumps(spec))
+    # consistent: resumes (nothing left to train)
+    agent = rllab.train("ppo", "CartPole-v1", out=run, resume=True, steps=done, final_eval_episodes=1, progress=False)
+    assert agent.spec["training"]["resumed_from"] == done
+    # killed between writing the next step's resume state and its checkpoint: resumes from the last good one
+    spec["training"]["complete"] = False
+    (run / SPEC_FILE).write_text(json.dumps(spec))
+    resume = run / "resume"
+    state = json.loads((resume / f"state.{done}.json").read_text())
+    (resume / f"state.{done + 64}.json").write_text(json.dumps({**state, "num_timesteps": done + 64}))
+    (resume / f"optimizer.{done + 64}.safetensors").write_bytes(b"half-writ")
+    agent = rllab.train("ppo", "CartPole-v1", out=run, resume=True, steps=done, final_eval_episodes=1, progress=False)
+    assert agent.spec["training"]["resumed_from"] == done
+    assert sorted(p.name for p in resume.iterdir()) == [f"optimizer.{done}.safetensors", f"state.{done}.json"]
+    # a resume state whose counter disagrees with the file it is in is refused in one line
+    spec["training"]["complete"] = False
+    (run / SPEC_FILE).write_text(json.dumps(spec))
+    (resume / f"state.{done}.json").write_text(json.dumps({**state, "num_timesteps": done + 64}))
+    with pytest.raises(
+        rllab.RllabError, match=f"checkpoint is at step {done} but the resume state at step {done + 64}"
+    ):
+        rllab.train("ppo", "CartPole-v1", out=run, resume=True, steps=done + 64, final_eval_episodes=1, progress=False)
+
+
+# ------------------------------------- train's options: refused in one line before anything is written
+TINY = ["--steps", "64", "--n-envs", "1", "--eval-freq", "0", "--save-freq", "0", "--no-progress"]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_eps_in_pixels_above_one_is_refused_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    err = fails_in_one_line(
+        ["train", "--algo", "ppo", "--env", "Catch-v0", "--defense", "sa-reg", "--eps", "4", *TINY, "--out", str(out)],
+        capsys,
+    )
+    assert "4/255" in err
+    assert not out.exists()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_eps_takes_fractions_like_attack():
+    from rllab.parsing import budget
+
+    assert budget("4/255") == pytest.approx(4 / 255)
+    assert budget("0.5") == 0.5
+    with pytest.raises(Exception, match="number"):
+        budget("abc")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_defense_settings_without_a_defense_are_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    err = fails_in_one_line(
+        ["train", "--algo", "ppo", "--env", "CartPole-v1", "--eps", "0.5", *TINY, "--out", str(out)], capsys
+    )
+    assert "--eps" in err and "--defense" in err
+    assert not out.exists()
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("setting", ["n_steps=abc", "gamma=abc", "batch_size=-5"])
+def test_bad_hyperparameter_values_are_one_line_and_leave_no_folder(setting, tmp_path, capsys):
+    out = tmp_path / "run"
+    err = fails_in_one_line(
+        ["train", "--algo", "ppo", "--env", "CartPole-v1", "--set", setting, *TINY, "--out", str(out)], capsys
+    )
+    assert "bad hyperparameters for ppo" in err and setting.split("=")[0] in err
+    assert not out.exists()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_nature_cnn_on_small_frames_names_the_frame_and_small_cnn(tmp_path, capsys):
+    out = tmp_path / "run"
+    err = fails_in_one_line(
+        [
+            "train",
+            "--algo",
+            "ppo",
+            "--env",
+            "Catch-v0",
+            "--set",
+            "policy_kwargs={features_extractor: nature_cnn}",
+            *TINY,
+            "--out",
+            str(out),
+        ],
+        capsys,
+    )
+    assert "10x5" in err and "small_cnn" in err
+    assert not out.exists()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_failure_during_training_removes_the_run_folder_it_created(tmp_path, monkeypatch):
+    import rllab.training.finish as training
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(training, "observation_stats", boom)  # fails after learn(), before the checkpoint
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError):
+        rllab.train(
+            "ppo",
+            "CartPole-v1",
+            steps=64,
+            n_envs=1,
+            eval_freq=0,
+            save_freq=0,
+            progress=False,
+            out=out,
+            overrides=["n_steps=32", "batch_size=32", "n_epochs=1"],
+        )
+    assert not out.exists()
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_train_summary_says_std_not_plus_minus(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--algo", "ppo", "--env", "CartPole-v1", *TINY, "--set", "n_steps=32", "--set", "batch_size=32"]
+    assert main([*args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "+/-" not in printed and "(std " in printed and "95% CI [" in printed
