@@ -20,17 +20,20 @@ from typing import Any
 import numpy as np
 import torch as th
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save_file
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
 from rllab.agent import Agent, agent_from_spec, load
 from rllab.checkpoint import atomic_write, read_json, write_json
 from rllab.errors import RllabError
+from rllab.files import read_regular_file
 from rllab.schema import ResumeState
 from rllab.spec import now
 
 RESUME_DIR = "resume"
+MAX_OPTIMIZER_BYTES = 1 << 32  # Adam keeps two moments per parameter: 4 GiB is a 500M-parameter float32 policy
 
 
 def _state_file(resume: Path, step: int) -> Path:
@@ -55,6 +58,25 @@ def _optimizer_to_files(optimizer: th.optim.Optimizer) -> tuple[dict[str, th.Ten
     return tensors, meta
 
 
+def _check_optimizer_tensor(name: str, value: th.Tensor, param: th.Tensor) -> None:
+    """An optimizer state tensor fits its parameter: a one-value counter (``step``), or a moment of the
+    parameter's shape and dtype; finite either way (NaN moments would train NaN weights)."""
+    key = name.partition(".")[2]
+    if key == "step":
+        ok = value.numel() == 1 and value.is_floating_point()
+        want = "one floating-point value"
+    else:
+        ok = value.shape == param.shape and value.dtype == param.dtype
+        want = f"shape {tuple(param.shape)} and dtype {str(param.dtype).removeprefix('torch.')}"
+    if not ok:
+        raise RllabError(
+            f"resume state's optimizer entry {name!r} has shape {tuple(value.shape)} and dtype "
+            f"{str(value.dtype).removeprefix('torch.')}; its parameter needs {want}"
+        )
+    if value.is_floating_point() and not bool(th.isfinite(value).all()):
+        raise RllabError(f"resume state's optimizer entry {name!r} is not finite")
+
+
 def _optimizer_from_files(optimizer: th.optim.Optimizer, tensors: dict[str, th.Tensor], meta: dict[str, Any]) -> None:
     params = [p for group in optimizer.param_groups for p in group["params"]]
     state: dict[int, dict[str, Any]] = {}
@@ -62,11 +84,8 @@ def _optimizer_from_files(optimizer: th.optim.Optimizer, tensors: dict[str, th.T
         idx, _, key = name.partition(".")
         if not idx.isdigit() or int(idx) >= len(params):
             raise RllabError(f"resume state names optimizer entry {name!r}, but the model has {len(params)} parameters")
-        if isinstance(value, th.Tensor) and value.dim() and value.shape != params[int(idx)].shape:
-            raise RllabError(
-                f"resume state's optimizer entry {name!r} has shape {tuple(value.shape)}, "
-                f"its parameter {tuple(params[int(idx)].shape)}"
-            )
+        if isinstance(value, th.Tensor):
+            _check_optimizer_tensor(name, value, params[int(idx)])
         state.setdefault(int(idx), {})[key] = value
     try:
         optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
@@ -139,7 +158,9 @@ def restore_run(model: BaseAlgorithm, run_dir: Path, spec: dict[str, Any]) -> in
         )
     try:
         meta = read_json(_state_file(resume, ckpt_steps), ResumeState)  # one line naming the file and field
-        tensors = load_file(str(_optimizer_file(resume, ckpt_steps)))
+        # read as a regular, size-bounded file first: a FIFO or device never blocks or fills memory
+        raw = read_regular_file(_optimizer_file(resume, ckpt_steps), MAX_OPTIMIZER_BYTES, "optimizer file")
+        tensors = load_safetensors(raw)
     except (OSError, json.JSONDecodeError, SafetensorError) as exc:
         raise RllabError(f"cannot resume {run_dir}: resume state unreadable ({exc})") from None
     if int(meta.get("num_timesteps", -1)) != ckpt_steps:
