@@ -29,6 +29,12 @@ class Trajectories:
         """Indices of episode ``e``'s states, in time order."""
         return np.flatnonzero(self.episode == e)
 
+    def every(self, k: int) -> Trajectories:
+        """Only the states at steps 0, k, 2k, ... of each episode (the ones images are logged for)."""
+        keep = self.t % k == 0
+        masks = self.masks[keep] if self.masks is not None else None
+        return Trajectories(self.obs[keep], self.actions[keep], self.episode[keep], self.t[keep], masks, self.returns)
+
 
 def collect_states(agent: Agent, episodes: int = 1, seed: int = 0, n_envs: int = 8) -> Trajectories:
     """Run ``episodes`` deterministic episodes (episode j reset with seed ``seed + j``) and keep every state.

@@ -302,6 +302,8 @@ def explain_agent(
     kind = space_kind(agent)
     th.manual_seed(seed)
     tr = collect_states(agent, episodes=episodes, seed=seed)
+    if kind == "image" and every > 1 and not metrics:
+        tr = tr.every(every)  # attribute only the states whose images are logged (faithfulness needs them all)
     rows: list[dict[str, Any]] = []
     if kind == "image":
         _log_frames(writer, agent, tr, every)

@@ -82,12 +82,27 @@ def grid(images: Sequence[np.ndarray], columns: int | None = None, pad: int = 2)
 
 
 class ExplanationWriter:
-    """A TensorBoard writer for explanations that also saves every image as a PNG (or GIF) file."""
+    """A TensorBoard writer for explanations that also saves its images as PNG (animations as GIF) files, at
+    most ``max_files`` per-step PNGs (the rest stay in TensorBoard; each episode's animated GIF shows them all)."""
 
-    def __init__(self, logdir: str | Path, png_dir: str | Path | None = None) -> None:
+    def __init__(self, logdir: str | Path, png_dir: str | Path | None = None, max_files: int | None = None) -> None:
         self.logdir = Path(logdir)
         self.writer = SummaryWriter(str(self.logdir))
         self.png_dir = Path(png_dir) if png_dir is not None else None
+        self.max_files = max_files  # per-step PNG files at most (None: all); grids and GIFs are always written
+        self.files_written = 0
+        self.files_skipped = 0  # per-step images past the cap: in TensorBoard only
+
+    def _keep_file(self, tag: str) -> bool:
+        """Whether an image of ``tag`` is written as a file: summaries (grids, activation maximisation) always,
+        per-step images while under ``max_files``."""
+        if tag.endswith("/grid") or tag.startswith("activation_maximisation"):
+            return True
+        if self.max_files is not None and self.files_written >= self.max_files:
+            self.files_skipped += 1
+            return False
+        self.files_written += 1
+        return True
 
     def _file(self, tag: str, step: int | None, suffix: str) -> Path | None:
         if self.png_dir is None:
@@ -100,7 +115,7 @@ class ExplanationWriter:
     def image(self, tag: str, img: np.ndarray, step: int = 0, save_file: bool = True) -> None:
         """A (H, W, 3) ``uint8`` image (already scaled: no float rescaling surprises)."""
         self.writer.add_image(tag, img, global_step=step, dataformats="HWC")
-        path = self._file(tag, step, ".png") if save_file else None
+        path = self._file(tag, step, ".png") if save_file and self._keep_file(tag) else None
         if path is not None:
             path.write_bytes(png_bytes(img))
 

@@ -25,7 +25,7 @@ _EXPORTS = {
     "run_episodes": "rllab.evaluation",
     "train": "rllab.training",
 }
-__all__ = sorted(_EXPORTS)
+__all__ = ["Agent", "EvalResult", "RllabError", "evaluate", "load", "run_episodes", "train"]
 
 
 def __getattr__(name: str) -> Any:

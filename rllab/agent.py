@@ -33,7 +33,7 @@ from rllab.nn.filters import build_filter, straight_through
 from rllab.nn.policies import FAST_ACTIVATIONS, mlp_actor
 from rllab.nn.purifier import build_purifier
 from rllab.nn.quantized import apply_quantization_spec
-from rllab.spaces import check_spaces, space_from_json
+from rllab.spaces import check_spaces, frame_layout, space_from_json
 from rllab.spec import LineageStep, append_lineage, spec_skeleton
 
 # builders defined in rllab.nn.build and rllab.spec stay importable from here, as before the split
@@ -161,9 +161,10 @@ class Agent(nn.Module):
         return np.asarray(stats["mean"], dtype=np.float32).reshape(self.observation_space.shape)
 
     def layout(self) -> str:
-        """How image observations are laid out (``hwc``, ``chw``), or ``vector``."""
+        """How image observations (and bounded non-pixel frames, MinAtar's) are laid out (``hwc``, ``chw``),
+        or ``vector``."""
         if not self.is_image:
-            return "vector"
+            return frame_layout(self.observation_space) or "vector"
         return "hwc" if self.transpose_image else "chw"
 
     def bounds(self) -> tuple[float, float]:
@@ -362,7 +363,13 @@ class Agent(nn.Module):
     def make_env(self, render_mode: str | None = None, **kwargs: Any) -> gym.Env:
         """The checkpoint's environment (id, kwargs and wrappers); ``kwargs`` override."""
         env_spec = self.spec["env"]
-        env = make_env(env_spec["id"], {**env_spec.get("kwargs", {}), **kwargs}, env_spec.get("wrappers"), render_mode)
+        env = make_env(
+            env_spec["id"],
+            {**env_spec.get("kwargs", {}), **kwargs},
+            env_spec.get("wrappers"),
+            render_mode,
+            module=env_spec.get("module"),
+        )
         check_spaces(env, self.observation_space, self.action_space, env_spec["id"])
         return env
 

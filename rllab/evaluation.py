@@ -22,6 +22,8 @@ from rllab.agent import Agent
 from rllab.errors import RllabError
 from rllab.frames import frame_rgb, write_gif
 
+MAX_COLLECT_BYTES = 8 << 30  # observations a transform gathers in memory (distill, prune, adapt)
+
 ActFn = Callable[[np.ndarray, dict[str, Any]], np.ndarray]
 
 
@@ -210,6 +212,16 @@ def visit_observations(
             env.close()
 
 
+def check_gather(agent: Agent, states: int) -> None:
+    """Refuse, before any episode, to gather more observations in memory than ``MAX_COLLECT_BYTES`` hold."""
+    space = agent.observation_space
+    if states * space.dtype.itemsize * int(np.prod(space.shape)) > MAX_COLLECT_BYTES:
+        raise RllabError(
+            f"{states} observations of shape {tuple(space.shape)} would not fit in memory "
+            f"(at most {MAX_COLLECT_BYTES >> 30} GiB are gathered); ask for fewer states"
+        )
+
+
 def collect_observations(
     agent: Agent,
     episodes: int | None = None,
@@ -219,6 +231,8 @@ def collect_observations(
     n_envs: int = 8,
 ) -> np.ndarray:
     """The raw observations :func:`visit_observations` visits, stacked (``steps`` of them in steps mode)."""
+    if steps is not None:
+        check_gather(agent, steps)
     seen: list[np.ndarray] = []
     visit_observations(agent, lambda b: seen.append(np.asarray(b)), episodes, steps, seed, policy, n_envs)
     x = np.concatenate(seen)

@@ -19,6 +19,7 @@ from rllab.errors import RllabError
 # Upper bounds of values that size time or memory: above them a run would not end or not fit.
 MAX_STEPS = 10**10  # environment steps (1e10 steps is years of CPU time)
 MAX_EPISODES = 10**6
+MAX_ENVS = 4096  # environments of one vectorised run (each an object in the process)
 MAX_SEED = 2**32 - 1  # NumPy's SeedSequence accepts larger, Gymnasium's spaces do not
 
 

@@ -16,6 +16,7 @@ import io
 import json
 import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +24,13 @@ import torch as th
 from gymnasium import spaces
 
 from rllab.agent import Agent, agent_from_spec
-from rllab.checkpoint import SPEC_FILE, sha256_file
+from rllab.checkpoint import MAX_WEIGHTS_BYTES, SPEC_FILE, sha256_file
 from rllab.environment import make_env
 from rllab.errors import RllabError
 from rllab.evaluation import observation_stats
+from rllab.files import MAX_JSON_BYTES, loads
 from rllab.nn.policies import ACTIVATIONS, needs_transpose, transposed_image_space
+from rllab.schema import SCHEMA, validate_spec
 from rllab.spec import LineageStep, append_lineage, now, spec_skeleton
 
 _POLICY_CLASSES = {
@@ -48,6 +51,8 @@ _PLAIN_KWARGS = {
     "normalize_images",
     "features_extractor_kwargs",
 }
+# a zip or member that is damaged (zlib.error, EOFError), encrypted (RuntimeError) or of an unknown method
+UNREADABLE_ZIP = (zipfile.BadZipFile, OSError, zlib.error, EOFError, RuntimeError, NotImplementedError)
 _IGNORED_KWARGS = {"optimizer_class", "optimizer_kwargs"}  # training-only
 
 
@@ -76,6 +81,8 @@ def _literal(value: Any, key: str) -> Any:
 
 def _policy_kwargs(data: dict[str, Any], default_extractor: str) -> dict[str, Any]:
     raw = data.get("policy_kwargs") or {}
+    if not isinstance(raw, dict):
+        raise RllabError(f"cannot import: policy_kwargs is {type(raw).__name__}, not a mapping")
     out: dict[str, Any] = {}
     for key, value in raw.items():
         if key.startswith(":") or key in _IGNORED_KWARGS:
@@ -152,14 +159,19 @@ def import_sb3(model_zip: str | Path, env_id: str, out: str | Path, algo: str | 
             names = set(archive.namelist())
             if "data" not in names or "policy.pth" not in names:
                 raise RllabError(f"{model_zip} is not a Stable-Baselines3 model (no data / policy.pth entries)")
-            data = json.loads(archive.read("data").decode())
+            for name, limit in (("data", MAX_JSON_BYTES), ("policy.pth", MAX_WEIGHTS_BYTES)):
+                if archive.getinfo(name).file_size > limit:  # before decompressing: a zip bomb stops here
+                    raise RllabError(f"refusing {model_zip}: its {name} entry holds more than {limit} bytes")
+            data = loads(archive.read("data"), f"the data entry of {model_zip}")  # depth-limited, one line
+            if not isinstance(data, dict):
+                raise RllabError(f"{model_zip} is not a Stable-Baselines3 model (its data entry is not an object)")
             weights_bytes = archive.read("policy.pth")
             sb3_version = (
                 archive.read("_stable_baselines3_version").decode().strip()
                 if ("_stable_baselines3_version" in names)
                 else None
             )
-    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+    except (*UNREADABLE_ZIP, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RllabError(f"cannot read {model_zip}: {exc}") from None
 
     algo = algo or detect_algo(data)
@@ -197,6 +209,9 @@ def import_sb3(model_zip: str | Path, env_id: str, out: str | Path, algo: str | 
         raise RllabError(
             f"refusing {model_zip}: policy.pth is not plain tensors ({str(exc).splitlines()[0]})"
         ) from None
+    # the architecture the zip claims, bounded and sized against its weights before any network is built
+    claimed = {**spec, "schema": SCHEMA, "weights": {"sha256": "0" * 64, "bytes": len(weights_bytes)}}
+    validate_spec(claimed, f"the policy_kwargs of {model_zip}")
     agent = agent_from_spec(spec)
     try:
         agent.policy.load_state_dict(state, strict=True)
@@ -206,7 +221,8 @@ def import_sb3(model_zip: str | Path, env_id: str, out: str | Path, algo: str | 
         ) from None
     agent.eval()
     agent.make_env().close()  # checks the spaces of the environment as the checkpoint builds it
-    agent.spec["obs_stats"] = observation_stats(agent, episodes=10, seed=seed + 10_000)
+    # pixel budgets are in 1/255, never in a per-pixel std: image agents keep no per-pixel statistics
+    agent.spec["obs_stats"] = None if agent.is_image else observation_stats(agent, episodes=10, seed=seed + 10_000)
     agent.spec["training"] = {
         "imported_from": str(model_zip),
         "sb3_version": sb3_version,

@@ -20,6 +20,8 @@ def _bound_to_json(arr: np.ndarray) -> Any:
 
 def _scalar(v: Any) -> Any:
     v = v.item() if hasattr(v, "item") else v
+    if isinstance(v, bool):  # a boolean Box's bounds (MinAtar's frames) as the numbers 0 and 1
+        return int(v)
     if isinstance(v, float) and not np.isfinite(v):
         return "inf" if v > 0 else "-inf"
     return v
@@ -85,6 +87,36 @@ def spaces_match(a: spaces.Space, b: spaces.Space) -> bool:
             and np.allclose(a.high, b.high, equal_nan=True)
         )
     return a == b
+
+
+def is_bounded_frame(space: spaces.Space) -> bool:
+    """A 3-d Box of non-pixel frames bounded in [0, 1] (MinAtar's 10x10xC booleans), not a uint8 image."""
+    return (
+        isinstance(space, spaces.Box)
+        and len(space.shape) == 3
+        and space.dtype != np.uint8
+        and bool(np.all(space.low >= 0))
+        and bool(np.all(space.high <= 1))
+    )
+
+
+def is_unit_box(space: spaces.Space) -> bool:
+    """A Box (not uint8 pixels) whose every feature lies in [0, 1]: budgets are absolute in the box's range."""
+    return (
+        isinstance(space, spaces.Box)
+        and space.dtype != np.uint8
+        and bool(np.all(space.low == 0))
+        and bool(np.all(space.high == 1))
+    )
+
+
+def frame_layout(space: spaces.Space) -> str | None:
+    """``hwc`` or ``chw`` for bounded non-pixel frames (channels first only when the first axis is the
+    shortest: MinAtar's (10, 10, C) frames, C up to 10, read channels last), None otherwise."""
+    if not is_bounded_frame(space):
+        return None
+    c, h, w = space.shape
+    return "chw" if c < min(h, w) else "hwc"
 
 
 def describe(space: spaces.Space) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from rllab.environment import env_module
 from rllab.spaces import space_to_json
 
 Spec = dict[str, Any]
@@ -34,10 +35,15 @@ def spec_skeleton(
     transpose_image: bool = False,
     obs_normalization: dict[str, Any] | None = None,
 ) -> Spec:
-    """A new agent's ``agent.json`` content before training fills statistics, summary and lineage."""
+    """A new agent's ``agent.json`` content before training fills statistics, summary and lineage (the env's
+    registering module recorded, so a new process can rebuild a third-party environment)."""
+    env: dict[str, Any] = {"id": env_id, "kwargs": env_kwargs, "wrappers": wrappers}
+    module = env_module(env_id)
+    if module is not None:
+        env["module"] = module
     return {
         "algo": algo,
-        "env": {"id": env_id, "kwargs": env_kwargs, "wrappers": wrappers},
+        "env": env,
         "observation_space": space_to_json(observation_space),
         "action_space": space_to_json(action_space),
         "policy": {"class": policy_class, "kwargs": policy_kwargs, "has_critic": has_critic},

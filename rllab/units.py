@@ -4,6 +4,11 @@
   grey level and budgets are typed and printed as ``k/255``.
 - ``obs std``: vector observations; one unit is the per-feature standard deviation of the agent's own
   observations, stored in the checkpoint (SA-PPO's normalised-state unit, where ``eps = 0.075``).
+- ``absolute [0, 1]``: bounded non-pixel observations whose every feature lies in [0, 1] (MinAtar's binary
+  channels, where most features have zero std): one unit is the whole range, so ``eps = 0.1`` moves a
+  feature by a tenth of its range.
+
+Each unit has its default budgets (``DEFAULT_EPS``): 1/255-style grey levels for pixels, never 0.1 = 25.5/255.
 
 Every place that reads, scales, checks or prints a budget goes through :class:`ThreatUnit`.
 """
@@ -17,9 +22,24 @@ from typing import Any, Protocol
 import numpy as np
 
 from rllab.errors import RllabError
+from rllab.spaces import is_unit_box
 
 PIXEL = "pixel/255"
 STD = "obs std"
+MAX_STD_BUDGET = 1e6  # a budget or noise scale of a million standard deviations is no longer a perturbation
+ABSOLUTE = "absolute [0, 1]"
+
+# default budgets per unit: (one budget, as ``rllab attack --eps`` takes it; a sweep, as ``rllab certify``)
+DEFAULT_EPS: dict[str, tuple[str, str]] = {
+    PIXEL: ("2/255", "1/255,2/255,4/255"),
+    STD: ("0.1", "0.05,0.1,0.2"),
+    ABSOLUTE: ("0.1", "0.05,0.1,0.2"),
+}
+
+
+def default_eps(unit: str, sweep: bool = False) -> str:
+    """The default budget (``sweep``: budgets, comma-separated) of a unit, as a command line would give it."""
+    return DEFAULT_EPS.get(unit, DEFAULT_EPS[STD])[1 if sweep else 0]
 
 
 class _HasObservations(Protocol):
@@ -60,11 +80,19 @@ class ThreatUnit:
         return cls(name, arr.astype(np.float32))
 
     @classmethod
+    def absolute(cls, shape: tuple[int, ...]) -> ThreatUnit:
+        """Budgets in the observation's own [0, 1] range: one raw unit per unit, for every feature."""
+        return cls(ABSOLUTE, np.ones(shape, dtype=np.float32))
+
+    @classmethod
     def for_agent(cls, agent: _HasObservations) -> ThreatUnit:
-        """The unit of an agent's budgets: pixels for image observations, its stored std for vectors."""
+        """The unit of an agent's budgets: pixels for image observations, absolute for observations bounded in
+        [0, 1] (MinAtar), its stored std for other vectors."""
         shape = tuple(agent.observation_space.shape)
         if agent.is_image:
             return cls.pixel(shape)
+        if is_unit_box(agent.observation_space):
+            return cls.absolute(shape)
         if agent.obs_std is None:
             raise RllabError("the checkpoint has no observation statistics (obs_stats) to scale vector budgets")
         return cls.std(agent.obs_std, shape)
@@ -83,21 +111,26 @@ class ThreatUnit:
         return format_budget(value, self.name)
 
     def check(self, value: float, option: str, fix: str = "{v}") -> float:
-        """Refuse a budget that is non-finite, negative, or (pixels) above the whole range; return it."""
+        """Refuse a budget that is non-finite, negative, or (pixels, absolute) above the whole range; return it."""
         check_budget(value, self.is_pixel, option, fix)
+        if self.name == ABSOLUTE and value > 1:
+            raise RllabError(f"{option} {value:g} is in absolute [0, 1] units: above 1 it exceeds the whole range")
         return value
 
     def describe(self) -> dict[str, Any]:
         """The unit for a report: its name, and the per-feature scale of std units."""
         out: dict[str, Any] = {"unit": self.name}
-        if not self.is_pixel:
+        if self.name == STD:
             out["scale_per_feature"] = self.scale.reshape(-1).tolist()
         return out
 
 
-def unit_name(is_image: bool) -> str:
-    """The unit name of an agent's budgets without building its scale."""
-    return PIXEL if is_image else STD
+def unit_name(is_image: bool, observation_space: Any = None) -> str:
+    """The unit name of an agent's budgets without building its scale (``observation_space``: to tell the
+    absolute unit of [0, 1]-bounded observations from std)."""
+    if is_image:
+        return PIXEL
+    return ABSOLUTE if observation_space is not None and is_unit_box(observation_space) else STD
 
 
 def format_budget(value: float | str, unit: str | None) -> str:
@@ -115,6 +148,8 @@ def check_budget(value: float, is_pixel: bool, option: str, fix: str = "{v}") ->
     value, e.g. ``"--eps {v}"`` or ``"sigma={v}"``."""
     if not math.isfinite(value) or value < 0:
         raise RllabError(f"{option} must be a finite number >= 0, got {value:g}")
+    if not is_pixel and value > MAX_STD_BUDGET:  # eps x std would overflow float32 long before this matters
+        raise RllabError(f"{option} {value:g} is in observation std units; at most {MAX_STD_BUDGET:g} is meaningful")
     if is_pixel and value > 1:
         raise RllabError(
             f"{option} {value:g} is in pixel/255 units for image observations, {value:g}x the whole pixel range; "

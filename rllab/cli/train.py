@@ -18,7 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train``."""
     p = sub.add_parser("train", help="train an agent into a checkpoint folder")
     p.add_argument("--algo", required=True, choices=["reinforce", "a2c", "ppo", "dqn"])
-    p.add_argument("--env", required=True, help="any registered Gymnasium id, e.g. CartPole-v1 or Catch-v0")
+    p.add_argument(
+        "--env",
+        required=True,
+        help="a Gymnasium id, e.g. CartPole-v1, Catch-v0, ALE/Pong-v5 (extra atari), MinAtar/Breakout-v1 "
+        "(extra minatar), Hopper-v5 (extra mujoco), or module:Env-id (the module is imported first)",
+    )
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument(
         "--steps", type=positive_int, help="environment steps (default: the hyperparameter file's n_timesteps)"
@@ -27,12 +32,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hyperparams", help="YAML file overriding the shipped defaults")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one hyperparameter")
     p.add_argument("--env-kwargs", default=None, help="YAML/JSON mapping passed to gymnasium.make")
+    p.add_argument(
+        "--wrappers",
+        default=None,
+        help="YAML/JSON list of named wrappers, recorded in the checkpoint, e.g. "
+        "'[{name: ResizeObservation, kwargs: {shape: [42, 42]}}]' (default: the hyperparameters' preset: "
+        "for ALE ids AtariWrapper + a 4-frame stack; '[]' for none)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument(
         "--threads",
         type=thread_count,
-        help="PyTorch CPU threads while training (default: PyTorch's); the same seed gives the same "
-        "weights only with the same thread count, recorded in agent.json",
+        help="PyTorch CPU threads while training (default: OMP_NUM_THREADS if set, else 1, or min(cores // 2, 4) "
+        "for ALE ids; a resumed run: its recorded count); the same seed gives the same weights only with the "
+        "same thread count, recorded in agent.json",
     )
     p.add_argument("--out", help="run folder (default runs/ALGO-ENV-sSEED)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
@@ -74,6 +87,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if getattr(args, key) is None:
             setattr(args, key, default)
     env_kwargs = yaml_arg(args.env_kwargs, "--env-kwargs") or {}
+    wrappers = yaml_arg(args.wrappers, "--wrappers", list) if args.wrappers is not None else None
     out = Path(args.out) if args.out else default_run_dir(args.algo, args.env, args.seed)
     check_output_folder(out)  # a file, or a folder that cannot be made, fails before training, not after it
     print(f"training {args.algo} on {args.env} (seed {args.seed}) -> {out}")
@@ -89,6 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         out=out,
         resume=args.resume,
         env_kwargs=env_kwargs,
+        wrappers=wrappers,
         eval_freq=args.eval_freq,
         eval_episodes=args.eval_episodes,
         save_freq=args.save_freq,

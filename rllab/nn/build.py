@@ -88,6 +88,9 @@ def fill_weights(module: nn.Module, data: bytes, shown: Any, quantized: bool = F
             f"weights of {shown} do not fit the architecture in agent.json "
             f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
         )
+    for name, param in module.named_parameters():  # (buffers may hold infinite observation bounds)
+        if param.is_floating_point() and not bool(th.isfinite(param).all()):
+            raise RllabError(f"weights of {shown} hold non-finite values ({name}): a diverged or corrupt checkpoint")
 
 
 def clone_module(module: _M) -> _M:

@@ -21,6 +21,7 @@ from stable_baselines3.dqn.policies import DQNPolicy
 from torch import nn
 
 from rllab.errors import RllabError
+from rllab.spaces import frame_layout
 
 
 class SmallCNN(BaseFeaturesExtractor):
@@ -54,6 +55,28 @@ class SmallCNN(BaseFeaturesExtractor):
         return self.linear(self.cnn(observations))
 
 
+class MinAtarCNN(BaseFeaturesExtractor):
+    """The MinAtar paper's network body for 10x10xC frames: one 3x3 convolution of ``channels`` (16), stride 1,
+    no padding, then a ``features_dim`` (128) ReLU layer. Reads (H, W, C) frames as MinAtar emits them
+    (channels last, detected from the space; a (C, H, W) space is read as it is), so no transposition is
+    needed and gradients are with respect to the raw frames."""
+
+    def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 128, channels: int = 16) -> None:
+        super().__init__(observation_space, features_dim)
+        self.channels_last = frame_layout(observation_space) != "chw"
+        h, w, c = observation_space.shape if self.channels_last else np.roll(observation_space.shape, -1)
+        if min(h, w) < 3:
+            raise RllabError(f"minatar_cnn needs frames of at least 3x3; these are {h}x{w}")
+        self.cnn = nn.Sequential(nn.Conv2d(int(c), int(channels), kernel_size=3, stride=1), nn.ReLU(), nn.Flatten())
+        self.linear = nn.Sequential(nn.Linear(int(channels) * (h - 2) * (w - 2), features_dim), nn.ReLU())
+
+    def forward(self, observations: th.Tensor) -> th.Tensor:
+        x = observations.float()
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2)
+        return self.linear(self.cnn(x))
+
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -66,6 +89,7 @@ EXTRACTORS: dict[str, type[BaseFeaturesExtractor]] = {
     "flatten": FlattenExtractor,
     "small_cnn": SmallCNN,
     "nature_cnn": NatureCNN,
+    "minatar_cnn": MinAtarCNN,
 }
 POLICY_CLASSES: dict[str, type[BasePolicy]] = {
     "ActorCriticPolicy": ActorCriticPolicy,
@@ -76,9 +100,12 @@ FAST_ACTIVATIONS = {nn.Tanh: th.tanh, nn.ReLU: F.relu}
 
 
 def default_extractor(observation_space: gym.spaces.Space) -> str:
-    """Small CNN for image observations, flatten (then MLP) for everything else."""
+    """Small CNN for image observations, the MinAtar CNN for bounded non-pixel frames (10x10xC booleans),
+    flatten (then MLP) for everything else."""
     if is_image_space(observation_space, check_channels=False, normalized_image=False):
         return "small_cnn"
+    if frame_layout(observation_space) is not None and min(observation_space.shape) > 0:
+        return "minatar_cnn"
     return "flatten"
 
 

@@ -26,7 +26,7 @@ from rllab.schema.base import (
     one_line,
     validate,
 )
-from rllab.schema.records import ResultCard, ResumeState, SweepRecord
+from rllab.schema.records import ResultCard, ResumeState, RunConfig, SweepRecord
 
 __all__ = [
     "ACTIVATIONS",
@@ -48,6 +48,7 @@ __all__ = [
     "AgentSpec",
     "ResultCard",
     "ResumeState",
+    "RunConfig",
     "SweepRecord",
     "one_line",
     "validate",

@@ -198,12 +198,17 @@ class ObsStats(_Model):
     std: Annotated[list[Annotated[float, Field(ge=0, allow_inf_nan=False)]], Field(max_length=MAX_OBS_ELEMENTS)]
 
 
+ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*$", max_length=512)]
+
+
 class Env(_Model):
-    """The environment a checkpoint plays: id, kwargs and named wrappers."""
+    """The environment a checkpoint plays: id, kwargs, named wrappers, and the module that registers it
+    (imported before the environment is made: ``ale_py``, ``minatar.gym``, or a ``module:Env-id``'s module)."""
 
     id: Annotated[str, Field(min_length=1, max_length=512)]
     kwargs: dict[str, Any] = Field(default_factory=dict)
     wrappers: Annotated[list[dict[str, Any]], Field(max_length=1000)] = Field(default_factory=list)
+    module: ModuleName | None = None
 
 
 class Weights(_Model):
@@ -212,9 +217,6 @@ class Weights(_Model):
     file: Literal["weights.safetensors"] = "weights.safetensors"
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     bytes: Annotated[int, Field(ge=0)] | None = None
-
-
-ModuleName = Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*$", max_length=512)]
 
 
 class Quantization(_Model):

@@ -38,6 +38,26 @@ class ResumeState(_Model):
     ret_rms: ReturnStats | None = None
 
 
+class StoredDefense(_Model):
+    """The adversarial-training defense a run's config records (its settings beside its name)."""
+
+    name: Annotated[str, Field(min_length=1, max_length=100)]
+
+
+class RunConfig(_Model):
+    """``training.config`` in the agent.json of a run ``rllab train`` wrote: what ``--resume`` reads back."""
+
+    algo: Annotated[str, Field(max_length=100)]
+    env: Annotated[str, Field(min_length=1, max_length=512)]
+    seed: Annotated[int, Field(ge=0)]
+    steps: Annotated[int, Field(ge=1)]
+    n_envs: Annotated[int, Field(ge=1)]
+    env_kwargs: dict[str, Any]
+    wrappers: Annotated[list[dict[str, Any]], Field(max_length=1000)]
+    hyperparams: dict[str, Any]
+    defense: StoredDefense | None = None
+
+
 class SweepRecord(_Model):
     """``sweep-job.json``: the stages of one sweep job and how they went."""
 

@@ -8,6 +8,7 @@ builds it. Training and RL fine-tuning (``rllab prune --finetune rl``) both buil
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,7 +57,11 @@ def _check_algo_kwargs(algo: str, algo_kwargs: dict[str, Any]) -> None:
 
 
 def _check_algo_values(algo: str, algo_kwargs: dict[str, Any]) -> None:
-    """A hyperparameter whose default is a number must be given a number (SB3 fails late, deep inside)."""
+    """A hyperparameter whose default is a number must be given a number (SB3 fails late, deep inside);
+    every number must be finite (a NaN or infinite one trains a NaN policy)."""
+    for name, value in algo_kwargs.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RllabError(f"bad hyperparameters for {algo}: {name} must be finite, got {value}")
     for name, param in inspect.signature(ALGOS[algo].__init__).parameters.items():
         if name not in algo_kwargs:
             continue
@@ -94,6 +99,7 @@ class ModelRecipe:
     policy_kwargs: dict[str, Any]  # the JSON architecture (names, not classes)
     transpose: bool = False  # channels-last images are transposed for SB3's CNNs
     normalize: bool = False  # observations normalised by a running mean/std (VecNormalize)
+    train_wrapper_kwargs: dict[str, dict[str, Any]] | None = None  # per wrapper name, training envs only
 
     @property
     def has_critic(self) -> bool:
@@ -107,7 +113,11 @@ class ModelRecipe:
 
     def vec_env(self, n_envs: int, seed: int, training: bool = True) -> VecEnv:
         """``n_envs`` environments as the model sees them (transposed and normalised as the recipe says)."""
-        venv: VecEnv = make_vec_env(self.env_id, n_envs, seed, self.env_kwargs, self.wrappers)
+        wrappers = self.wrappers
+        if training and self.train_wrapper_kwargs:  # e.g. Atari's episodic life and reward clipping
+            extra = self.train_wrapper_kwargs
+            wrappers = [{**w, "kwargs": {**(w.get("kwargs") or {}), **extra.get(w["name"], {})}} for w in wrappers]
+        venv: VecEnv = make_vec_env(self.env_id, n_envs, seed, self.env_kwargs, wrappers)
         if self.transpose:
             venv = VecTransposeImage(venv)
         if self.normalize and training:
@@ -135,14 +145,27 @@ def model_recipe(
     policy_kwargs = dict(lab.get("policy_kwargs") or {})
     _check_extractor(policy_kwargs, obs_space, transpose)
     image = is_image_space(obs_space, check_channels=False)
-    if image:
+    if default_extractor(obs_space) != "flatten":  # images, and bounded non-pixel frames (MinAtar)
         policy_kwargs.setdefault("features_extractor", default_extractor(obs_space))
     normalize = bool(lab.get("normalize", False))
     if normalize and image:
         raise RllabError("normalize: true is for vector observations; image observations are scaled by 1/255 already")
     policy_class = "DQNPolicy" if algo == "dqn" else "ActorCriticPolicy"
+    train_kwargs = lab.get("train_wrapper_kwargs") or None
+    if train_kwargs is not None and not all(isinstance(v, dict) for v in dict(train_kwargs).values()):
+        raise RllabError(f"train_wrapper_kwargs must map wrapper names to kwargs, got {train_kwargs!r}")
     return ModelRecipe(
-        algo, env_id, env_kwargs, wrappers, n_envs, algo_kwargs, policy_class, policy_kwargs, transpose, normalize
+        algo,
+        env_id,
+        env_kwargs,
+        wrappers,
+        n_envs,
+        algo_kwargs,
+        policy_class,
+        policy_kwargs,
+        transpose,
+        normalize,
+        train_kwargs,
     )
 
 

@@ -14,12 +14,15 @@ from typing import Any
 import torch as th
 from gymnasium import spaces
 
+from envs.wrappers import wrappers_to_json
 from rllab import hyperparams as hp_lib
 from rllab.algos import ALGOS
 from rllab.checkpoint import SPEC_FILE, read_spec
 from rllab.environment import check_env_id
 from rllab.errors import RllabError
 from rllab.nn.build import resolve_device
+from rllab.parsing import MAX_ENVS
+from rllab.schema import RunConfig, validate
 from rllab.spec import now, spec_skeleton
 from rllab.training.build import ModelRecipe, model_recipe, split_hyperparams
 
@@ -140,6 +143,17 @@ class RunSettings:
         }
 
 
+def preset_env(
+    lab: dict[str, Any], env_kwargs: dict[str, Any] | None, wrappers: list[dict[str, Any]] | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(env kwargs, wrappers) of a new run: the user's kwargs over the preset's (``env_kwargs`` of the
+    hyperparameters), and the user's wrappers if given (None), else the preset's ``wrappers``."""
+    preset_kwargs, preset_wrappers = lab.get("env_kwargs") or {}, lab.get("wrappers") or []
+    if not isinstance(preset_kwargs, dict) or not isinstance(preset_wrappers, list):
+        raise RllabError("hyperparameters: env_kwargs must be a mapping and wrappers a list of {name, kwargs}")
+    return {**preset_kwargs, **(env_kwargs or {})}, wrappers_to_json(preset_wrappers if wrappers is None else wrappers)
+
+
 def resolve_run(config: TrainConfig, run_dir: Path) -> RunSettings:
     """``config`` resolved: a resumed run's stored settings, or a new run's hyperparameters; all checked."""
     algo, env, seed, steps, n_envs = config.algo, config.env, config.seed, config.steps, config.n_envs
@@ -148,12 +162,15 @@ def resolve_run(config: TrainConfig, run_dir: Path) -> RunSettings:
     stored = None
     if config.resume:
         stored = read_spec(run_dir)
-        saved = stored["training"]["config"]
+        # a hand-edited or foreign agent.json: one line naming the field, not a KeyError mid-resume
+        saved = validate(stored["training"].get("config"), RunConfig, f"{run_dir / SPEC_FILE}: training.config")
         if saved["algo"] != algo or saved["env"] != env:
             raise RllabError(
                 f"{run_dir} is a {saved['algo']} run on {saved['env']}; cannot resume it as {algo} on {env}"
             )
-        done = int(stored["training"]["timesteps"])
+        done = stored["training"].get("timesteps")
+        if not isinstance(done, int):
+            raise RllabError(f"cannot resume {run_dir}: its {SPEC_FILE} records no training.timesteps")
         if stored["training"].get("complete") and (steps is None or steps <= done):
             raise RllabError(
                 f"{run_dir} finished training already ({done} steps); to train it further, resume with "
@@ -175,12 +192,14 @@ def resolve_run(config: TrainConfig, run_dir: Path) -> RunSettings:
             )
         hp = hp_lib.resolve(algo, env, config.hyperparams, config.overrides)
     lab, algo_kwargs = split_hyperparams(algo, hp)
+    if stored is None:  # a new run: the hyperparameters' environment preset under the user's settings
+        env_kwargs, wrappers = preset_env(lab, env_kwargs, wrappers)
     steps = int(lab.get("n_timesteps", 100_000) if steps is None else steps)
     if steps <= 0:
         raise RllabError(f"--steps must be positive, got {steps}")
     n_envs = int(n_envs or lab.get("n_envs", 1))
-    if n_envs <= 0:
-        raise RllabError(f"--n-envs must be positive, got {n_envs}")
+    if not 1 <= n_envs <= MAX_ENVS:  # each is an environment object in this process
+        raise RllabError(f"--n-envs must be from 1 to {MAX_ENVS}, got {n_envs}")
     return RunSettings(
         algo=algo,
         env=env,

@@ -39,7 +39,8 @@ def finish_run(
 ) -> Agent:
     """Measure and evaluate the trained agent, then write its checkpoint, ``eval.json`` and TensorBoard summary."""
     agent = agent_from_model(model, spec)
-    agent.spec["obs_stats"] = observation_stats(agent, episodes=10, seed=seed + 10_000)
+    # pixel budgets are in 1/255, never in a per-pixel std: image agents keep no per-pixel statistics
+    agent.spec["obs_stats"] = None if agent.is_image else observation_stats(agent, episodes=10, seed=seed + 10_000)
     summary = evaluate(agent, episodes=final_eval_episodes, seed=seed + 20_000).summary()
     agent.spec["training"] = {
         **spec["training"],

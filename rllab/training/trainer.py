@@ -14,7 +14,7 @@ from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.logger import configure
 
 from rllab.agent import Agent
-from rllab.checkpoint import removed_on_failure
+from rllab.checkpoint import SPEC_FILE, lock_run, removed_on_failure
 from rllab.errors import RllabError
 from rllab.training.build import build_model, probe_spaces
 from rllab.training.callbacks import show_progress, training_callbacks
@@ -41,7 +41,13 @@ def train_config(config: TrainConfig) -> Agent:
     run_dir = config.run_dir
     # A failure before the first checkpoint leaves nothing behind (a folder this call created goes);
     # one after it leaves a run that --resume continues.
-    with _torch_threads(config.torch_threads()), removed_on_failure(run_dir, keep_checkpoint=True):
+    # The run folder is held for the whole run: a second writer (another train or --resume into the same
+    # --out) is refused at once, instead of mixing its logs in and overwriting this run's checkpoint.
+    with (
+        _torch_threads(config.torch_threads()),
+        removed_on_failure(run_dir, keep_checkpoint=True),
+        lock_run(run_dir),
+    ):
         started = time.time()
         run = resolve_run(config, run_dir)
         obs_space, act_space = probe_spaces(run.algo, run.env, run.env_kwargs, run.wrappers)
@@ -86,6 +92,14 @@ def _learn(
             model.learn(
                 total_timesteps=remaining, callback=callbacks, progress_bar=progress, reset_num_timesteps=not resume
             )
+    except ValueError as exc:
+        if "invalid values" not in str(exc):  # torch.distributions refusing NaN parameters: the run diverged
+            raise
+        kept = "its last checkpoint is kept" if (run_dir / SPEC_FILE).exists() else "nothing was saved"
+        raise RllabError(
+            f"training diverged at step {model.num_timesteps}: the policy's outputs are not finite (NaN); "
+            f"{kept} in {run_dir}; try a lower learning rate"
+        ) from None
     except KeyboardInterrupt:
         save_run(model, spec, run_dir, complete=False)
         raise RllabError(
