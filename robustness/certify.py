@@ -17,6 +17,13 @@ Two certificates, both per visited state:
   probability from below (one-sided Clopper-Pearson at level ``1 - alpha``), and
   certify the l2 radius ``sigma * Phi^-1(p_lower)``; abstain when ``p_lower <= 1/2``.
 
+For a **Gaussian (continuous-action) policy** there is no action to flip: IBP certifies, per
+state, an upper bound on how far the deterministic action (the Gaussian mean ``mu``) can move
+within the box, ``max_{s' in B(s)} ||mu(s') - mu(s)||_inf <= max_j max(ub_j - mu_j, mu_j - lb_j)``,
+and the same for the action the environment receives (the mean clipped to the action space,
+tighter). It certifies the mean action only: the std, sampled actions and returns are not bounded.
+Randomized smoothing certifies a discrete action and is refused for continuous agents.
+
 Budgets are in the threat model's units: pixel/255 for images, multiples of the
 per-feature observation std stored in the checkpoint for vectors.
 """
@@ -39,6 +46,7 @@ from rllab.agent import Agent
 from rllab.errors import RllabError
 from rllab.evaluation import collect_observations
 from rllab.nn.policies import SmallCNN
+from rllab.schema import MAX_SMOOTHING_SAMPLES
 from rllab.units import ThreatUnit, unit_name
 
 Interval = tuple[th.Tensor, th.Tensor]  # (centre, radius)
@@ -159,6 +167,37 @@ def certify_ibp(agent: Agent, obs: Any, eps: float) -> dict[str, th.Tensor]:
 
 
 @th.no_grad()
+def certify_mean_action(agent: Agent, obs: Any, eps: float) -> dict[str, th.Tensor]:
+    """Per state of a Gaussian policy: IBP bounds of the mean action over the linf box of radius eps.
+
+    ``bound``: the certified upper bound on ``||mu(s') - mu(s)||_inf`` over the box;
+    ``action_bound``: the same for the action the environment receives (the mean, squashed where
+    the policy squashes, clipped to the action space), never larger.
+    """
+    if agent.is_discrete or agent.has_q:
+        raise RllabError("the mean-action bound is for continuous-action (Gaussian) policies")
+    x = agent.as_tensor(obs)
+    mean, lo, hi = action_score_bounds(agent, x, eps)
+    mean = mean.reshape(lo.shape)
+    bound = th.maximum(hi - mean, mean - lo).amax(-1).clamp_min(0)
+    if getattr(agent.policy, "squash_output", False):  # tanh is monotone: bounds map to bounds
+        mean, lo, hi = th.tanh(mean), th.tanh(lo), th.tanh(hi)
+    space = agent.action_space
+    low = th.as_tensor(space.low, dtype=mean.dtype, device=mean.device).reshape(-1)
+    high = th.as_tensor(space.high, dtype=mean.dtype, device=mean.device).reshape(-1)
+    act, a_lo, a_hi = (t.clamp(low, high) for t in (mean, lo, hi))  # clipping is monotone too
+    action_bound = th.maximum(a_hi - act, act - a_lo).amax(-1).clamp_min(0)
+    return {"mean": mean, "lower": lo, "upper": hi, "bound": bound, "action_bound": action_bound}
+
+
+CONTINUOUS_STATEMENT = (
+    "IBP upper bound, per visited state, on max over the linf ball of ||mu(s') - mu(s)||_inf (mu: the Gaussian "
+    "policy's mean action, raw units); action_bound: the same for the executed (clipped) action. The mean action "
+    "is certified, not sampled actions, the policy's std or returns."
+)
+
+
+@th.no_grad()
 def certify_smoothing(
     agent: Agent, obs: Any, sigma: float, n0: int = 64, n: int = 1000, alpha: float = 0.001, batch: int = 2048
 ) -> dict[str, th.Tensor]:
@@ -199,6 +238,8 @@ def check_smoothing(sigma: float, n: int, alpha: float, n0: int = 64) -> None:
         raise RllabError(f"--sigma must be > 0, got {sigma:g}")
     if int(n) != n or n < 1:
         raise RllabError(f"--samples must be >= 1, got {n}")
+    if n > MAX_SMOOTHING_SAMPLES:  # noisy copies of every visited state: bounded like a smoothed agent's n
+        raise RllabError(f"--samples must be <= {MAX_SMOOTHING_SAMPLES}, got {n}")
     if int(n0) != n0 or n0 < 1:
         raise RllabError(f"n0 (samples to pick the top action) must be >= 1, got {n0}")
     if not 0 < alpha < 1:
@@ -244,8 +285,11 @@ def certify(
     """The certified fraction of the states visited in ``episodes`` clean episodes, at each eps."""
     if method not in ("ibp", "smoothing"):
         raise RllabError(f"unknown certification method {method!r}; use ibp or smoothing")
-    if not agent.is_discrete:
-        raise RllabError(f"{method} certification needs a discrete action space")
+    if not agent.is_discrete and method == "smoothing":
+        raise RllabError(
+            "smoothing certifies a discrete action (Cohen et al. 2019); for a continuous-action agent use "
+            "--method ibp, which bounds how far its mean action can move within eps"
+        )
     if method == "smoothing":
         check_smoothing(sigma, n, alpha)
     if any(e < 0 for e in eps):
@@ -253,7 +297,24 @@ def certify(
     states = visited_states(agent, episodes, seed)
     unit = unit_name(agent.is_image)
     rows = []
-    if method == "ibp":
+    if method == "ibp" and not agent.is_discrete:
+        for e in eps:
+            t = time.perf_counter()
+            res = certify_mean_action(agent, states, e)
+            bound, act = res["bound"], res["action_bound"]
+            rows.append(
+                {
+                    "eps": e,
+                    "mean_bound": float(bound.mean()),
+                    "median_bound": float(bound.median()),
+                    "max_bound": float(bound.max()),
+                    "mean_action_bound": float(act.mean()),
+                    "max_action_bound": float(act.max()),
+                    "wall_s": round(time.perf_counter() - t, 3),
+                }
+            )
+        settings: dict[str, Any] = {"norm": "linf", "certified": CONTINUOUS_STATEMENT}
+    elif method == "ibp":
         for e in eps:
             t = time.perf_counter()
             res = certify_ibp(agent, states, e)
@@ -265,7 +326,7 @@ def certify(
                     "wall_s": round(time.perf_counter() - t, 3),
                 }
             )
-        settings: dict[str, Any] = {"norm": "linf"}
+        settings = {"norm": "linf"}
     elif method == "smoothing":
         res = certify_smoothing(agent, states, sigma, n=n, alpha=alpha)
         radius = res["radius"].numpy()

@@ -24,9 +24,11 @@ from rllab.agent import Agent
 from rllab.errors import RllabError
 from rllab.evaluation import confidence_interval, run_episodes
 from robustness.attacks.base import Attack, PlayedEpisodes
+from robustness.attacks.continuous import MAD, Critic, RobustSarsa
 from robustness.attacks.noise import UniformNoise
 from robustness.attacks.pgd import FGSM, PGD
 from robustness.attacks.planning import PlanningAttack
+from robustness.attacks.sarsa import SarsaSettings
 from robustness.attacks.surrogate import SurrogateTransfer
 from robustness.attacks.timed import StrategicallyTimed
 from robustness.attacks.torchattacks_adapter import TorchAttack
@@ -47,7 +49,14 @@ ATTACK_NAMES = (
     "timed",
     "learned",
     "plan",
+    "random",
+    "critic",
+    "mad",
+    "rs",
+    "rs+mad",
 )
+GROUPS = ("all", "quick", "continuous")  # --attack names that stand for several attacks
+RS_MAD_RATIO = 0.2  # RS+MAD's default weight of the action-change term (SA-PPO's --attack-sarsa-action-ratio)
 
 
 def build_attack(
@@ -64,12 +73,21 @@ def build_attack(
     threshold: float = 0.5,
     max_fraction: float = 0.25,
     target: int | None = None,
+    rs: SarsaSettings | None = None,
+    rs_ratio: float = RS_MAD_RATIO,
 ) -> Attack:
-    """An attack by its CLI name."""
+    """An attack by its CLI name (``random``, ``critic``, ``mad``, ``rs``, ``rs+mad``: SA-PPO's names)."""
     if target is not None and name not in ("fgsm", "pgd", "timed"):
         raise RllabError(f"a fixed target action works with fgsm, pgd and timed, not {name!r}")
-    if name == "noise":
+    if name in ("noise", "random"):
         return UniformNoise()
+    if name == "critic":
+        return Critic(steps=steps, restarts=restarts, alpha=alpha)
+    if name == "mad":
+        return MAD(steps=steps, restarts=restarts, alpha=alpha)
+    if name in ("rs", "rs+mad"):
+        ratio = rs_ratio if name == "rs+mad" else 0.0
+        return RobustSarsa(steps=steps, restarts=restarts, alpha=alpha, ratio=ratio, rs=rs)
     if name == "fgsm":
         return FGSM(objective, bpda=bpda, eot=eot, target=target)
     if name == "pgd":
@@ -89,7 +107,29 @@ def build_attack(
         return PlanningAttack(steps=steps)
     if name == "learned":
         return LearnedAttack(adversary=adversary, adv_steps=adv_steps)
-    raise RllabError(f"unknown attack {name!r}; choose from {', '.join(ATTACK_NAMES)} or 'all'")
+    raise RllabError(f"unknown attack {name!r}; choose from {', '.join(ATTACK_NAMES)} or a group: {', '.join(GROUPS)}")
+
+
+def continuous_suite(
+    agent: Agent,
+    steps: int = 10,
+    restarts: int = 1,
+    rs: SarsaSettings | None = None,
+    rs_ratio: float = RS_MAD_RATIO,
+) -> list[Attack]:
+    """``--attack continuous``: SA-PPO's attacks on a Gaussian policy (Random is the card's noise row).
+
+    Critic (where the agent has one), MAD, Robust Sarsa and RS+MAD; RS and RS+MAD share one learned
+    robust Q-function (trained once per victim and settings, ``robustness.attacks.sarsa``).
+    """
+    if agent.is_discrete:
+        raise RllabError("--attack continuous is the continuous-control suite; use quick or all for discrete agents")
+    suite: list[Attack] = [Critic(steps=steps, restarts=restarts)] if agent.has_critic else []
+    suite.append(MAD(steps=steps, restarts=restarts))
+    suite.append(RobustSarsa(steps=steps, restarts=restarts, rs=rs))
+    if rs_ratio > 0:
+        suite.append(RobustSarsa(steps=steps, restarts=restarts, ratio=rs_ratio, rs=rs))
+    return suite
 
 
 FIXED_TARGET_MAX_ACTIONS = 4  # the suite adds one fixed-target PGD row per action up to this many actions

@@ -21,7 +21,7 @@ import torch as th
 from rllab.agent import Agent
 from rllab.errors import RllabError
 from rllab.parsing import parse_number
-from rllab.units import STD, ThreatUnit
+from rllab.units import STD, ThreatUnit, unit_name
 
 NORMS = ("linf", "l2")
 
@@ -60,9 +60,11 @@ def warn_fraction_on_vectors(text: str, agent: Agent, option: str = "--eps") -> 
     fractions = [item.strip() for item in str(text).split(",") if "/" in item]
     if fractions:
         values = ", ".join(f"{parse_eps(f)[0]:.3g}" for f in fractions)
+        unit = "std" if unit_name(False, agent.observation_space) == STD else "of the [0, 1] range"
+        kind = "observation std" if unit == "std" else "absolute [0, 1] units"
         print(
             f"warning: {option} {', '.join(fractions)}: the k/255 form is meant for pixel budgets; this agent's "
-            f"observations are vectors, so eps is in observation std: {values} std",
+            f"observations are vectors, so eps is in {kind}: {values} {unit}",
             file=sys.stderr,
         )
 

@@ -1,6 +1,7 @@
 """Observation attacks: callables ``attack(agent, obs, threat) -> perturbed obs`` (batched, raw units)."""
 
 from robustness.attacks.base import Attack, PlayedEpisodes
+from robustness.attacks.continuous import MAD, Critic, RobustSarsa
 from robustness.attacks.noise import UniformNoise
 from robustness.attacks.objectives import OBJECTIVES
 from robustness.attacks.pgd import FGSM, PGD
@@ -11,12 +12,15 @@ from robustness.attacks.torchattacks_adapter import TORCHATTACKS, TorchAttack
 
 __all__ = [
     "FGSM",
+    "MAD",
     "OBJECTIVES",
     "PGD",
     "PlanningAttack",
     "TORCHATTACKS",
     "Attack",
+    "Critic",
     "PlayedEpisodes",
+    "RobustSarsa",
     "StrategicallyTimed",
     "SurrogateTransfer",
     "TorchAttack",

@@ -143,6 +143,10 @@ class PGD(Attack):
                 grad += g if g is not None else 0.0
         return grad / self.eot
 
+    def loss(self, agent: Agent, obs: th.Tensor, target: int | th.Tensor | None) -> Objective:
+        """The per-observation loss PGD maximises around the clean ``obs`` (attacks with their own loss override it)."""
+        return Objective(agent, self.objective, obs, target)
+
     def agent_mode(self):
         """The agent as this attack differentiates it: bare (unaware), straight-through (BPDA) or as it is."""
         if self.unaware:
@@ -180,7 +184,7 @@ class PGD(Attack):
         self._agent = agent
         obs = obs.detach()
         with self.agent_mode() if self.unaware else contextlib.nullcontext():
-            loss_fn = Objective(agent, self.objective, obs, target)
+            loss_fn = self.loss(agent, obs, target)
         plain = self.eot == 1 and not (self.amp or self.bpda or self.unaware)
         self._by_hand = MLPInputGradient.build(agent, loss_fn) if plain and self.by_hand else None
         alpha = self.step_size(threat.eps)

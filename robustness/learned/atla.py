@@ -76,6 +76,8 @@ def env_spec_of(venv: Any) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     env, wrappers = envs[0], []
     while isinstance(env, gym.Wrapper):
         name = next((n for n, cls in WRAPPERS.items() if type(env) is cls), None)
+        if isinstance(env, TimeLimit) and isinstance(env.env, (OrderEnforcing, PassiveEnvChecker)):
+            name = None  # gym.make's own time limit (the registration's), not a wrapper of the run
         if name is not None:
             if isinstance(env, ObservationShift):
                 kwargs = {"scale": env.scale, "offset": env.offset}

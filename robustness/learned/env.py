@@ -131,6 +131,26 @@ def adversary_actions(adversary: Agent, mode: str) -> dict[str, Any]:
     return {}
 
 
+_VICTIMS: dict[tuple[str, tuple[int, ...]], Agent] = {}
+
+
+def load_victim(path: str | Path) -> Agent:
+    """The victim checkpoint at ``path``, loaded once per process while its files are unchanged.
+
+    Every environment of an adversary's training (and of its final evaluation) attacks the same
+    victim: one loaded agent serves them all (attacks only read it).
+    """
+    folder = Path(path).resolve()
+    files = sorted(folder.glob("*")) if folder.is_dir() else []
+    stamp = tuple(f.stat().st_mtime_ns for f in files if f.is_file())
+    key = (str(folder), stamp)
+    if key not in _VICTIMS:
+        if len(_VICTIMS) >= 8:  # a handful of victims per process at most: drop the oldest
+            _VICTIMS.pop(next(iter(_VICTIMS)))
+        _VICTIMS[key] = load(folder)
+    return _VICTIMS[key]
+
+
 class AttackedEnv(gym.Env):
     """The victim's environment seen from the adversary's side (see the module docstring)."""
 
@@ -150,7 +170,7 @@ class AttackedEnv(gym.Env):
             raise RllabError(f"unknown adversary mode {mode!r}; use pa-ad or direct")
         self.eps, self.mode, self.pgd_steps = float(eps), mode, int(pgd_steps)
         # a live Agent (ATLA trains against the victim as it learns) or a checkpoint folder
-        self.victim = victim if isinstance(victim, Agent) else load(victim)
+        self.victim = victim if isinstance(victim, Agent) else load_victim(victim)
         if victim_spec is not None:  # what the adversary was trained for (recorded by train_adversary)
             now = victim_summary(self.victim)
             for key in ("env", "observation_shape", "action_space"):

@@ -17,8 +17,15 @@ def train_adversary(
     out: str | Path | None = None,
     progress: bool | None = None,
     mode: str = "pa-ad",
+    pgd_steps: int = 10,
+    final_eval_episodes: int = 20,
 ) -> Agent:
-    """PPO adversary against the checkpoint ``victim`` with budget ``eps``; returns the adversary agent."""
+    """PPO adversary against the checkpoint ``victim`` with budget ``eps``; returns the adversary agent.
+
+    ``pgd_steps`` is the PA-AD actor's PGD steps per environment step (most of the training's
+    cost); ``final_eval_episodes`` the adversary's own closing evaluation (its return is minus
+    the victim's).
+    """
     register()
     victim = Path(victim)
     summary = victim_summary(load(victim))
@@ -31,7 +38,13 @@ def train_adversary(
         steps=steps,
         out=out,
         progress=progress,
-        env_kwargs={"victim": str(victim.resolve()), "eps": float(eps), "mode": mode, "victim_spec": summary},
+        env_kwargs={
+            "victim": str(victim.resolve()),
+            "eps": float(eps),
+            "mode": mode,
+            "pgd_steps": int(pgd_steps),
+            "victim_spec": summary,
+        },
         overrides={
             "n_envs": 8,
             "n_steps": 128,
@@ -42,4 +55,5 @@ def train_adversary(
             "ent_coef": 0.01,
         },
         eval_freq=0,
+        final_eval_episodes=final_eval_episodes,
     )
