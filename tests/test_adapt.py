@@ -13,7 +13,16 @@ import rllab
 from rllab.cli import main
 from rllab.cli.transforms import adapt_checkpoint
 from rllab.errors import RllabError
-from rllab.transforms.adapt import domain_gap, ganin_schedule, reverse_gradient, target_spec
+from rllab.transforms import adapt
+from rllab.transforms.adapt import (
+    adaptation_warnings,
+    domain_gap,
+    ganin_schedule,
+    gap_closed,
+    paired_states,
+    reverse_gradient,
+    target_spec,
+)
 
 SHIFT = [{"name": "ObservationShift", "kwargs": {"offset": 100}}]
 
@@ -55,15 +64,79 @@ def test_domain_gap_tells_shifted_states_apart_and_not_identical_ones(catch_ppo)
     assert apart["accuracy"] >= 0.95 and apart["proxy_a_distance"] >= 1.8
 
 
-def test_adaptation_recovers_the_shifted_domain_and_beats_no_adversary(catch_ppo_path, tmp_path):
+def test_paired_states_differ_by_the_shift_alone(catch_ppo):
+    """Both domains visited in lockstep: each target state is its source twin plus the distractors."""
+    target = rllab.Agent(
+        target_spec(catch_ppo.spec, env_kwargs={"distractors": 3, "distractor_intensity": 200}), catch_ppo.policy
+    )
+    rng = np.random.default_rng(0)
+    xs, xt = paired_states(lambda b: rng.integers(0, 3, len(b)), catch_ppo, target, 300, seed=7)
+    assert xs.shape == xt.shape == (300, *catch_ppo.observation_space.shape)
+    assert (xt == 200).any() and not (xs == 200).any()
+    restored = np.where(xt == 200, 0, xt)  # a distractor hides nothing under it ...
+    hidden = (xs != restored) & (xt == 200)  # ... unless it sits on the ball or the paddle
+    assert np.array_equal(np.where(hidden, xs, restored), xs)
+    assert hidden.mean() < 0.01
+
+
+def _summary(target_before, target_after, source_after, accuracy, method="dann"):
+    returns = {
+        "target_before": target_before,
+        "target_after": target_after,
+        "source_before": 1.0,
+        "source_after": source_after,
+    }
+    return {
+        "method": method,
+        "mean_return": returns,
+        "gap_closed": gap_closed(returns),
+        "domain_gap_after": {"accuracy": accuracy},
+    }
+
+
+def test_the_summary_warns_when_the_classifier_is_fooled_and_nothing_was_gained():
+    """Issue 18's seed 1: classifier at 0.50, target return 0.48 -> 0.44: never reported as adapted."""
+    fooled = _summary(0.48, 0.44, 1.0, 0.50)
+    assert fooled["gap_closed"] == pytest.approx(-0.04 / 0.52)
+    (warning,) = adaptation_warnings(fooled)
+    assert warning.startswith("NOT ADAPTED: the domain classifier is fooled (held-out accuracy 0.50)")
+    assert "0.48 -> 0.44, -8% of the gap closed" in warning and "try --method consistency" in warning
+    (warning,) = adaptation_warnings(_summary(0.48, 0.50, 1.0, 0.97, method="consistency"))
+    assert warning.startswith("NOT ADAPTED: the target return did not rise") and "--method" not in warning
+    assert adaptation_warnings(_summary(0.20, 0.72, 1.0, 0.50)) == []  # 65% of the gap: adapted
+    assert adaptation_warnings(_summary(0.98, 0.98, 1.0, 0.50)) == []  # no gap to close
+    assert _summary(0.98, 0.98, 1.0, 0.5)["gap_closed"] is None
+    (warning,) = adaptation_warnings(_summary(0.20, 0.90, 0.80, 0.50))
+    assert warning == "the source return fell (1.00 -> 0.80)"
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_consistency_on_paired_states_recovers_distractors_where_alignment_does_not(catch_ppo):
+    """Issue 18: 3 distractors at 200/255 halve the catches; at the same tiny budget (200 steps, 1000 states
+    per domain), aligning the domains (``dann``) closes under half of the gap and teaching the source agent's
+    actions on the target twins (``consistency``) closes most of it, the source kept in both."""
+    shift = {"distractors": 3, "distractor_intensity": 200}
+    kw = dict(target_env_kwargs=shift, steps=200, states=1000, lr=3e-3, eval_episodes=30, progress=False)
+    _, aligned = adapt(catch_ppo, method="dann", **kw)
+    _, paired = adapt(catch_ppo, method="consistency", **kw)
+    a, p = aligned.summary, paired.summary
+    assert a["mean_return"]["target_before"] == p["mean_return"]["target_before"] <= 0.2  # <= 60% caught
+    assert a["gap_closed"] <= 0.5
+    assert p["gap_closed"] >= 0.8 and p["warnings"] == []
+    assert p["mean_return"]["target_after"] >= a["mean_return"]["target_after"] + 0.3
+    assert a["mean_return"]["source_after"] >= 0.9 and p["mean_return"]["source_after"] >= 0.9
+    assert p["paired_agreement"]["after"] > p["paired_agreement"]["before"] + 0.1
+
+
+def test_adaptation_recovers_the_shifted_domain_and_beats_source_fine_tuning(catch_ppo_path, tmp_path):
     """A brighter background (offset 100/255) breaks the agent; adaptation without target rewards recovers it.
 
-    The same training with the domain loss off (coef 0, fine-tuning on source states alone)
-    does not: the gain comes from the adversary.
+    The same training on source states alone (``dann`` with the domain loss off) does not: the gain
+    comes from what the method sees of the target.
     """
     kw = dict(target_wrappers=SHIFT, states=4000, eval_episodes=50, progress=False)
     adapted = adapt_checkpoint(catch_ppo_path, tmp_path / "dann", **kw)
-    baseline = adapt_checkpoint(catch_ppo_path, tmp_path / "none", coef=0.0, **kw)
+    baseline = adapt_checkpoint(catch_ppo_path, tmp_path / "none", method="dann", coef=0.0, **kw)
     r, b = adapted.spec["adaptation"]["mean_return"], baseline.spec["adaptation"]["mean_return"]
     assert r["target_before"] <= 0.0  # catch rate <= 50% in the shifted domain before
     assert r["target_after"] >= 0.9  # >= 95% after
@@ -75,7 +148,9 @@ def test_adaptation_recovers_the_shifted_domain_and_beats_no_adversary(catch_ppo
     assert loaded.spec["env"]["wrappers"] == SHIFT
     step = loaded.spec["lineage"][-1]
     assert step["transform"] == "adapt" and step["parent"] == str(catch_ppo_path)
-    assert step["params"]["align"] == "first" and step["params"]["loss"] == "confusion"
+    assert step["params"]["method"] == "consistency" and step["params"]["align"] == "first"
+    assert step["params"]["coef"] == 0.0  # consistency alone by default
+    assert step["result"]["warnings"] == [] and step["result"]["gap_closed"] >= 0.9
     obs, _ = loaded.make_env().reset(seed=0)
     assert obs.min() == 100  # the shifted background
     catches = np.asarray(rllab.evaluate(loaded, episodes=20, seed=5).returns)
@@ -108,10 +183,17 @@ def test_cli_adapts_and_refuses_bad_input(catch_ppo_path, tmp_path, capsys):
     assert f"wrote {out}" in printed and "ObservationShift(offset=100)" in printed
     events = EventAccumulator(str(out / "tb" / "adapt"))
     events.Reload()
-    assert {"adapt/task_loss", "adapt/classifier_accuracy"} <= set(events.Tags()["scalars"])
-    after = rllab.load(out).spec["adaptation"]["mean_return"]["target_after"]
+    assert {"adapt/task_loss", "adapt/consistency_loss", "adapt/classifier_accuracy"} <= set(events.Tags()["scalars"])
+    summary = rllab.load(out).spec["adaptation"]
+    warned = [line.strip().removeprefix("warning: ") for line in printed.splitlines() if "warning:" in line]
+    assert warned == summary["warnings"]
+    assert "paired action agreement" in printed and "adapt/paired_agreement" in events.Tags()["scalars"]
+    after = summary["mean_return"]["target_after"]
     assert events.Scalars("adapt/target_mean_return")[-1].value == pytest.approx(after)
     assert main([*args, "--target-wrappers", shift, "--out", str(out)]) == 2  # never overwrites
+    assert main([*args, "--target-wrappers", shift, "--method", "entropy", "--out", str(tmp_path / "e")]) == 0
+    step = rllab.load(tmp_path / "e").spec["lineage"][-1]
+    assert step["params"]["method"] == "entropy" and step["params"]["coef"] == 1.0
     bad = tmp_path / "bad"
     for extra, message in [
         ([], "give the target domain"),
@@ -190,6 +272,8 @@ def test_gsde_agents_can_be_adapted_pruned_quantized_and_sanity_checked(tmp_path
         teacher.path, tmp_path / "a", target_wrappers=shift, steps=50, states=400, eval_episodes=1, progress=False
     )
     assert adapted.spec["adaptation"]["history"][-1]["task"] < 0.05  # Gaussian KL to the source's actions
+    with pytest.raises(RllabError, match="needs discrete actions"):
+        adapt_checkpoint(teacher.path, tmp_path / "e", target_wrappers=shift, method="entropy", progress=False)
     pruned = prune_checkpoint(teacher.path, 0.5, tmp_path / "p", steps=256, epochs=1, eval_episodes=1, progress=False)
     assert pruned.spec["lineage"][-1]["transform"] == "prune"
     quantized = quantize_checkpoint(teacher.path, out=tmp_path / "q", eval_episodes=1)
@@ -205,14 +289,14 @@ def test_transforms_refuse_an_existing_checkpoint_before_training(cartpole_ppo_p
     cli = importlib.import_module("rllab.cli.transforms")
     distill_module = importlib.import_module("rllab.transforms.distill")  # the package's names are the functions
     prune_module = importlib.import_module("rllab.transforms.prune")
-    adapt_module = importlib.import_module("rllab.transforms.adapt")
+    adapt_module = importlib.import_module("rllab.transforms.adapt.core")
 
     def no_training(*args, **kwargs):
         raise AssertionError("trained before checking --out")
 
     monkeypatch.setattr(distill_module, "train_by_distillation", no_training)
     monkeypatch.setattr(prune_module, "global_magnitude_prune", no_training)
-    monkeypatch.setattr(adapt_module, "collect_states", no_training)
+    monkeypatch.setattr(adapt_module, "paired_states", no_training)
     with pytest.raises(RllabError, match="already holds a checkpoint"):
         cli.distill_checkpoint(cartpole_ppo_path, [4], out=catch_ppo_path)
     with pytest.raises(RllabError, match="already holds a checkpoint"):

@@ -128,12 +128,15 @@ def adapt_checkpoint(run: str | Path, out: str | Path | None = None, **options: 
         log_tensorboard(out / "tb" / "adapt", result.summary)
     print(f"rllab adapt: wrote {out}")
     print(f"  {adapt_line(result.summary)}")
+    for warning in result.summary["warnings"]:
+        print(f"  warning: {warning}")
     print(f"  tensorboard --logdir {out / 'tb'}")
     return adapted
 
 
 def log_tensorboard(tb_dir: Path, summary: dict[str, Any]) -> None:
-    """Adaptation's training curves (task loss, domain loss, classifier accuracy) and before/after returns."""
+    """Adaptation's training curves (task loss, domain loss, classifier accuracy) and before/after returns,
+    domain gap and paired action agreement."""
     from torch.utils.tensorboard import SummaryWriter  # third-party and slow to import: only when written
 
     with SummaryWriter(str(tb_dir)) as writer:
@@ -141,12 +144,15 @@ def log_tensorboard(tb_dir: Path, summary: dict[str, Any]) -> None:
             writer.add_scalar("adapt/task_loss", h["task"], h["step"])
             writer.add_scalar("adapt/domain_loss", h["domain"], h["step"])
             writer.add_scalar("adapt/classifier_accuracy", h["classifier_accuracy"], h["step"])
+            if "consistency" in h:
+                writer.add_scalar("adapt/consistency_loss", h["consistency"], h["step"])
         last = summary["history"][-1]["step"] if summary["history"] else 0
         for when in ("before", "after"):
             step = 0 if when == "before" else last
             for domain in ("source", "target"):
                 writer.add_scalar(f"adapt/{domain}_mean_return", summary["mean_return"][f"{domain}_{when}"], step)
             writer.add_scalar("adapt/domain_gap_accuracy", summary[f"domain_gap_{when}"]["accuracy"], step)
+            writer.add_scalar("adapt/paired_agreement", summary["paired_agreement"][when], step)
         writer.add_text("adapt/domains", f"source: {summary['source_env']}  \ntarget: {summary['target_env']}", last)
 
 
@@ -220,9 +226,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output checkpoint (default RUN-quantize)")
     p.set_defaults(func=cmd_quantize)
 
-    p = sub.add_parser(
-        "adapt", help="domain-adversarial adaptation to a shifted domain, without its rewards (new checkpoint)"
-    )
+    p = sub.add_parser("adapt", help="adaptation to a shifted domain, without its rewards (new checkpoint)")
     p.add_argument("run", help="checkpoint folder (the source domain is its environment)")
     p.add_argument("--target-env", help="target Gymnasium id (same observation and action spaces)")
     p.add_argument("--target-env-kwargs", help="YAML/JSON mapping merged into the source's env kwargs")
@@ -232,7 +236,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "e.g. '[{name: ObservationShift, kwargs: {offset: 60}}]'",
     )
     p.add_argument(
-        "--loss", default="confusion", choices=["confusion", "grl"], help="domain confusion or gradient reversal"
+        "--method",
+        default="consistency",
+        choices=["consistency", "dann", "entropy"],
+        help="consistency: the source agent's actions taught on paired target states (default); dann: domain "
+        "alignment alone; entropy: dann plus entropy minimisation on target predictions",
+    )
+    p.add_argument(
+        "--loss", default="confusion", choices=["confusion", "grl"], help="domain loss: confusion or gradient reversal"
     )
     p.add_argument(
         "--align",
@@ -240,7 +251,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["auto", "first", "extractor", "latent"],
         help="where features are aligned (auto: the first hidden layer)",
     )
-    p.add_argument("--coef", type=number, default=1.0, help="weight of the domain loss (reached by the end)")
+    p.add_argument(
+        "--coef",
+        type=number,
+        default=None,
+        help="weight of the domain loss, reached by the end (default: 0 with consistency, 1 with dann and entropy)",
+    )
     p.add_argument(
         "--steps", type=positive_int, default=2000, help="gradient steps (the learning rate decays to 0 over them)"
     )
@@ -324,6 +340,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         target_env=args.target_env,
         target_env_kwargs=yaml_arg(args.target_env_kwargs, "--target-env-kwargs"),
         target_wrappers=yaml_arg(args.target_wrappers, "--target-wrappers", list),
+        method=args.method,
         steps=args.steps,
         coef=args.coef,
         loss=args.loss,
