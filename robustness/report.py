@@ -16,6 +16,7 @@ from rllab.checkpoint import atomic_write, read_json
 from rllab.errors import RllabError
 from rllab.schema import ResultCard
 from rllab.units import STD, format_budget
+from robustness.plots import TIE_TOLERANCE, Series, clip_ci, eps_plot, feasible_range
 
 GRADIENT_KINDS = ("white-box",)
 
@@ -23,9 +24,34 @@ GRADIENT_KINDS = ("white-box",)
 def _strongest(card: dict[str, Any], eps_key: str) -> tuple[str, dict[str, Any]] | None:
     """The worst case at one eps: the row with the lowest mean return over every row of the card that has
     this eps, uniform noise included (noise is an adversary within the same budget; when it wins, a sanity
-    flag says so). The clean row is not a candidate; ties go to the row that comes first in the card."""
+    flag says so). The clean row is not a candidate; ties go to the row that comes first in the card
+    (``strongest_names`` names them all)."""
     rows = [(name, by_eps[eps_key]) for name, by_eps in card["results"].items() if eps_key in by_eps]
     return min(rows, key=lambda r: r[1]["mean_return"]) if rows else None
+
+
+def strongest_names(card: dict[str, Any], eps_key: str) -> list[str]:
+    """Every row that reaches the worst case at one eps (ties kept, in card order); none when no row fell
+    below the clean return (then no attack is the strongest)."""
+    worst = _strongest(card, eps_key)
+    if worst is None:
+        return []
+    low = worst[1]["mean_return"]
+    if low >= card["clean"]["mean_return"] - TIE_TOLERANCE * max(1.0, abs(low)):
+        return []
+    return [
+        n
+        for n, by_eps in card["results"].items()
+        if eps_key in by_eps and by_eps[eps_key]["mean_return"] - low <= TIE_TOLERANCE * max(1.0, abs(low))
+    ]
+
+
+def strongest_label(card: dict[str, Any], eps_key: str) -> str:
+    """The strongest attack at one eps as tables name it: one row, ``tie: a, b`` or that none lowered it."""
+    names = strongest_names(card, eps_key)
+    if not names:
+        return "none (no row below clean)"
+    return names[0] if len(names) == 1 else "tie: " + ", ".join(names)
 
 
 def eps_label(card: dict[str, Any], key: str) -> str:
@@ -50,9 +76,9 @@ def _ci(row: dict[str, Any] | None) -> tuple[float, float] | None:
     return float(ci[0]), float(ci[1])
 
 
-def _ci_text(row: dict[str, Any]) -> str:
-    ci = _ci(row)
-    return "[n/a]" if ci is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+def _ci_text(row: dict[str, Any], feasible: tuple[float, float] | None = None) -> str:
+    ci, clipped = clip_ci(_ci(row), feasible)
+    return "[n/a]" if ci is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]" + ("*" if clipped else "")
 
 
 def sanity_flags(card: dict[str, Any]) -> list[str]:
@@ -146,68 +172,27 @@ def sanity_flags(card: dict[str, Any]) -> list[str]:
     return flags
 
 
-def _svg_plot(card: dict[str, Any], width: int = 640, height: int = 360) -> str:
-    eps = _eps_values(card)
-    series = {"clean": [card["clean"]["mean_return"]] * len(eps)}
+def card_plot(card: dict[str, Any]) -> str:
+    """The card's return-vs-eps plot (every row, the clean return at eps 0), as an inline ``<figure>``."""
+    feasible = feasible_range(card["agent"].get("env"))
+    series = []
     for name, by_eps in card["results"].items():
-        series[name] = [by_eps[f"{e:g}"]["mean_return"] for e in eps]
-    values = [v for s in series.values() for v in s]
-    lo, hi = min(values), max(values)
-    if hi - lo < 1e-9:
-        hi = lo + 1.0
-    pad = 50
-    xs = [pad + (width - 2 * pad) * (i / max(len(eps) - 1, 1)) for i in range(len(eps))]
-
-    def y(v: float) -> float:
-        return height - pad - (height - 2 * pad) * (v - lo) / (hi - lo)
-
-    palette = [
-        "#000000",
-        "#888888",
-        "#d62728",
-        "#1f77b4",
-        "#2ca02c",
-        "#ff7f0e",
-        "#9467bd",
-        "#8c564b",
-        "#e377c2",
-        "#17becf",
-        "#bcbd22",
-        "#7f7f7f",
-    ]
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width + 220}" height="{height}" '
-        'font-family="sans-serif" font-size="11">',
-        f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="black"/>',
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="black"/>',
-        f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">eps ({html.escape(card["threat_model"]["unit"])}'
-        f", {card['threat_model']['norm']})</text>",
-        f'<text x="12" y="{height / 2}" transform="rotate(-90 12 {height / 2})" text-anchor="middle">'
-        "mean return</text>",
-    ]
-    for x, e in zip(xs, eps, strict=True):  # the tables' labels (4/255 for pixel budgets)
-        tick = html.escape(eps_label(card, f"{e:g}"))
-        parts.append(f'<text x="{x:.1f}" y="{height - pad + 14}" text-anchor="middle">{tick}</text>')
-    for v in (lo, (lo + hi) / 2, hi):
-        parts.append(f'<text x="{pad - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.3g}</text>')
-    for i, (name, vals) in enumerate(series.items()):
-        color = palette[i % len(palette)]
-        dash = ' stroke-dasharray="5,4"' if name in ("clean", "noise") else ""
-        pts = " ".join(f"{x:.1f},{y(v):.1f}" for x, v in zip(xs, vals, strict=True))
-        parts.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"{dash}/>')
-        parts += [f'<circle cx="{x:.1f}" cy="{y(v):.1f}" r="3" fill="{color}"/>' for x, v in zip(xs, vals, strict=True)]
-        parts.append(f'<text x="{width - pad + 16}" y="{pad + 14 * i}" fill="{color}">{html.escape(name)}</text>')
-    parts.append("</svg>")
-    return "\n".join(parts)
+        eps = [e for e in _eps_values(card) if f"{e:g}" in by_eps]
+        rows = [by_eps[f"{e:g}"] for e in eps]
+        series.append(Series(name, eps, [r["mean_return"] for r in rows], [_ci(r) for r in rows]))
+    tm = card["threat_model"]
+    clean = (card["clean"]["mean_return"], _ci(card["clean"]))
+    return eps_plot(series, tm["unit"], tm["norm"], clean=clean, feasible=feasible)
 
 
 def _table(card: dict[str, Any]) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
     eps_keys = _eps_keys(card)
+    feasible = feasible_range(card["agent"].get("env"))
     header = ["attack", "kind", "adaptive", *[f"eps {eps_label(card, k)}" for k in eps_keys]]
     clean = card["clean"]
     # the clean row in the same form as every other cell: mean [95% CI]
-    rows = [["clean", "-", "-", *[f"{clean['mean_return']:.3g} {_ci_text(clean)}"] * len(eps_keys)]]
-    strongest = {k: (_strongest(card, k) or ("", None))[0] for k in eps_keys}
+    rows = [["clean", "-", "-", *[f"{clean['mean_return']:.3g} {_ci_text(clean, feasible)}"] * len(eps_keys)]]
+    strongest = {k: strongest_names(card, k) for k in eps_keys}  # every tied row is bold
     bold: set[tuple[int, int]] = set()
     for name, by_eps in card["results"].items():
         settings = card["attacks"].get(name, {})
@@ -226,37 +211,51 @@ def _table(card: dict[str, Any]) -> tuple[list[str], list[list[str]], set[tuple[
             if r.get("attacked_steps", r.get("steps")) != r.get("steps"):  # only some steps attacked (timed)
                 share = r["attacked_steps"] / max(r["steps"], 1)
                 extra += f" ({r['attacked_action_change_rate']:.0%} of the {share:.0%} attacked)"
-            cells.append(f"{r['mean_return']:.3g} {_ci_text(r)}{extra}")
-            if strongest[k] == name:
+            cells.append(f"{r['mean_return']:.3g} {_ci_text(r, feasible)}{extra}")
+            if name in strongest[k]:
                 bold.add((len(rows), j + 3))
         rows.append(cells)
     return header, rows, bold
 
 
-def render_markdown(card: dict[str, Any]) -> str:
-    """``report.md``: the threat model, the table (mean [95% CI] per attack and eps), flags and settings."""
+def explanations(card: dict[str, Any]) -> list[str]:
+    """What the report's numbers mean, one paragraph each (report.md and report.html both carry them)."""
     tm = card["threat_model"]
-    header, rows, bold = _table(card)
-    lines = [
-        f"# Attacked evaluation: {card['agent']['algo']} on {card['agent']['env']}",
-        "",
-        f"Threat model: {tm['norm']} ball on the observation the agent sees; eps in **{tm['unit']}**. "
-        f"{card['episodes']} episodes per row (seeds {card['seed']}..{card['seed'] + card['episodes'] - 1}), "
-        "mean return [95% CI] (n/a with a single episode); `changed` is the fraction of all steps whose action "
-        "the attack changed "
-        "(for an attack that perturbs only some steps, the timed one, also the fraction among the attacked "
-        "steps, in brackets). "
-        "Bold: the strongest attack at that eps (the lowest return over every row, uniform noise included). "
-        "`adaptive`: BPDA (the defense's non-differentiable "
-        "filters are bypassed on the backward pass) and/or EOT (gradients averaged over its randomness); "
-        "`defense-unaware`: the attack differentiates the bare network and ignores the defense.",
+    feasible = feasible_range(card["agent"].get("env"))
+    out = [
+        f"Threat model: {tm['norm']} ball on the observation the agent sees; eps in {tm['unit']}. "
+        f"{card['episodes']} episodes per row (seeds {card['seed']}..{card['seed'] + card['episodes'] - 1}).",
+        "Each cell: mean return [a, b], where [a, b] is the 95% confidence interval of the mean (Student t over "
+        "the episodes; n/a with a single episode)"
+        + (
+            f"; intervals are clipped to the returns an episode can have, [{feasible[0]:g}, {feasible[1]:g}], "
+            "and * marks one that clipping changed."
+            if feasible is not None
+            else "; this environment's return range is unknown to the lab, so intervals are not clipped."
+        ),
+        "changed: the fraction of all steps whose action the attack changed (for an attack that perturbs only "
+        "some steps, the timed one, also the fraction among the attacked steps, in brackets).",
+        "Bold (highlighted): the strongest attack at that eps, the lowest return over every row, uniform noise "
+        "included; every row that ties for it is marked, and no row is when none fell below the clean return.",
+        "adaptive: BPDA (the defense's non-differentiable filters are bypassed on the backward pass) and/or EOT "
+        "(gradients averaged over its randomness); defense-unaware: the attack differentiates the bare network "
+        "and ignores the defense.",
     ]
+    out += [f"Strongest attack at eps {eps_label(card, k)}: {strongest_label(card, k)}." for k in _eps_keys(card)]
     if tm.get("image_inputs"):
-        lines.append(f"Image observations: {tm['image_inputs']}.")
+        out.append(f"Image observations: {tm['image_inputs']}.")
     if tm["unit"] == STD:
         for d in tm["per_eps"]:
             raw = ", ".join(f"{v:.3g}" for v in d["raw_budget_per_feature"])
-            lines.append(f"- eps {d['eps']:g} std = raw per-feature budget [{raw}]")
+            out.append(f"eps {d['eps']:g} std = raw per-feature budget [{raw}].")
+    return out
+
+
+def render_markdown(card: dict[str, Any]) -> str:
+    """``report.md``: the threat model, the table (mean [95% CI] per attack and eps), flags and settings."""
+    header, rows, bold = _table(card)
+    lines = [f"# Attacked evaluation: {card['agent']['algo']} on {card['agent']['env']}", ""]
+    lines += [f"- {p}" for p in explanations(card)]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, row in enumerate(rows):
         cells = [f"**{c}**" if (i, j) in bold else c for j, c in enumerate(row)]
@@ -268,8 +267,7 @@ def render_markdown(card: dict[str, Any]) -> str:
 
 
 def render_html(card: dict[str, Any]) -> str:
-    """``report.html``: the markdown report's content, self-contained, with an SVG plot of return against eps."""
-    tm = card["threat_model"]
+    """``report.html``: the markdown report's content, self-contained, with a plot of return against eps."""
     header, rows, bold = _table(card)
     table = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
     for i, row in enumerate(rows):
@@ -280,23 +278,31 @@ def render_html(card: dict[str, Any]) -> str:
     table.append("</table>")
     flags = card.get("flags", [])
     flag_html = "".join(f"<li>{html.escape(f)}</li>" for f in flags) or "<li>none raised</li>"
+    notes = "".join(f"<li>{html.escape(p)}</li>" for p in explanations(card))
+    env, algo = html.escape(card["agent"]["env"]), html.escape(card["agent"]["algo"])
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>rllab attack report: {html.escape(card["agent"]["env"])}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1100px}} table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}} td.best{{background:#fdd;font-weight:bold}}</style>
+<html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>rllab attack report: {env}</title>
+<style>{PAGE_CSS}</style>
 </head><body>
-<h1>Attacked evaluation: {html.escape(card["agent"]["algo"])} on {html.escape(card["agent"]["env"])}</h1>
-<p>Threat model: {html.escape(tm["norm"])} ball on the observation the agent sees; eps in
-<b>{html.escape(tm["unit"])}</b>. {card["episodes"]} episodes per row, seeds {card["seed"]}..{
-        card["seed"] + card["episodes"] - 1
-    }. Highlighted: the strongest attack at each eps (the lowest return over every row,
-uniform noise included).</p>
-{_svg_plot(card)}
-{"".join(table)}
+<h1>Attacked evaluation: {algo} on {env}</h1>
+<ul>{notes}</ul>
+{card_plot(card)}
+<div class="scroll">{"".join(table)}</div>
 <h2>Sanity flags</h2><ul>{flag_html}</ul>
-<h2>Attack settings</h2><pre>{html.escape(json.dumps(card["attacks"], indent=2))}</pre>
+<details><summary>Attack settings (JSON)</summary>
+<pre>{html.escape(json.dumps(card["attacks"], indent=2))}</pre></details>
 </body></html>
 """
+
+
+PAGE_CSS = (
+    "body{font-family:sans-serif;margin:1.5em;max-width:1100px} table{border-collapse:collapse}"
+    " td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px} td.best{background:#fdd;font-weight:bold}"
+    " .scroll{overflow-x:auto} figure.plot{margin:1em 0;max-width:900px} figure.plot svg{height:auto}"
+    " figcaption{font-size:12px;color:#444} pre{white-space:pre-wrap;font-size:12px}"
+)
+"""The reports' stylesheet (the study page reuses it): plots shrink with the window, wide tables scroll."""
 
 
 def write_report(card: dict[str, Any], out: Path) -> dict[str, Path]:
@@ -356,7 +362,7 @@ def leaderboard(cards: dict[str, dict[str, Any]]) -> dict[str, Any]:
                     "clean": c["clean"]["mean_return"],
                     "noise": c["results"].get("noise", {}).get(k, {}).get("mean_return"),
                     "worst_case": worst[1]["mean_return"] if worst else None,
-                    "worst_attack": worst[0] if worst else None,
+                    "worst_attack": strongest_label(c, k) if worst else None,
                 }
             )
         entries.sort(key=lambda e: -(e["worst_case"] if e["worst_case"] is not None else -1e18))

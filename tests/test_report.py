@@ -84,7 +84,7 @@ def test_the_clean_row_shows_its_95_ci_like_every_other_row():
 
 def test_plot_ticks_and_certify_print_pixel_budgets_as_k_over_255(catch_ppo_path, capsys):
     from rllab.cli import main
-    from robustness.report import _svg_plot
+    from robustness.report import card_plot
 
     card = _card(
         {"noise": {k: _row(5.0, 4, 6) for k in ("0.00392157", "0.0156863")}},
@@ -93,7 +93,7 @@ def test_plot_ticks_and_certify_print_pixel_budgets_as_k_over_255(catch_ppo_path
         eps=(1 / 255, 4 / 255),
         env="Catch-v0",
     )
-    svg = _svg_plot(card)
+    svg = card_plot(card)
     assert ">1/255</text>" in svg and ">4/255</text>" in svg and "0.00392" not in svg
     assert main(["certify", str(catch_ppo_path), "--eps", "1/255", "--episodes", "1"]) == 0
     out = capsys.readouterr().out
@@ -156,9 +156,8 @@ def test_sanity_flags_fire_on_suspicious_cards():
 
 
 def test_evaluate_returns_the_sanity_flags_like_the_cli_card(cartpole_ppo, tmp_path, monkeypatch):
-    import json
-
     import importlib
+    import json
 
     import robustness.report
     from rllab.cli import main
@@ -258,7 +257,11 @@ def test_attack_command_writes_a_parseable_report_and_the_leaderboard_sorts(cart
     )
     assert card["attacks"]["pgd-10:kl"]["steps"] == 10 and card["attacks"]["pgd-10:kl"]["random_start"] is True
     md = (out / "report.md").read_text()
-    assert "obs std" in md and "**" in md
+    # the strongest attack is bold where some row fell below the clean return (none is named otherwise)
+    rows = [r for by in card["results"].values() for r in by.values()]
+    lowered = any(r["mean_return"] < card["clean"]["mean_return"] for r in rows)
+    assert "obs std" in md and ("**" in md) == lowered
+    assert lowered or "Strongest attack at eps 0.1: none (no row below clean)" in md
     html = (out / "report.html").read_text()
     assert html.startswith("<!doctype html>") and "<svg" in html and "http" not in html.split("<svg")[0]
     # two agents side by side; a made-up stronger agent ranks first
