@@ -128,6 +128,7 @@ def test_consistency_on_paired_states_recovers_distractors_where_alignment_does_
     assert p["paired_agreement"]["after"] > p["paired_agreement"]["before"] + 0.1
 
 
+@pytest.mark.slow  # ~2 min on 2 cores; the method's CI proof is the paired-states test above
 def test_adaptation_recovers_the_shifted_domain_and_beats_source_fine_tuning(catch_ppo_path, tmp_path):
     """A brighter background (offset 100/255) breaks the agent; adaptation without target rewards recovers it.
 

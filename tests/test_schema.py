@@ -138,7 +138,9 @@ def test_every_checkpoint_written_in_this_session_validates(base, tmp_path_facto
             try:
                 validate_spec(spec, str(path))
             except RllabError as exc:
-                if not any(tag in path.parts[-2] for tag in ("bad", "mut", "deep", "fuzz")):
+                corrupted = any(tag in path.parts[-2] for tag in ("bad", "mut", "deep", "fuzz"))
+                hostile = any(part.startswith("test_no_command_prints_a_trace") for part in path.parts)
+                if not (corrupted or hostile):  # those tests corrupt agent.json on purpose
                     raise AssertionError(str(exc)) from None
 
 
