@@ -421,10 +421,10 @@ def _(tmp, agents):
     return ["defend", str(copy_agent(agents, tmp)), "--smooth", "sigma=0.1,n=4", "--out", str(tmp / "afile")]
 
 
-def result_card(tmp: Path) -> Path:
-    """A valid ``results.json`` of ``rllab attack`` (what ``rllab report`` reads)."""
+def valid_result_card() -> dict[str, Any]:
+    """A minimal valid ``results.json`` card of ``rllab attack`` (what ``rllab report`` reads back)."""
     row = {"mean_return": 10.0, "episodes": 2, "ci95_return": [9.0, 11.0]}
-    card = {
+    return {
         "agent": {"algo": "ppo", "env": "CartPole-v1"},
         "threat_model": {"norm": "linf", "unit": "obs std", "eps": [0.1]},
         "episodes": 2,
@@ -432,6 +432,11 @@ def result_card(tmp: Path) -> Path:
         "clean": row,
         "results": {"pgd": {"0.1": row}},
     }
+
+
+def result_card(tmp: Path) -> Path:
+    """A valid ``results.json`` of ``rllab attack`` (what ``rllab report`` reads)."""
+    card = valid_result_card()
     path = tmp / "results.json"
     path.write_text(json.dumps(card))
     return path

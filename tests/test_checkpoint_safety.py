@@ -27,6 +27,7 @@ from rllab.checkpoint import SPEC_FILE, WEIGHTS_FILE, lock_run, read_json
 from rllab.errors import RllabError
 from rllab.schema import ResultCard, ResumeState, SweepRecord
 from rllab.spec import spec_skeleton
+from tests.hostile_cases import valid_result_card
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -332,15 +333,7 @@ def test_read_json_validates_other_files(tmp_path):
     ckpt.write_json(tmp_path / "job.json", {**record, "status": "exploded"})
     with pytest.raises(RllabError, match="status: must be one of"):
         read_json(tmp_path / "job.json", SweepRecord)
-    row = {"mean_return": 10.0, "episodes": 2, "ci95_return": [9.0, 11.0]}
-    card = {
-        "agent": {"algo": "ppo", "env": "CartPole-v1"},
-        "threat_model": {"norm": "linf", "unit": "obs std", "eps": [0.1]},
-        "episodes": 2,
-        "seed": 0,
-        "clean": row,
-        "results": {"pgd": {"0.1": row}},
-    }
+    card = valid_result_card()
     assert read_json(ckpt.write_json(tmp_path / "results.json", card), ResultCard) == card
     ckpt.write_json(tmp_path / "results.json", {**card, "episodes": 0})
     with pytest.raises(RllabError, match="episodes: must be >= 1"):
