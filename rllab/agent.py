@@ -28,7 +28,14 @@ from torch.distributions import Bernoulli, Categorical, Distribution, Independen
 from rllab.checkpoint import read_checkpoint, write_checkpoint
 from rllab.environment import make_env
 from rllab.errors import RllabError
-from rllab.nn.build import clone_module, fill_weights, policy_from_spec, policy_observation_space, resolve_device
+from rllab.nn.build import (
+    check_finite,
+    clone_module,
+    fill_weights,
+    policy_from_spec,
+    policy_observation_space,
+    resolve_device,
+)
 from rllab.nn.filters import build_filter, straight_through
 from rllab.nn.policies import FAST_ACTIVATIONS, mlp_actor
 from rllab.nn.purifier import build_purifier
@@ -37,15 +44,8 @@ from rllab.spaces import check_spaces, frame_layout, space_from_json
 from rllab.spec import LineageStep, append_lineage, spec_skeleton
 
 # builders defined in rllab.nn.build and rllab.spec stay importable from here, as before the split
-__all__ = [
-    "Agent",
-    "agent_from_spec",
-    "clone_module",
-    "load",
-    "policy_observation_space",
-    "resolve_device",
-    "spec_skeleton",
-]
+__all__ = ["Agent", "agent_from_spec", "clone_module", "load", "policy_observation_space", "resolve_device"]
+__all__ += ["spec_skeleton"]
 
 
 class Agent(nn.Module):
@@ -376,6 +376,7 @@ class Agent(nn.Module):
     # ------------------------------------------------------------------ save
     def save(self, path: str | Path, lineage: LineageStep | dict[str, Any] | None = None) -> Path:
         """Write this agent as a checkpoint folder; ``lineage`` appends one ancestry step."""
+        check_finite(self, str(path))
         spec = copy.deepcopy(self.spec)
         if lineage is not None:
             append_lineage(spec, lineage)

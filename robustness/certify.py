@@ -45,11 +45,18 @@ from torch import nn
 from rllab.agent import Agent
 from rllab.errors import RllabError
 from rllab.evaluation import collect_observations
-from rllab.nn.policies import SmallCNN
+from rllab.nn.policies import MinAtarCNN, SmallCNN
 from rllab.schema import MAX_SMOOTHING_SAMPLES
 from rllab.units import ThreatUnit, unit_name
 
 Interval = tuple[th.Tensor, th.Tensor]  # (centre, radius)
+
+
+class ChannelsFirst(nn.Module):
+    """(N, H, W, C) -> (N, C, H, W), as MinAtarCNN permutes channels-last frames before its convolution."""
+
+    def forward(self, x: th.Tensor) -> th.Tensor:
+        return x.permute(0, 3, 1, 2)
 
 
 def _actor_layers(agent: Agent) -> list[nn.Module]:
@@ -67,6 +74,8 @@ def actor_layers(policy: nn.Module) -> list[nn.Module]:
         front: list[nn.Module] = [nn.Flatten()]
     elif isinstance(extractor, (SmallCNN, NatureCNN)):
         front = [*extractor.cnn, *extractor.linear]
+    elif isinstance(extractor, MinAtarCNN):  # reads channels-last frames: the same permutation first
+        front = [ChannelsFirst()] * extractor.channels_last + [*extractor.cnn, *extractor.linear]
     else:
         raise RllabError(f"IBP does not know the features extractor {type(extractor).__name__}")
     return [*front, *head]
@@ -80,7 +89,7 @@ def propagate(layer: nn.Module, c: th.Tensor, r: th.Tensor) -> Interval:
         conv = nn.functional.conv2d
         kw = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation, "groups": layer.groups}
         return layer(c), conv(r, layer.weight.abs(), None, **kw)
-    if isinstance(layer, nn.Flatten):
+    if isinstance(layer, (nn.Flatten, ChannelsFirst)):  # re-indexing: centre and radius move alike
         return layer(c), layer(r)
     if isinstance(layer, (nn.ReLU, nn.Tanh, nn.ELU, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Sigmoid)):
         if isinstance(layer, (nn.SiLU, nn.GELU)):
@@ -295,7 +304,7 @@ def certify(
     if any(e < 0 for e in eps):
         raise RllabError(f"eps must be >= 0, got {min(eps):g}")
     states = visited_states(agent, episodes, seed)
-    unit = unit_name(agent.is_image)
+    unit = unit_name(agent.is_image, agent.observation_space)
     rows = []
     if method == "ibp" and not agent.is_discrete:
         for e in eps:

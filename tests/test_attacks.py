@@ -334,6 +334,19 @@ def test_surrogate_counts_and_bounds_every_victim_query(cartpole_ppo, monkeypatc
     assert attack.queries == 50 and attack.settings()["queries_used"] == 50
 
 
+
+def test_surrogate_of_atari_sized_frames_is_small_and_keeps_frames_as_uint8():
+    """84x84x4 stacks: strided convolutions (not a 14M-weight first layer) and queries kept in their own dtype."""
+    from robustness.attacks.surrogate import SurrogatePolicy
+
+    big = SurrogatePolicy((4, 84, 84), 6, [128], True, np.zeros((4, 84, 84)), np.full((4, 84, 84), 255.0))
+    small = SurrogatePolicy((1, 10, 5), 3, [128], True, np.zeros((1, 10, 5)), np.full((1, 10, 5), 255.0))
+    assert sum(p.numel() for p in big.parameters()) < 500_000
+    assert sum(p.numel() for p in small.parameters()) == (16 * 9 + 16) + (16 * 16 * 9 + 16) + (800 * 128 + 128) + 387
+    frames = torch.randint(0, 256, (3, 4, 84, 84), dtype=torch.uint8)
+    assert big.logits(frames).shape == (3, 6) and torch.equal(big.logits(frames), big.logits(frames.float()))
+
+
 # ------------------------------------------------------------------------- strategically timed attacks
 def test_timed_attack_respects_its_cap(cartpole_ppo):
     timed = StrategicallyTimed(PGD("kl"), threshold=0.0, max_fraction=0.25)

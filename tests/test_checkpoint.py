@@ -314,3 +314,14 @@ def test_a_checkpoint_that_cannot_be_written_is_one_line(cartpole_ppo_path, tmp_
     assert "cannot write" in err
     err = fails_in_one_line(["quantize", str(cartpole_ppo_path), "--out", "/proc/q", "--episodes", "1"], capsys)
     assert "cannot write" in err
+
+
+def test_weights_with_nan_or_inf_are_never_written(tiny_runs, tmp_path):
+    """A diverged agent is refused in one line naming the tensor, and nothing is left behind."""
+    agent = rllab.load(tiny_runs[("ppo", "CartPole-v1")])
+    name, param = next(iter(agent.named_parameters()))
+    with torch.no_grad():
+        param.view(-1)[0] = float("nan")
+    with pytest.raises(RllabError, match=f"tensor '{name}'.* holds NaN or inf") as info:
+        agent.save(tmp_path / "diverged")
+    assert "\n" not in str(info.value) and not (tmp_path / "diverged").exists()

@@ -23,6 +23,7 @@ from rllab.errors import RllabError
 from rllab.nn.policies import MinAtarCNN, default_extractor
 from rllab.spec import spec_skeleton
 from rllab.units import ABSOLUTE, PIXEL, STD, ThreatUnit, default_eps
+from robustness.certify import action_score_bounds, certify
 from tests.helpers import fails_in_one_line
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -293,6 +294,14 @@ def test_bounded_observations_get_the_absolute_unit_and_per_unit_default_budgets
     assert default_eps(ABSOLUTE) == "0.1" and default_eps(ABSOLUTE, sweep=True) == "0.05,0.1,0.2"
     assert default_eps(PIXEL) == "2/255" and default_eps(PIXEL, sweep=True) == "1/255,2/255,4/255"
     assert default_eps(STD) == "0.1"
+    report = certify(agent, [0.01], episodes=1, seed=0)  # certification names the same unit as attacks
+    assert report.unit == ABSOLUTE and report.rows[0]["eps"] == 0.01
+    obs = th.as_tensor(agent.make_env().reset(seed=0)[0][None]).float()
+    _, lo, hi = action_score_bounds(agent, obs, 0.05)  # IBP through MinAtarCNN's channels-last read is sound
+    th.manual_seed(0)
+    for _ in range(20):
+        scores = agent.logits((obs + (th.rand_like(obs) * 2 - 1) * 0.05).clamp(0, 1))
+        assert bool((scores >= lo - 1e-5).all() and (scores <= hi + 1e-5).all())
 
 
 def test_threads_option_on_every_command_and_its_default(tmp_path, monkeypatch):

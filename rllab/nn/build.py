@@ -121,3 +121,15 @@ def clone_module(module: _M) -> _M:
     finally:
         for obj, name, value in held:
             setattr(obj, name, value)
+
+
+def check_finite(module: nn.Module, where: str) -> None:
+    """Refuse a module whose floating-point weights or buffers hold NaN or inf (a diverged training run), in one
+    line naming the first such tensor: a checkpoint is never written with weights no evaluation could use."""
+    bad = [k for k, v in module.state_dict().items() if v.is_floating_point() and not bool(th.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise RllabError(
+            f"refusing to write {where}: tensor {bad[0]!r}{more} holds NaN or inf (training diverged; "
+            "lower the learning rate or resume from an earlier checkpoint)"
+        )

@@ -32,6 +32,9 @@ from robustness.attacks.base import Attack
 from robustness.attacks.pgd import PGD
 from robustness.threat import ThreatModel
 
+#: image side from which the surrogate downsamples with strided convolutions (Catch's 10x5 stays full-resolution)
+STRIDED_FROM = 32
+
 
 class SurrogatePolicy(nn.Module):
     """A standalone classifier over raw observations, with the agent-like calls PGD needs."""
@@ -50,7 +53,13 @@ class SurrogatePolicy(nn.Module):
         self.register_buffer("center", th.as_tensor(center, dtype=th.float32))
         self.register_buffer("scale", th.as_tensor(np.maximum(scale, 1e-6), dtype=th.float32))
         layers: list[nn.Module] = []
-        if image:
+        if image and min(obs_shape[1:]) >= STRIDED_FROM:
+            # Atari-sized frames: strided convolutions (a small NatureCNN), or the first linear layer alone would
+            # hold 16 x 84 x 84 x 128 weights and every epoch would take minutes on a CPU
+            c = obs_shape[0]
+            layers += [nn.Conv2d(c, 16, 8, stride=4), nn.ReLU(), nn.Conv2d(16, 32, 4, stride=2), nn.ReLU()]
+            n_in = int(np.prod(nn.Sequential(*layers)(th.zeros(1, *obs_shape)).shape))
+        elif image:
             c = obs_shape[0]
             layers += [nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU()]
             n_in = 16 * int(np.prod(obs_shape[1:]))
@@ -131,10 +140,11 @@ class SurrogateTransfer(Attack):
     def prepare(self, agent: Agent, seed: int) -> None:
         if not agent.is_discrete:
             raise RllabError("the surrogate transfer attack needs a discrete-action victim")
-        obs_list: list[np.ndarray] = []
-        labels: list[np.ndarray] = []
         budget = self.budget
         used = 0
+        # one buffer of the budget's size in the observations' own dtype (uint8 frames stay uint8: 20,000 Atari
+        # stacks are 565 MB, not the 2.3 GB of float32 copies); minibatches are converted as they are used
+        store: dict[str, np.ndarray] = {}
 
         def query(obs: np.ndarray, ctx: dict[str, Any]) -> np.ndarray:
             # every victim query drives the rollout and is labelled: the budget bounds all of them
@@ -142,10 +152,12 @@ class SurrogateTransfer(Attack):
             n = min(budget - used, len(obs))
             if n <= 0:
                 raise _BudgetSpent
-            actions = agent.act(obs[:n])  # the victim's answer is all the attacker sees
+            actions = np.asarray(agent.act(obs[:n]))  # the victim's answer is all the attacker sees
+            if not store:
+                store["x"] = np.empty((budget, *obs.shape[1:]), dtype=obs.dtype)
+                store["y"] = np.empty(budget, dtype=np.int64)
+            store["x"][used : used + n], store["y"][used : used + n] = obs[:n], actions
             used += n
-            obs_list.append(obs[:n].astype(np.float32))
-            labels.append(np.asarray(actions))
             if n < len(obs):  # the other environments would need answers beyond the budget
                 raise _BudgetSpent
             return actions
@@ -157,8 +169,7 @@ class SurrogateTransfer(Attack):
             except _BudgetSpent:
                 break
             episodes *= 2
-        x = th.as_tensor(np.concatenate(obs_list))
-        y = th.as_tensor(np.concatenate(labels)).long()
+        x, y = th.from_numpy(store["x"][:used]), th.from_numpy(store["y"][:used])
         self.queries = int(len(x))
         gen = th.Generator().manual_seed(seed)
         perm = th.randperm(len(x), generator=gen)
@@ -168,7 +179,7 @@ class SurrogateTransfer(Attack):
         if agent.is_image:
             center, scale = np.zeros(x.shape[1:], dtype=np.float32), ThreatUnit.pixel(tuple(x.shape[1:])).scale
         else:
-            center, scale = x[train].mean(0).numpy(), x[train].std(0).numpy()
+            center, scale = x[train].float().mean(0).numpy(), x[train].float().std(0).numpy()
         th.manual_seed(seed)
         model = SurrogatePolicy(
             tuple(x.shape[1:]), int(agent.action_space.n), self.hidden, agent.is_image, center, scale
