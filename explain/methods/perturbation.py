@@ -148,6 +148,11 @@ def _pixel_interpolation(size: int, stride: int, device: th.device) -> th.Tensor
     return weights
 
 
+#: float32 bytes of perturbed frames per forward pass by default: 64 MiB (for 84x84x4 stacks, 594 frames: two
+#: states' 289 masks; 4,096 of them took an explanation of a Pong agent to 2.3 GB of memory)
+GREYDANUS_CHUNK_BYTES = 64 * 2**20
+
+
 class Greydanus(Explainer):
     """Perturbation saliency of Greydanus et al. 2018, "Visualizing and Understanding Atari Agents".
 
@@ -173,7 +178,7 @@ class Greydanus(Explainer):
         sigma_mask: float | None = None,
         sigma_blur: float | None = None,
         stride: int | None = None,
-        perturbations_per_eval: int = 4096,
+        perturbations_per_eval: int | None = None,
     ) -> None:
         super().__init__(agent, target, batch_size)
         if not agent.is_image:
@@ -193,6 +198,9 @@ class Greydanus(Explainer):
         )
         default_stride = 1 if side < 16 else max(1, round(5 * side / 84))
         self.stride = int_option(name, "stride", stride) if stride is not None else default_stride
+        if perturbations_per_eval is None:  # 4,096 frames per forward pass, fewer when that would pass 64 MiB
+            frame_bytes = 4 * c * h * w
+            perturbations_per_eval = max(1, min(4096, GREYDANUS_CHUNK_BYTES // frame_bytes))
         self.perturbations_per_eval = int_option(name, "perturbations_per_eval", perturbations_per_eval)
 
     def _chw_shape(self) -> tuple[int, int, int]:
