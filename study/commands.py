@@ -4,11 +4,12 @@ stage cached by its inputs, then write ``OUT/<study>/index.html`` and ``summary.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from rllab.cli.options import check_output_folder, episode_count
 from rllab.files import atomic_write
-from rllab.parsing import seed_int
+from rllab.parsing import int_arg, seed_int
 from study.page import render_index, render_summary
 from study.run import run_study
 from study.spec import load_study
@@ -27,8 +28,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--episodes", type=episode_count, default=None, help="clean evaluation episodes (all envs)")
     p.add_argument("--attack-episodes", type=episode_count, default=None, help="episodes per attack and eps")
     p.add_argument("--no-attack", action="store_true", help="make, evaluate and explain only")
+    p.add_argument(
+        "--jobs",
+        type=int_arg(1, 64, "job count"),
+        default=None,
+        help="stages at once, one thread each (default: the CPU cores, at most 4)",
+    )
     p.add_argument("--fresh", action="store_true", help="rerun every stage, even those cached")
     p.set_defaults(func=cmd_lab)
+
+
+def default_jobs() -> int:
+    """Stages run at once without ``--jobs``: the usable cores, at most 4 (each stage runs one torch thread)."""
+    return max(1, min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 4))
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -44,6 +56,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
         attack=not args.no_attack,
         episodes=args.episodes,
         attack_episodes=args.attack_episodes,
+        jobs=args.jobs or default_jobs(),
     )
     atomic_write(out / "index.html", render_index(results))
     atomic_write(out / "summary.md", render_summary(results))

@@ -269,8 +269,10 @@ def run_study(
     attack: bool = True,
     episodes: int | None = None,
     attack_episodes: int | None = None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Run every stage of ``study`` into ``out`` (cached ones are read back); returns the results the page shows."""
+    """Run every stage of ``study`` into ``out`` (cached ones are read back), ``jobs`` at a time; returns the
+    results the page shows."""
     if episodes is not None or attack_episodes is not None:
         for env in study.envs.values():
             env.episodes = episodes or env.episodes
@@ -336,8 +338,9 @@ def run_study(
             )
     runner = StageRunner(out, len(stages), fresh=fresh)
     found: dict[str, dict[str, Any]] = {p.label: {"plan": p} for p in plans}
+    done = runner.run_all([stage for _, _, stage in stages], jobs=jobs)
     for p, what, stage in stages:
-        found[p.label][what] = runner.run(stage)
+        found[p.label][what] = done[stage.id]
     for p in plans:
         attack_record = found[p.label].get("attack")
         if attack_record:
