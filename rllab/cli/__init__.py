@@ -61,6 +61,7 @@ COMMAND_MODULES = [
     "rllab.cli.import_sb3",
     "rllab.cli.defend",
     "study.commands",
+    "study.tune.commands",
     "rllab.cli.sweep",
     "rllab.cli.transforms",
     "robustness.commands",

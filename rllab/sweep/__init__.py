@@ -17,11 +17,11 @@ its ``results.json``.
 
 - ``plan``: seeds, grid, config names and the jobs (generated lazily; the sweep's size is capped);
 - ``jobs``: one job, its stages run in a subprocess that reports through exit status and a JSON outcome;
-- ``backends``: the local worker pool and Ray;
+- ``backends``: the local worker pool and Ray (and ``POOLS``: worker processes running a function on tasks);
 - ``stats``: figures across seeds; ``markdown``: the summary table; ``run``: ``sweep``, top to bottom.
 """
 
-from rllab.sweep.backends import BACKENDS
+from rllab.sweep.backends import BACKENDS, POOLS
 from rllab.sweep.jobs import run_job
 from rllab.sweep.markdown import render_markdown
 from rllab.sweep.plan import MAX_RUNS, MAX_SEEDS, Job, config_name, parse_grid, parse_seeds, plan
@@ -32,6 +32,7 @@ __all__ = [
     "BACKENDS",
     "MAX_RUNS",
     "MAX_SEEDS",
+    "POOLS",
     "Job",
     "attack_summary",
     "config_name",
