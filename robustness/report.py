@@ -172,7 +172,7 @@ def sanity_flags(card: dict[str, Any]) -> list[str]:
     return flags
 
 
-def card_plot(card: dict[str, Any]) -> str:
+def card_plot(card: dict[str, Any], full_caption: bool = True) -> str:
     """The card's return-vs-eps plot (every row, the clean return at eps 0), as an inline ``<figure>``."""
     feasible = feasible_range(card["agent"].get("env"))
     series = []
@@ -182,7 +182,7 @@ def card_plot(card: dict[str, Any]) -> str:
         series.append(Series(name, eps, [r["mean_return"] for r in rows], [_ci(r) for r in rows]))
     tm = card["threat_model"]
     clean = (card["clean"]["mean_return"], _ci(card["clean"]))
-    return eps_plot(series, tm["unit"], tm["norm"], clean=clean, feasible=feasible)
+    return eps_plot(series, tm["unit"], tm["norm"], clean=clean, feasible=feasible, full_caption=full_caption)
 
 
 def _table(card: dict[str, Any]) -> tuple[list[str], list[list[str]], set[tuple[int, int]]]:
@@ -237,6 +237,10 @@ def explanations(card: dict[str, Any]) -> list[str]:
         "some steps, the timed one, also the fraction among the attacked steps, in brackets).",
         "Bold (highlighted): the strongest attack at that eps, the lowest return over every row, uniform noise "
         "included; every row that ties for it is marked, and no row is when none fell below the clean return.",
+        "kind: what the attack may use: white-box (the agent's gradients), black-box (only its actions: queries, "
+        "or a surrogate whose attack transfers), planning (the environment's dynamics), learned adversary (a "
+        "policy trained to lower the return), random (uniform noise in the same ball, the floor every attack "
+        "must beat).",
         "adaptive: BPDA (the defense's non-differentiable filters are bypassed on the backward pass) and/or EOT "
         "(gradients averaged over its randomness); defense-unaware: the attack differentiates the bare network "
         "and ignores the defense.",
@@ -266,10 +270,27 @@ def render_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def agent_summary(card: dict[str, Any]) -> str:
+    """Which agent a report is about, in one line: its run folder, defenses and how it was made."""
+    agent = card.get("agent", {})
+    parts = [f"agent: {Path(str(agent['run'])).name}"] if agent.get("run") else []
+    defenses = [str(d.get("name", "?")) for d in agent.get("defenses") or []]
+    parts.append("defenses: " + (", ".join(defenses) or "none"))
+    steps = [s for s in agent.get("lineage") or [] if isinstance(s, dict)]
+    if steps:
+        parent = steps[0].get("parent")
+        made = ([Path(str(parent)).name] if parent else []) + [str(s.get("transform", "?")) for s in steps]
+        parts.append("made by: " + " > ".join(made))
+    tm = card["threat_model"]
+    parts.append(f"{tm['norm']} threat, eps in {tm['unit']}, {card['episodes']} episodes per row")
+    return "; ".join(parts)
+
+
 def render_html(card: dict[str, Any]) -> str:
-    """``report.html``: the markdown report's content, self-contained, with a plot of return against eps."""
+    """``report.html``: the markdown report's content, self-contained: the table, a plot of return against eps,
+    the notes that say what every number means, the sanity flags and the attack settings (collapsed)."""
     header, rows, bold = _table(card)
-    table = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
+    table = ['<table class="attacks"><tr>' + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
     for i, row in enumerate(rows):
         cells = "".join(
             f'<td class="{"best" if (i, j) in bold else ""}">{html.escape(c)}</td>' for j, c in enumerate(row)
@@ -286,10 +307,11 @@ def render_html(card: dict[str, Any]) -> str:
 <style>{PAGE_CSS}</style>
 </head><body>
 <h1>Attacked evaluation: {algo} on {env}</h1>
-<ul>{notes}</ul>
-{card_plot(card)}
+<p class="agent">{html.escape(agent_summary(card))}</p>
 <div class="scroll">{"".join(table)}</div>
-<h2>Sanity flags</h2><ul>{flag_html}</ul>
+{card_plot(card)}
+<h2>What the numbers mean</h2><ul class="notes">{notes}</ul>
+<h2>Sanity flags</h2><ul class="flags">{flag_html}</ul>
 <details><summary>Attack settings (JSON)</summary>
 <pre>{html.escape(json.dumps(card["attacks"], indent=2))}</pre></details>
 </body></html>
@@ -297,10 +319,12 @@ def render_html(card: dict[str, Any]) -> str:
 
 
 PAGE_CSS = (
-    "body{font-family:sans-serif;margin:1.5em;max-width:1100px} table{border-collapse:collapse}"
-    " td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px} td.best{background:#fdd;font-weight:bold}"
-    " .scroll{overflow-x:auto} figure.plot{margin:1em 0;max-width:900px} figure.plot svg{height:auto}"
-    " figcaption{font-size:12px;color:#444} pre{white-space:pre-wrap;font-size:12px}"
+    "body{font-family:sans-serif;margin:1.5em auto;padding:0 1em;max-width:1100px;line-height:1.35}"
+    " table{border-collapse:collapse} td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px}"
+    " th{background:#f3f3f3} td.best{background:#fdd;font-weight:bold} .scroll{overflow-x:auto;max-width:100%}"
+    " figure.plot{margin:1em 0;max-width:680px} figure.plot svg{display:block;width:100%;height:auto}"
+    " figcaption{font-size:12px;color:#444} pre{white-space:pre-wrap;overflow-wrap:anywhere;font-size:12px}"
+    " code{overflow-wrap:anywhere} img{max-width:100%;height:auto} p.agent{color:#333}"
 )
 """The reports' stylesheet (the study page reuses it): plots shrink with the window, wide tables scroll."""
 

@@ -8,6 +8,7 @@ import html
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ GLOSSARY = {
     "compressions and adaptations",
     "lineage": "how the agent was made from its parent: the transforms of its checkpoint's lineage (defend, "
     "distill, prune, quantize, adapt) or the training-time defense",
-    "clean": "mean return over the clean evaluation episodes, no attack",
+    "clean": "mean return with no attack: in the leaderboard over the attack's own episodes (the seeds every attack "
+    "row uses); in the compression and adaptation tables over the separate clean evaluation",
     "[a, b]": "the 95% confidence interval of the mean return (Student t over the episodes), clipped to the returns "
     "an episode can have (CartPole-v1 [0, 500], Catch-v0 [-1, 1]); * marks an interval clipping changed",
     "noise": "mean return under uniform random noise of the same budget: the floor any attack must beat",
@@ -44,15 +46,27 @@ GLOSSARY = {
     "method": "the adaptation method rllab adapt used (its summary's method)",
     "domain gap": "held-out accuracy of a fresh classifier telling source from target features (0.5: the domains "
     "cannot be told apart)",
+    "saliency thumbnail": "the agent's saliency map (|gradient| of the chosen action's score): for images the frame "
+    "beside the map laid over it, for vectors the mean attribution per feature; it links to the agent's report",
     "faithfulness": "per method, the metrics of explain/faithfulness.py (deletion, insertion, ...); random is the "
     "floor every method is compared with",
 }
 
 
+PER_AGENT_NOTE = (
+    "Each plot: one line per attack row of the agent's report, mean return against eps (eps 0: the clean return, "
+    "also the black line and grey band); bands are 95% confidence intervals, clipped to the returns an episode can "
+    "have; points are dodged sideways a little so equal values stay visible; the red ring marks the strongest "
+    'attack at each eps, the colour and marker of the ringed point naming the row ("tie: k" when k rows share '
+    "the lowest return; no ring where nothing fell below clean)."
+)
 PAGE_EXTRA_CSS = (
-    ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:1em}"
-    " .thumbs{display:flex;flex-wrap:wrap;gap:1em} .thumb{font-size:12px;max-width:360px}"
-    " .thumb img{border:1px solid #ccc} dt{font-weight:bold;margin-top:.5em} code{background:#f4f4f4;padding:2px 4px}"
+    ".grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(460px,100%),1fr));gap:1em 2em}"
+    " .grid h4{margin:.5em 0 0} .thumbs{display:flex;flex-wrap:wrap;gap:1.5em;align-items:flex-start}"
+    " .thumb{font-size:12px;max-width:360px} .thumb img{display:block;border:1px solid #ccc}"
+    " .thumb b{display:block;font-size:13px;margin-bottom:.3em} dt{font-weight:bold;margin-top:.5em}"
+    " code{background:#f4f4f4;padding:2px 4px} nav{margin:.5em 0 1em} nav a{margin-right:1em}"
+    " table.leaderboard td:nth-child(n+4):nth-child(-n+6){white-space:nowrap}"
 )
 
 
@@ -72,10 +86,10 @@ def _ci_cell(row: dict[str, Any] | None, feasible: tuple[float, float] | None) -
     return f"{_num(row['mean_return'])} {text}"
 
 
-def _table(header: list[str], rows: list[list[str]], raw: bool = False) -> str:
+def _table(header: list[str], rows: list[list[str]], raw: bool = False, cls: str = "") -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{c if raw else _e(c)}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
+    return f'<div class="scroll"><table class="{cls}"><tr>{head}</tr>{body}</table></div>'
 
 
 def _eps_keys(card: dict[str, Any]) -> list[str]:
@@ -147,7 +161,8 @@ def leaderboard_html(env_id: str, agents: list[dict[str, Any]], root: Path) -> s
                 ]
             )
         header = ["rank", "agent", "lineage", "clean", "noise", "worst case", "strongest attack", "adaptive", "report"]
-        parts.append(f"<h4>eps {_e(format_budget(k, unit))} ({_e(unit)})</h4>" + _table(header, rows, raw=True))
+        title = f"<h4>eps {_e(format_budget(k, unit))} ({_e(unit)})</h4>"
+        parts.append(title + _table(header, rows, raw=True, cls="leaderboard"))
     return "".join(parts)
 
 
@@ -162,9 +177,8 @@ def worst_case_plot(env_id: str, agents: list[dict[str, Any]]) -> str:
         keys = _eps_keys(card)
         rows = [card["clean"], *[worst_row(card, k) for k in keys]]
         eps = [0.0, *[float(k) for k in keys]]
-        series.append(
-            Series(a["plan"].label, eps, [r["mean_return"] for r in rows], [r.get("ci95_return") for r in rows])
-        )
+        name = a["plan"].label.removeprefix(f"{env_id}-")  # the plot's title names the environment
+        series.append(Series(name, eps, [r["mean_return"] for r in rows], [r.get("ci95_return") for r in rows]))
     tm = carded[0]["card_data"]["threat_model"]
     return eps_plot(
         series,
@@ -257,24 +271,47 @@ def adaptation_html(env_id: str, agents: list[dict[str, Any]]) -> str:
     return f"<h3>Adaptation</h3>{_table(header, rows)}"
 
 
-def thumbnail(path: str | Path, width: int = 180) -> str:
-    """A PNG as an inline base64 ``data:`` URI, scaled to ``width`` pixels across."""
-    with Image.open(path) as img:
-        img = img.convert("RGB")
-        img.thumbnail((width, width * 4), Image.Resampling.LANCZOS)
-        buf = io.BytesIO()
-        img.save(buf, format="PNG", optimize=True)
+def thumbnail(paths: list[Path], width: int = 360) -> str:
+    """PNGs side by side as one inline base64 ``data:`` URI, shrunk to at most ``width`` pixels across."""
+    images = []
+    for p in paths:
+        with Image.open(p) as img:
+            images.append(img.convert("RGB"))
+    gap = 6 if len(images) > 1 else 0
+    strip = Image.new("RGB", (sum(i.width for i in images) + gap * (len(images) - 1), max(i.height for i in images)))
+    strip.paste((255, 255, 255), (0, 0, *strip.size))
+    x = 0
+    for img in images:
+        strip.paste(img, (x, 0))
+        x += img.width + gap
+    strip.thumbnail((width, width * 4), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    strip.save(buf, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def best_image(images: list[str]) -> str:
-    """The map to show small: a saliency overlay (images) or feature bars (vectors), else any saliency map."""
+    """The map to show small: a saliency overlay (images, the latest step) or feature bars (vectors), else any
+    saliency map."""
     for want in ("overlay", "feature_bars", ""):
-        for p in images:
+        for p in reversed(images):  # sorted by name: the latest step last
             name = Path(p).name
             if name.startswith("saliency") and want in name:
                 return p
     return images[0]
+
+
+def _shown(folder: Path, pick: str) -> tuple[list[Path], str]:
+    """The files of a thumbnail (an overlay gets the frame it explains beside it) and what they show."""
+    m = re.match(r"(\w+?)__ep(\d+)__(\w+?)__t(\d+)\.png$", Path(pick).name)
+    if not m:
+        return [folder / pick], Path(pick).stem
+    method, episode, kind, step = m.groups()
+    frame = (folder / pick).with_name(f"frame__ep{episode}__t{step}.png")
+    where = f"episode {episode}, step {int(step)}"
+    if kind == "overlay" and frame.exists():
+        return [frame, folder / pick], f"the frame | {method} laid over it ({where})"
+    return [folder / pick], f"{method}, {kind.replace('_', ' ')} ({where})"
 
 
 def explanations_html(agents: list[dict[str, Any]], root: Path) -> str:
@@ -283,13 +320,14 @@ def explanations_html(agents: list[dict[str, Any]], root: Path) -> str:
     for a in agents:
         ex = a.get("explain")
         if ex and ex.get("skipped"):
-            cells.append(f'<div class="thumb"><div>{_e(a["plan"].label)}</div><p>{_e(ex["skipped"])}</p></div>')
+            cells.append(f'<div class="thumb"><b>{_e(a["plan"].label)}</b><p>{_e(ex["skipped"])}</p></div>')
             continue
         if not ex or not ex["images"]:
             continue
-        pick = best_image(ex["images"])
         folder = a["plan"].folder
-        link = _rel(folder / a["attack"]["report"], root) if a.get("attack") else _rel(folder / pick, root)
+        files, what = _shown(folder, best_image(ex["images"]))
+        report = a.get("attack")
+        link = _rel(folder / report["report"], root) if report else _rel(files[-1], root)
         cols = ex.get("columns", {})
         metrics = "".join(
             f"<tr><td>{_e(m['method'])}</td>"
@@ -302,8 +340,9 @@ def explanations_html(agents: list[dict[str, Any]], root: Path) -> str:
         )
         table = f"<table><tr><th>method</th>{head}</tr>{metrics}</table>" if metrics else ""
         cells.append(
-            f'<div class="thumb"><a href="{_e(link)}"><img alt="saliency of {_e(a["plan"].label)}" '
-            f'src="{thumbnail(folder / pick)}"></a><div>{_e(a["plan"].label)}</div>{table}</div>'
+            f'<div class="thumb"><b>{_e(a["plan"].label)}</b><a href="{_e(link)}"><img alt="saliency of '
+            f'{_e(a["plan"].label)}" src="{thumbnail(files)}"></a><div>{_e(what)}; '
+            f'<a href="{_e(link)}">{"attack report" if report else "full size"}</a></div>{table}</div>'
         )
     return f'<div class="thumbs">{"".join(cells)}</div>' if cells else "<p>No explanations in this study.</p>"
 
@@ -317,15 +356,20 @@ def render_index(results: dict[str, Any]) -> str:
     for env_id in results["study"]["envs"]:
         mine = [a for a in agents if a["plan"].env == env_id]
         per_agent = "".join(
-            f"<div>{card_plot(a['card_data'])}<p>{_e(a['plan'].label)}</p></div>" for a in mine if a.get("card_data")
+            f'<div><h4>{_e(a["plan"].label)} (<a href="{_e(_rel(a["plan"].folder / a["attack"]["report"], root))}">'
+            f"report</a>)</h4>{card_plot(a['card_data'], full_caption=False)}</div>"
+            for a in mine
+            if a.get("card_data")
         )
         sections.append(
-            f"<h2>{_e(env_id)}</h2><h3>Defense leaderboard</h3>{leaderboard_html(env_id, mine, root)}"
+            f'<h2 id="{_e(env_id)}">{_e(env_id)}</h2><h3>Defense leaderboard</h3>{leaderboard_html(env_id, mine, root)}'
             f"<h3>Worst case against eps</h3>{worst_case_plot(env_id, mine)}"
             f"{compression_html(env_id, mine, by_folder)}{adaptation_html(env_id, mine)}"
-            f"<h3>Every attack, per agent</h3><div class='grid'>{per_agent}</div>"
+            f"<h3>Every attack, per agent</h3><p>{PER_AGENT_NOTE}</p><div class='grid'>{per_agent}</div>"
             f"<h3>Explanations</h3>{explanations_html(mine, root)}"
         )
+    nav = "".join(f'<a href="#{_e(e)}">{_e(e)}</a>' for e in results["study"]["envs"])
+    nav += '<a href="#glossary">Glossary</a><a href="#details">Settings and versions</a>'
     timing_rows = [[t["stage"], t["status"], f"{t['seconds']:.1f}", f"{t['ran_s']:.1f}"] for t in results["timings"]]
     versions = [[k, v] for k, v in results["versions"].items()]
     glossary = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in GLOSSARY.items())
@@ -342,8 +386,10 @@ def render_index(results: dict[str, Any]) -> str:
 <p>Written {_e(results["written"])} by <code>rllab lab</code> into <code>{_e(root)}</code>; stages this run:
 {ran} ran, {len(results["timings"]) - ran} cached ({results["seconds"]:.0f} s). TensorBoard (training curves,
 attack curves with eps as the step, attribution maps and faithfulness): <code>{_e(tb)}</code></p>
+<nav>{nav}</nav>
 {"".join(sections)}
-<h2>Glossary</h2><dl>{glossary}</dl>
+<h2 id="glossary">Glossary</h2><dl>{glossary}</dl>
+<h2 id="details">Settings and versions</h2>
 <details><summary>Exact settings (the study as run)</summary><pre>{settings}</pre></details>
 <details><summary>Versions</summary>{_table(["package", "version"], versions)}</details>
 <details><summary>Stage timings</summary>{timings}</details>

@@ -15,6 +15,8 @@ import torch
 
 import rllab
 from rllab.agent import Agent, clone_module
+from rllab.cli import main
+from tests.helpers import TINY_STUDY
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -83,3 +85,13 @@ def purified_path(cartpole_ppo_path, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("purified") / "run"
     agent.save(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> tuple[Path, Path]:
+    """``rllab lab`` on tests.helpers.TINY_STUDY, run once per session: (its study file, its folder). Tests that
+    change it work on a copy."""
+    root = tmp_path_factory.mktemp("study")
+    (root / "tiny.yml").write_text(TINY_STUDY)
+    assert main(["lab", str(root / "tiny.yml"), "--out", str(root / "tiny"), "--jobs", "2"]) == 0  # stages forked
+    return root / "tiny.yml", root / "tiny"

@@ -45,3 +45,20 @@ def copy_run(src, dst):
     """A copy of a run folder without its TensorBoard logs, resume state and earlier outputs."""
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("tb", "resume", "explain", "attacks", "adversaries"))
     return dst
+
+
+# The smallest study that still has every page part: a vanilla, a vote-smoothed (adaptive rows, not explained)
+# and a pruned CartPole agent, two eps, a learned adversary, saliency maps with faithfulness metrics.
+TINY_STUDY = """
+name: tiny
+envs:
+  CartPole-v1:
+    steps: 1024
+    episodes: 3
+    defenses:
+      - {name: smoothed, smooth: "sigma=0.25,n=4,mode=vote"}
+    compressions:
+      - {name: prune, transform: prune, settings: {sparsity: 0.5, steps: 300, epochs: 1}}
+    attacks: {eps: [0.25, 0.5], names: [fgsm], episodes: 2, steps: 2, learned_steps: 256, learned_eps: [0.5]}
+    explain: {methods: [saliency], episodes: 1, every: 50, metrics: true}
+"""

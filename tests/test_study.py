@@ -1,6 +1,7 @@
 """``rllab lab [STUDY.yml]`` (the study package): the study file's one-line errors, the stage cache (a rerun
 reruns nothing, a changed setting reruns only what reads it), resuming after an interruption, the
-self-contained index.html, ties named as ties and CIs clipped to the feasible range."""
+self-contained index.html, ties named as ties and CIs clipped to the feasible range. The tiny study itself is
+built once per session by conftest.py's ``tiny`` fixture (tests/test_browser.py opens the same pages)."""
 
 from __future__ import annotations
 
@@ -17,35 +18,13 @@ from rllab.errors import RllabError
 from robustness.plots import Series, clip_ci, eps_plot, lowest_at
 from robustness.report import render_html, render_markdown, strongest_label
 from study.spec import DEFAULT_STUDY, load_study
+from tests.helpers import TINY_STUDY
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-TINY = """
-name: tiny
-envs:
-  CartPole-v1:
-    steps: 1024
-    episodes: 3
-    defenses:
-      - {name: smoothed, smooth: "sigma=0.25,n=4,mode=vote"}
-    compressions:
-      - {name: prune, transform: prune, settings: {sparsity: 0.5, steps: 300, epochs: 1}}
-    attacks: {eps: [0.25, 0.5], names: [fgsm], episodes: 2, steps: 2, learned_steps: 256, learned_eps: [0.5]}
-    explain: {methods: [saliency], episodes: 1, every: 50, metrics: true}
-"""
 
 
 def _statuses(out: Path) -> dict[str, str]:
     return {t["stage"]: t["status"] for t in json.loads((out / "timings.json").read_text())["timings"]}
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> tuple[Path, Path]:
-    """The tiny study, run once: (its file, its folder)."""
-    root = tmp_path_factory.mktemp("study")
-    (root / "tiny.yml").write_text(TINY)
-    assert main(["lab", str(root / "tiny.yml"), "--out", str(root / "tiny")]) == 0
-    return root / "tiny.yml", root / "tiny"
 
 
 @pytest.mark.parametrize(
@@ -103,7 +82,7 @@ def test_a_rerun_reruns_nothing_and_a_changed_setting_only_what_reads_it(tiny, t
     assert set(_statuses(out).values()) == {"cached"}
     assert "12 cached" in capsys.readouterr().out
     # another budget: the three attack stages rerun; training, defending, pruning, evaluating, explaining do not
-    changed = TINY.replace("eps: [0.25, 0.5]", "eps: [0.25, 1]")
+    changed = TINY_STUDY.replace("eps: [0.25, 0.5]", "eps: [0.25, 1]")
     path.with_name("eps.yml").write_text(changed)
     assert main(["lab", str(path.with_name("eps.yml")), "--out", str(out)]) == 0
     ran = sorted(s for s, status in _statuses(out).items() if status == "ran")
@@ -123,7 +102,7 @@ def test_an_interrupted_study_resumes_at_the_stage_it_was_in(tiny, tmp_path, mon
     path, first = tiny
     out = tmp_path / "copy"
     shutil.copytree(first, out)
-    path.with_name("steps.yml").write_text(TINY.replace("steps: 2,", "steps: 3,"))  # every attack stage reruns
+    path.with_name("steps.yml").write_text(TINY_STUDY.replace("steps: 2,", "steps: 3,"))  # every attack stage reruns
     real = study.run.attack_agent
     calls = []
 
@@ -136,7 +115,8 @@ def test_an_interrupted_study_resumes_at_the_stage_it_was_in(tiny, tmp_path, mon
         return real(plan, env, tb_root)
 
     monkeypatch.setattr(study.run, "attack_agent", interrupted)
-    assert main(["lab", str(path.with_name("steps.yml")), "--out", str(out)]) == 130
+    # --jobs 1: the stages run in this process, where `calls` counts them (forked stages each count their own)
+    assert main(["lab", str(path.with_name("steps.yml")), "--out", str(out), "--jobs", "1"]) == 130
     assert "interrupted" in capsys.readouterr().err
     monkeypatch.setattr(study.run, "attack_agent", real)
     assert main(["lab", str(path.with_name("steps.yml")), "--out", str(out)]) == 0
@@ -146,6 +126,52 @@ def test_an_interrupted_study_resumes_at_the_stage_it_was_in(tiny, tmp_path, mon
     assert card["attacks"]["fgsm:action"]["steps"] == 1 and card["episodes"] == 2
 
 
+def _numbers(out: Path) -> dict[str, object]:
+    """Every agent's clean and attacked returns (no wall times) and its stage records' results."""
+    cards = {}
+    for path in sorted((out / "agents").rglob("results.json")):
+        card = json.loads(path.read_text())
+        rows = {a: {e: r["returns"] for e, r in by_eps.items()} for a, by_eps in card["results"].items()}
+        cards[path.relative_to(out).as_posix()] = (card["clean"]["returns"], rows)
+    evals = {p.name: json.loads(p.read_text())["result"] for p in sorted((out / "stages").glob("eval__*.json"))}
+    return {"cards": cards, "evals": evals}
+
+
+def test_stages_forked_in_parallel_give_the_numbers_of_one_after_the_other(tiny, tmp_path):
+    """The tiny study ran with --jobs 2 (conftest); one stage at a time gives the same returns everywhere."""
+    path, parallel = tiny
+    assert main(["lab", str(path), "--out", str(tmp_path / "seq"), "--jobs", "1"]) == 0
+    seq, par = _numbers(tmp_path / "seq"), _numbers(parallel)
+    assert len(seq["cards"]) == 3 and len(seq["evals"]) == 3 and seq == par
+
+
+def test_a_failed_forked_stage_is_one_line_and_the_study_resumes(tiny, tmp_path, monkeypatch, capsys):
+    path, first = tiny
+    out = tmp_path / "copy"
+    shutil.copytree(first, out)
+    path.with_name("eps2.yml").write_text(TINY_STUDY.replace("eps: [0.25, 0.5]", "eps: [0.25, 2]"))
+    real = study.run.attack_agent
+
+    def failing(plan, env, tb_root):
+        if plan.name == "smoothed":
+            raise RllabError("boom")
+        return real(plan, env, tb_root)
+
+    monkeypatch.setattr(study.run, "attack_agent", failing)
+    capsys.readouterr()
+    assert main(["lab", str(path.with_name("eps2.yml")), "--out", str(out), "--jobs", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["rllab lab: error: stage attack/CartPole-v1-ppo-s0-smoothed failed: boom"]
+    monkeypatch.setattr(study.run, "attack_agent", real)
+    assert main(["lab", str(path.with_name("eps2.yml")), "--out", str(out), "--jobs", "2"]) == 0
+    ran = {s for s, status in _statuses(out).items() if status == "ran"}
+    assert "attack/CartPole-v1-ppo-s0-smoothed" in ran and ran <= {
+        f"attack/CartPole-v1-ppo-s0-{n}" for n in ("prune", "smoothed", "vanilla")
+    }
+    card = json.loads((out / "agents/CartPole-v1-ppo-s0-smoothed/attacks/lab/results.json").read_text())
+    assert card["threat_model"]["eps"] == [0.25, 2.0]
+
+
 def test_index_html_is_one_self_contained_page(tiny):
     _, out = tiny
     page = (out / "index.html").read_text()
@@ -153,7 +179,7 @@ def test_index_html_is_one_self_contained_page(tiny):
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"(?!data:)[^\"]*\.(js|css|png)", page)
     assert "<h3>Defense leaderboard</h3>" in page and page.count("<h4>eps ") == 2
     assert page.count("<svg") == 1 + 3  # the worst-case plot and one plot per attacked agent
-    assert "<h2>Glossary</h2>" in page and "<dt>[a, b]</dt>" in page and "<dt>adaptive</dt>" in page
+    assert '<h2 id="glossary">Glossary</h2>' in page and "<dt>[a, b]</dt>" in page and "<dt>adaptive</dt>" in page
     assert "<dt>changed</dt>" in page and "tensorboard --logdir" in page
     assert page.count('src="data:image/png;base64,') == 2  # vanilla and pruned; the vote is not differentiable
     assert "not explained: non-differentiable defense (smoothing-vote)" in page
