@@ -183,6 +183,48 @@ def test_atla_alternates_victim_and_adversary(tmp_path):
     assert agent.spec["lineage"][0]["transform"] == "adversarial-training:atla"
 
 
+def test_atla_under_observation_normalisation_perturbs_raw_observations(tmp_path, monkeypatch):
+    """MuJoCo's shipped defaults normalise observations: the adversary perturbs the raw ones (the run's
+    normalisation comes after, as for the agent at evaluation) and attacks the victim as it normalises then."""
+    from robustness.learned import atla
+
+    victims, seen = [], []
+    attacked_env = atla.AttackedEnv
+    original = atla.AdversarialObservations.perturb
+
+    def capture(victim, *args, **kwargs):
+        victims.append(victim)
+        return attacked_env(victim, *args, **kwargs)
+
+    def spy(self, obs):
+        out = original(self, obs)
+        seen.append((obs.copy(), out, self.attacked))
+        return out
+
+    monkeypatch.setattr(atla, "AttackedEnv", capture)
+    monkeypatch.setattr(atla.AdversarialObservations, "perturb", spy)
+    agent = rllab.train(
+        "ppo",
+        "CartPole-v1",
+        seed=0,
+        steps=2048,
+        out=tmp_path / "atla-norm",
+        progress=False,
+        final_eval_episodes=2,
+        eval_freq=0,
+        overrides={"normalize": True},
+        defense="atla",
+        defense_kwargs={"eps": 0.3, "steps": 3, "adv_every": 1, "adv_steps": 128},
+    )
+    assert agent.normalize_obs and victims and victims[0].normalize_obs
+    # raw observations in, perturbed within eps x the raw-observation std unit
+    obs, out, attacked = seen[-1]
+    scale = np.asarray(attacked.unit.scale)
+    assert float(np.max(np.abs(out - obs) / scale)) <= 0.3 + 1e-4 and float(np.max(np.abs(out - obs))) > 0
+    # the last adversary phase came after the last update: the victim normalised exactly as the saved agent does
+    assert torch.allclose(victims[0].norm_mean, agent.norm_mean) and torch.allclose(victims[0].norm_var, agent.norm_var)
+
+
 @pytest.mark.parametrize("mode", ["adv-obs", "sa-reg"])
 def test_perturbations_stay_within_eps_under_observation_normalisation(tmp_path, monkeypatch, mode):
     """With VecNormalize the policy sees normalised observations: box and radius must be in those units."""

@@ -105,15 +105,21 @@ def install_atla(
     """
     if not hasattr(model, "rollout_buffer"):
         raise RllabError("--defense atla needs an on-policy algorithm (reinforce, a2c, ppo)")
-    venv = model.get_env()
-    if isinstance(venv, VecNormalize) or type(venv).__name__ == "VecTransposeImage":
-        raise RllabError("--defense atla supports environments without observation normalisation or transposition")
+    norm = model.get_env() if isinstance(model.get_env(), VecNormalize) else None
+    venv = norm.venv if norm is not None else model.get_env()  # the raw observations: the adversary perturbs these
+    if type(venv).__name__ == "VecTransposeImage":
+        raise RllabError("--defense atla supports environments without transposed image observations")
     env_id, env_kwargs, wrappers = env_spec_of(venv)
     obs_space, act_space = model.observation_space, model.action_space
     kwargs = {"features_extractor": default_extractor(obs_space)} if len(obs_space.shape) == 3 else {}
     spec = spec_skeleton(
         "ppo", env_id, env_kwargs, wrappers, obs_space, act_space, "ActorCriticPolicy", kwargs, has_critic=True
     )
+    if norm is not None:  # the victim normalises as the run does, with the statistics of the moment (synced below)
+        rms = norm.obs_rms
+        mean, var = np.asarray(rms.mean).reshape(-1).tolist(), np.asarray(rms.var).reshape(-1).tolist()
+        spec["preprocessing"]["obs_normalization"] = {"mean": mean, "var": var, "clip": float(norm.clip_obs)}
+        spec["preprocessing"]["obs_normalization"]["epsilon"] = float(norm.epsilon)
     probe = Agent(spec, model.policy).make_env()  # the run's environment; checks the spaces too
     seen, (o, _) = [], probe.reset(seed=seed)
     for _ in range(2000):
@@ -142,7 +148,10 @@ def install_atla(
         verbose=0,
     )
     wrapper = AdversarialObservations(venv, attacked[0], adversary)
-    model.env = wrapper.vec
+    if norm is not None:  # perturbed raw observations, then the run's normalisation (its statistics see them too)
+        norm.venv = wrapper.vec
+    else:
+        model.env = wrapper.vec
     train = model.train
     updates = {"n": 0}
 
@@ -150,6 +159,9 @@ def install_atla(
         train()
         updates["n"] += 1
         if updates["n"] % adv_every == 0:
+            if norm is not None:  # the adversary attacks the victim as it now normalises
+                victim.norm_mean.copy_(victim.norm_mean.new_tensor(norm.obs_rms.mean).reshape(shape))
+                victim.norm_var.copy_(victim.norm_var.new_tensor(norm.obs_rms.var).reshape(shape))
             adversary.learn(adv_steps, reset_num_timesteps=False)
             model.logger.record("train/atla_adversary_steps", adversary.num_timesteps)
 
