@@ -91,6 +91,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "each episode's animated GIF and grid show every logged step",
     )
     p.add_argument("--metrics", action="store_true", help="measure faithfulness and print a methods x metrics table")
+    p.add_argument(
+        "--activation-max",
+        action="store_true",
+        help="also log activation maximisation: the input that most raises each action's score (or V), per action",
+    )
     p.add_argument("--seed", type=seed_int, default=0, help="episode j is reset with seed SEED + j")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--no-progress", action="store_true")
@@ -117,11 +122,12 @@ def explain_run(
     fps: float = 4.0,
     progress: bool = True,
     max_images: int | None = DEFAULT_MAX_IMAGES,
+    activation_max: bool = False,
 ) -> dict[str, Any]:
     """Explain ``episodes`` episodes of the checkpoint in ``run`` into its ``tb/`` and ``explain/`` folders
     (``methods`` default ``default_methods``; images every ``every`` steps, default ``default_every``, and only
-    those states explained unless ``metrics``; at most ``max_images`` per-step PNG files);
-    returns what ran, the metrics and the paths written."""
+    those states explained unless ``metrics``; at most ``max_images`` per-step PNG files; ``activation_max``: the
+    activation maximisation view too); returns what ran, the metrics and the paths written."""
     check_counts(episodes, every or 1)
     run = Path(run)
     agent = load(run, device=device)
@@ -148,6 +154,7 @@ def explain_run(
             seed=seed,
             fps=fps,
             progress=progress,
+            activation_max=activation_max,
         )
         w.close()
         result = {
@@ -184,6 +191,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.no_progress,
         max_images=args.max_images,
+        activation_max=args.activation_max,
     )
     print(
         f"explained {result['states']} states of {result['episodes']} episode(s) of {result['algo']} on "

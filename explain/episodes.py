@@ -10,6 +10,44 @@ import numpy as np
 from rllab.agent import Agent
 from rllab.evaluation import run_episodes
 
+# action names of environments whose actions have no get_action_meanings (ALE's), by the unwrapped env's class
+ACTION_NAMES: dict[str, tuple[str, ...]] = {
+    "CartPoleEnv": ("left", "right"),  # push the cart
+    "CatchEnv": ("left", "stay", "right"),  # envs.catch: LEFT, STAY, RIGHT
+    "AcrobotEnv": ("torque -1", "torque 0", "torque +1"),
+    "MountainCarEnv": ("left", "none", "right"),  # accelerate
+    "LunarLander": ("noop", "fire left", "fire main", "fire right"),
+}
+MINATAR_ACTIONS = {"n": "noop", "l": "left", "u": "up", "r": "right", "d": "down", "f": "fire"}  # action_map letters
+
+
+def _names_of(env: Any) -> list[str] | None:
+    """The action names an environment knows: ALE's meanings, MinAtar's action map, or the table above."""
+    if hasattr(env, "get_action_meanings"):
+        return [str(m) for m in env.get_action_meanings()]
+    game = getattr(getattr(env, "game", None), "env", None)  # MinAtar: gym env -> Environment -> game
+    if game is not None and hasattr(game, "action_map") and hasattr(env, "action_set"):
+        return [MINATAR_ACTIONS.get(game.action_map[a], str(game.action_map[a])) for a in env.action_set]
+    names = ACTION_NAMES.get(type(env).__name__)
+    return list(names) if names else None
+
+
+def action_names(agent: Agent) -> list[str]:
+    """Names of a discrete agent's actions, for tags and titles (``left``, ``FIRE``), unique; ``action3`` style
+    indices where the environment has no names, and none for continuous actions."""
+    if not agent.is_discrete:
+        return []
+    n = int(agent.action_space.n)
+    fallback = [f"action{a}" for a in range(n)]
+    env = agent.make_env()
+    try:
+        names = _names_of(env.unwrapped)
+    finally:
+        env.close()
+    if not names or len(names) != n or len(set(names)) != n:
+        return fallback
+    return names
+
 
 @dataclass
 class Trajectories:

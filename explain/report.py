@@ -1,11 +1,12 @@
 """Explaining an agent's episodes with several methods: the maps logged to an ``ExplanationWriter``
 (TensorBoard and PNG/GIF files), faithfulness metrics measured, and the metrics table.
 
-``explain_agent`` logs, per explained step, the frame, heatmap and overlay (images), a grid and an
-animated GIF of the overlays per episode, or for vector agents a feature x time heatmap and per-feature
-bars; faithfulness scalars; a text entry per method with its target and baseline; and the activation
-maximisation view. Where the files go is the caller's choice (``explain.commands.explain_run`` writes
-them into a run folder).
+``explain_agent`` logs, per explained step, the frame, heatmap and overlay (images, each map with its colour
+scale and the explained action's name), a grid and an animated GIF of the overlays per episode, or for vector
+agents a feature x time heatmap and per-feature bars; faithfulness scalars; a text entry per method with its
+target and baseline; and, on request only, the activation maximisation view. Each method's entries share the
+tag group ``K_METHOD`` (``explain.tensorboard.method_group``), which TensorBoard opens first. Where the files go
+is the caller's choice (``explain.commands.explain_run`` writes them into a run folder).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch as th
 import yaml
 from tqdm.auto import tqdm
 
-from explain.episodes import Trajectories, collect_states
+from explain.episodes import Trajectories, action_names, collect_states
 from explain.faithfulness import deletion_insertion, pointing_game, relevance_mass, sanity_check
 from explain.methods import ALIASES, METHODS, Explainer, activation_maximisation, make_method, space_kind
 from explain.tensorboard import (
@@ -30,8 +31,11 @@ from explain.tensorboard import (
     feature_time_figure,
     grid,
     heat_map,
+    method_group,
     overlay,
+    relevance,
     upscale,
+    with_scale,
 )
 from rllab.agent import Agent
 from rllab.errors import RllabError
@@ -201,8 +205,25 @@ def metrics_table(rows: Sequence[dict[str, Any]], legend: bool = True) -> str:
     return "\n".join(lines)
 
 
+def _explained(agent: Agent, target: str, names: Sequence[str], action: Any) -> str:
+    """What a map's scale strip says it explains: the action's name, V(s), or a Gaussian policy's mean action."""
+    if target == "value":
+        return "|attr| of V(s)"
+    if names:
+        return f"|attr| of action {names[int(np.asarray(action).reshape(-1)[0]) - int(agent.action_space.start)]}"
+    return "|attr| of the summed mean action"
+
+
 def _log_images(
-    w: ExplanationWriter, agent: Agent, tr: Trajectories, attr: np.ndarray, method: str, every: int, fps: float
+    w: ExplanationWriter,
+    agent: Agent,
+    tr: Trajectories,
+    attr: np.ndarray,
+    group: str,
+    every: int,
+    fps: float,
+    target: str,
+    names: Sequence[str],
 ) -> None:
     channels_last = agent.transpose_image
     for e in np.unique(tr.episode):
@@ -212,13 +233,14 @@ def _log_images(
         for k in shown:
             t = int(tr.t[k])
             frame = frame_rgb(tr.obs[k], channels_last)
+            rel = relevance(attr[k], channels_last)
             heat = heat_map(attr[k], channels_last)
-            ov = overlay(frame, heat)
-            overlays.append(upscale(ov))
-            w.image(f"{method}/ep{e}/heatmap", upscale(colormap(heat)), step=t)
-            w.image(f"{method}/ep{e}/overlay", overlays[-1], step=t)
-        w.image(f"{method}/ep{e}/grid", grid(overlays), step=0)
-        w.animation(f"{method}/ep{e}/animation", overlays, step=0, fps=fps)
+            label = _explained(agent, target, names, tr.actions[k])
+            overlays.append(with_scale(upscale(overlay(frame, heat)), float(rel.max()), label))
+            w.image(f"{group}/ep{e}/heatmap", with_scale(upscale(colormap(heat)), float(rel.max()), label), step=t)
+            w.image(f"{group}/ep{e}/overlay", overlays[-1], step=t)
+        w.image(f"{group}/ep{e}/grid", grid(overlays), step=0)
+        w.animation(f"{group}/ep{e}/animation", overlays, step=0, fps=fps)
 
 
 def _log_frames(w: ExplanationWriter, agent: Agent, tr: Trajectories, every: int) -> None:
@@ -228,27 +250,34 @@ def _log_frames(w: ExplanationWriter, agent: Agent, tr: Trajectories, every: int
                 w.image(f"frame/ep{e}", upscale(frame_rgb(tr.obs[k], agent.transpose_image)), step=int(tr.t[k]))
 
 
-def _log_vector(w: ExplanationWriter, agent: Agent, tr: Trajectories, attr: np.ndarray, method: str) -> None:
+def _log_vector(
+    w: ExplanationWriter, agent: Agent, tr: Trajectories, attr: np.ndarray, method: str, group: str
+) -> None:
     names = CARTPOLE_FEATURES if agent.env_id.startswith("CartPole") else None
     for e in np.unique(tr.episode):
         idx = tr.episode_slice(int(e))
         a = attr[idx]
-        w.figure(f"{method}/ep{e}/feature_time", feature_time_figure(a, names, f"{method}, episode {e}"))
-        w.figure(f"{method}/ep{e}/feature_bars", feature_bars_figure(a, names, f"{method}, episode {e}"))
+        w.figure(f"{group}/ep{e}/feature_time", feature_time_figure(a, names, f"{method}, episode {e}"))
+        w.figure(f"{group}/ep{e}/feature_bars", feature_bars_figure(a, names, f"{method}, episode {e}"))
 
 
-def _log_global_view(w: ExplanationWriter, agent: Agent, target: str, seed: int) -> None:
-    """Activation maximisation: the input that most raises each action's score (or V), inside the space."""
+def _log_global_view(w: ExplanationWriter, agent: Agent, target: str, seed: int, names: Sequence[str]) -> None:
+    """Activation maximisation: the input that most raises each action's score (or V), inside the space; tags
+    name the actions (``activation_maximisation/left``)."""
     if target == "action" and not agent.is_discrete:
         return
     x = activation_maximisation(agent, target=target, seed=seed).cpu().numpy()
-    labels = [f"action{a}" for a in range(x.shape[0])] if target == "action" else ["value"]
+    labels = [n.replace(" ", "_") for n in names] if target == "action" else ["value"]
     if agent.is_image:
         for label, img in zip(labels, x, strict=True):
             w.image(f"activation_maximisation/{label}", upscale(frame_rgb(img, agent.transpose_image)))
     else:
-        names = CARTPOLE_FEATURES if agent.env_id.startswith("CartPole") else None
-        w.figure("activation_maximisation/inputs", feature_time_figure(x, names, "input maximising " + target))
+        features = CARTPOLE_FEATURES if agent.env_id.startswith("CartPole") else None
+        fig = feature_time_figure(x, features, "input maximising " + target)
+        fig.axes[0].set_xticks(range(len(labels)), labels)  # one column per action, named
+        fig.axes[0].set_xlabel("action" if target == "action" else "")
+        fig.axes[-1].set_ylabel("input value")  # the colour bar: these are inputs, not attributions
+        w.figure("activation_maximisation/inputs", fig)
     w.text(
         "activation_maximisation/config",
         f"Activation maximisation (Erhan et al. 2009) of the {target} score, seed {seed}: "
@@ -291,12 +320,15 @@ def explain_agent(
     seed: int = 0,
     fps: float = 4.0,
     progress: bool = True,
+    activation_max: bool = False,
 ) -> dict[str, Any]:
     """Explain ``episodes`` episodes of ``agent`` (episode j reset with seed ``seed + j``) with ``methods``
     (``build_methods``), logging the maps to ``writer``; returns what ran and the faithfulness rows.
 
-    With ``metrics``, every method is measured (``method_metrics``) and a random-map control is added unless
-    it was asked for; the numbers are logged as scalars ``METHOD/faithfulness/METRIC``.
+    The k-th method's entries go under the tag group ``k_METHOD`` (``method_group``). With ``metrics``, every
+    method is measured (``method_metrics``) and a random-map control is added unless it was asked for; the
+    numbers are logged as scalars ``k_METHOD/faithfulness/METRIC``. ``activation_max`` adds the activation
+    maximisation view (one input per action, named; 300 optimiser steps per action).
     """
     check_counts(episodes, every)
     kind = space_kind(agent)
@@ -305,30 +337,33 @@ def explain_agent(
     if kind == "image" and every > 1 and not metrics:
         tr = tr.every(every)  # attribute only the states whose images are logged (faithfulness needs them all)
     rows: list[dict[str, Any]] = []
-    if kind == "image":
-        _log_frames(writer, agent, tr, every)
+    names = action_names(agent)
     methods_bar = tqdm(methods, desc="explaining", disable=not progress or not sys.stderr.isatty(), unit="method")
-    for m in methods_bar:
+    for rank, m in enumerate(methods_bar, start=1):
         methods_bar.set_postfix_str(m.name)
+        group = method_group(rank, m.name)
         attr_t = m.attribute(tr.obs, actions=tr.actions if target == "action" and agent.is_discrete else None)
         attr = attr_t.cpu().numpy()
         if kind == "image":
-            _log_images(writer, agent, tr, attr, m.name, every, fps)
+            _log_images(writer, agent, tr, attr, group, every, fps, target, names)
         else:
-            _log_vector(writer, agent, tr, attr, m.name)
+            _log_vector(writer, agent, tr, attr, m.name, group)
         desc = m.describe()
         writer.text(
-            f"{m.name}/config",
+            f"{group}/config",
             "| key | value |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in desc.items()),
         )
         if metrics:
             rows.append(method_metrics(agent, m, tr, attr_t, seed=seed))
-            _log_metrics(writer, m.name, rows[-1])
-    _log_global_view(writer, agent, target, seed)
+            _log_metrics(writer, group, rows[-1])
+    if kind == "image":  # after the maps: TensorBoard serves a run's tags in the order they were first written
+        _log_frames(writer, agent, tr, every)
+    if activation_max:
+        _log_global_view(writer, agent, target, seed, names)
     if metrics and not any(m.name == "random" for m in methods):  # the control, unless it was asked for
         rand = make_method("random", agent, target=target, seed=seed)
         rows.append(method_metrics(agent, rand, tr, rand.attribute(tr.obs), seed=seed))
-        _log_metrics(writer, "random", rows[-1])
+        _log_metrics(writer, method_group(len(methods) + 1, "random"), rows[-1])
     return {
         "env": agent.env_id,
         "algo": agent.algo,
@@ -338,12 +373,14 @@ def explain_agent(
         "states": len(tr),
         "episode_returns": tr.returns,
         "methods": [m.describe() for m in methods],
+        "action_names": names,
+        "activation_maximisation": activation_max,
         "metrics": rows,
         "columns": metric_columns(rows),
     }
 
 
-def _log_metrics(writer: ExplanationWriter, method: str, row: dict[str, Any]) -> None:
+def _log_metrics(writer: ExplanationWriter, group: str, row: dict[str, Any]) -> None:
     for k, _ in METRIC_COLUMNS:
         if isinstance(row.get(k), float):
-            writer.scalar(f"{method}/faithfulness/{k}", row[k])
+            writer.scalar(f"{group}/faithfulness/{k}", row[k])

@@ -5,10 +5,21 @@ and colour-mapped to ``uint8`` here. Episode animations are animated GIFs
 (``rllab.frames.gif_bytes``) stored as image summaries: ``SummaryWriter.add_video`` needs
 moviepy and logs nothing with moviepy 2.x. TensorBoard keeps 10 images per tag by default;
 start it with ``--samples_per_plugin images=N`` (``tensorboard_command``) to see every step.
+
+Tag order: TensorBoard's Images and Time Series dashboards group tags by their first ``/`` component and order
+the groups by the tag order of ``compareTagNames`` (natural order in which digits, ``_`` and ``/`` come before
+every letter), then open the first two groups only (``_shouldOpen(index) <= 2`` counting the hidden
+search-result group; ``slice(0, 2)`` in Time Series). So each method's maps go under ``K_METHOD/``
+(``method_group``: ``1_saliency``, ``2_occlusion``, in the order asked), ahead of ``frame/`` and
+``activation_maximisation/``; files keep the bare method name (``saliency__ep0__overlay__t0003.png``).
+
+Every map carries its colour scale (``with_scale``): a strip under it with the colour bar, the |attribution|
+that each end stands for (0 and the map's peak; maps are normalised one by one) and what was explained.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +32,16 @@ from rllab.frames import enlarge, gif_bytes, png_bytes
 
 #: images kept per tag by the viewer command this module suggests (TensorBoard's default is 10)
 SAMPLES_PER_TAG = 1000
+
+
+SCALE_HEIGHT = 34  # pixels of the colour-scale strip under every map (``with_scale``)
+_RANK = re.compile(r"^\d+_")
+
+
+def method_group(rank: int, method: str) -> str:
+    """``1_saliency``: the tag group of the ``rank``-th method asked (1-based); TensorBoard sorts digit-led
+    groups first and in number order, so the maps open first, in the order asked."""
+    return f"{rank}_{method}"
 
 
 def tensorboard_command(logdir: str | Path) -> str:
@@ -43,11 +64,36 @@ def colormap(x01: np.ndarray, name: str = "inferno") -> np.ndarray:
     return (rgba[..., :3] * 255).round().astype(np.uint8)
 
 
+def relevance(attr: np.ndarray, channels_last: bool = False) -> np.ndarray:
+    """Attributions of one image observation -> (H, W) |attribution| summed over channels (not normalised)."""
+    a = np.abs(np.asarray(attr, dtype=np.float64))
+    return a.sum(-1) if channels_last else a.sum(0)
+
+
 def heat_map(attr: np.ndarray, channels_last: bool = False) -> np.ndarray:
     """Attributions of one image observation -> (H, W) relevance in [0, 1] (|.| summed over channels)."""
-    a = np.abs(np.asarray(attr, dtype=np.float64))
-    a = a.sum(-1) if channels_last else a.sum(0)
-    return normalise(a)
+    return normalise(relevance(attr, channels_last))
+
+
+def with_scale(img: np.ndarray, peak: float, label: str = "", name: str = "inferno") -> np.ndarray:
+    """``img`` (H, W, 3) with its colour scale drawn under it: the colour bar of colour map ``name``, ``0`` and
+    ``peak`` (the |attribution| shown at full colour) at its ends, and ``label`` (what the map explains)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    h, w = img.shape[:2]
+    out = np.full((h + SCALE_HEIGHT, w, 3), 255, dtype=np.uint8)
+    out[:h] = img
+    margin, bar_w = 4, max(1, w - 8)
+    out[h + 2 : h + 9, margin : margin + bar_w] = colormap(np.linspace(0.0, 1.0, bar_w)[None, :], name)[0]
+    canvas = Image.fromarray(out)
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    top = h + 8
+    draw.text((margin, top), "0", fill=(0, 0, 0), font=font)
+    high = f"{peak:.3g}"
+    draw.text((margin + bar_w - draw.textlength(high, font=font), top), high, fill=(0, 0, 0), font=font)
+    if label:
+        draw.text(((w - draw.textlength(label, font=font)) / 2, top + 12), label, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)
 
 
 def overlay(frame: np.ndarray, heat01: np.ndarray, alpha: float = 0.85) -> np.ndarray:
@@ -83,7 +129,8 @@ def grid(images: Sequence[np.ndarray], columns: int | None = None, pad: int = 2)
 
 class ExplanationWriter:
     """A TensorBoard writer for explanations that also saves its images as PNG (animations as GIF) files, at
-    most ``max_files`` per-step PNGs (the rest stay in TensorBoard; each episode's animated GIF shows them all)."""
+    most ``max_files`` per-step PNGs (the rest stay in TensorBoard; each episode's animated GIF shows them all).
+    A file is named after its tag without the group's rank (``1_saliency/ep0/grid`` -> ``saliency__ep0__grid``)."""
 
     def __init__(self, logdir: str | Path, png_dir: str | Path | None = None, max_files: int | None = None) -> None:
         self.logdir = Path(logdir)
@@ -107,7 +154,7 @@ class ExplanationWriter:
     def _file(self, tag: str, step: int | None, suffix: str) -> Path | None:
         if self.png_dir is None:
             return None
-        name = tag.replace("/", "__") + (f"__t{step:04d}" if step is not None else "") + suffix
+        name = _RANK.sub("", tag).replace("/", "__") + (f"__t{step:04d}" if step is not None else "") + suffix
         path = self.png_dir / name
         path.parent.mkdir(parents=True, exist_ok=True)
         return path

@@ -17,6 +17,7 @@ from robustness.attacks.sarsa import SarsaSettings
 from robustness.certify import certify, default_sigma
 from robustness.evaluate import RS_MAD_RATIO, build_attack, continuous_suite, evaluate, standard_suite
 from robustness.report import eps_label, leaderboard, load_card, render_leaderboard, write_report
+from robustness.tensorboard import SMOOTHING_OFF, AttackCurves, chart_title
 from robustness.threat import parse_eps, warn_fraction_on_vectors
 
 MAX_ATTACK_STEPS = 100_000  # PGD steps, restarts or EOT draws: each multiplies the work per observation
@@ -122,9 +123,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     """``rllab attack``: the result card of a checkpoint under the chosen attacks, as a report."""
-    # TensorBoard's writer is slow to import: only the attack command needs it
-    from torch.utils.tensorboard import SummaryWriter
-
     agent = load(args.run, device=args.device)
     args.eps = args.eps or default_eps(unit_name(agent.is_image, agent.observation_space))
     eps = parse_eps(args.eps)
@@ -189,33 +187,31 @@ def cmd_attack(args: argparse.Namespace) -> int:
     for name in ("results.json", "report.md", "report.html"):
         check_output_path(out / name)  # an unwritable --out fails before any episode, not after all of them
     tb_dir = Path(args.run) / "tb" / f"attack-{stamp}"
-    writer = SummaryWriter(str(tb_dir))
-
-    def on_row(name: str, e: float, row: dict) -> None:
-        step = int(round(e * 10_000))  # TensorBoard steps are integers: eps x 1e4
-        writer.add_scalar(f"attack/{name}/mean_return", row["mean_return"], step)
-        writer.add_scalar(f"attack/{name}/action_change_rate", row.get("action_change_rate", 0.0), step)
-
-    card = evaluate(
-        agent,
-        attacks=attacks,
-        eps=eps,
-        episodes=args.episodes,
-        seed=args.seed,
-        norm=args.norm,
-        n_envs=args.n_envs,
-        steps=args.steps,
-        objective=objective,
-        progress=not args.no_progress,
-        on_row=on_row,
-    )
-    card["agent"]["run"] = str(args.run)
-    writer.add_scalar("attack/clean/mean_return", card["clean"]["mean_return"], 0)
-    writer.add_text("attack/settings", "```\n" + json.dumps(card["attacks"], indent=2) + "\n```")
-    writer.close()
+    # curves against eps (step = eps in the unit's ticks, named in each tag), each row as soon as it is measured
+    with AttackCurves(tb_dir, unit_name(agent.is_image, agent.observation_space), eps) as curves:
+        card = evaluate(
+            agent,
+            attacks=attacks,
+            eps=eps,
+            episodes=args.episodes,
+            seed=args.seed,
+            norm=args.norm,
+            n_envs=args.n_envs,
+            steps=args.steps,
+            objective=objective,
+            progress=not args.no_progress,
+            on_row=curves.row,
+        )
+        card["agent"]["run"] = str(args.run)
+        curves.clean(card["clean"])
+        curves.writer.add_text("attack/settings", "```\n" + json.dumps(card["attacks"], indent=2) + "\n```")
     paths = write_report(card, out)
     _print_summary(card)
-    print(f"report: {paths['html']}  {paths['md']}  card: {paths['json']}  tensorboard: {tb_dir}")
+    print(f"report: {paths['html']}  {paths['md']}  card: {paths['json']}")
+    print(
+        f"tensorboard: {tb_dir} (Custom Scalars tab: {chart_title('mean return', curves.ticks)}; "
+        f"unsmoothed: TensorBoard's address + {SMOOTHING_OFF})"
+    )
     return 0
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.tensorboard import SummaryWriter
 
 from explain.report import build_methods, explain_agent
 from explain.tensorboard import ExplanationWriter
@@ -23,11 +22,11 @@ from rllab.cli.transforms import adapt_checkpoint, distill_checkpoint, prune_che
 from rllab.evaluation import evaluate as clean_evaluate
 from rllab.files import read_json, write_json
 from rllab.parsing import parse_number
-from rllab.units import PIXEL
 from robustness.evaluate import build_attack, standard_suite
 from robustness.evaluate import evaluate as attacked_evaluate
 from robustness.learned.attack import LearnedAttack
 from robustness.report import write_report
+from robustness.tensorboard import write_attack_curves
 from study.spec import EnvStudy, Study
 from study.stages import Stage, StageRunner
 
@@ -210,15 +209,8 @@ def attack_agent(plan: AgentPlan, env: EnvStudy, tb_root: Path) -> dict[str, Any
         add_learned_row(card, plan, env, agent)
     card["agent"]["run"] = str(plan.folder)
     paths = write_report(card, plan.folder / ATTACK_DIR)
-    # TensorBoard steps are integers: eps in grey levels (k/255) or thousandths of a std, named in the tag
-    unit = card["threat_model"]["unit"]
-    scale, axis = (255, "eps_in_255ths") if unit == PIXEL else (1000, "eps_in_thousandths_std")
-    with SummaryWriter(str(tb_root / plan.label / "attack")) as w:
-        for name, by_eps in card["results"].items():
-            for key, row in by_eps.items():
-                w.add_scalar(f"attack_vs_{axis}/{name}", row["mean_return"], int(round(float(key) * scale)))
-        for e in eps:
-            w.add_scalar(f"attack_vs_{axis}/clean", card["clean"]["mean_return"], int(round(e * scale)))
+    # the curves `rllab attack` writes: step = eps in the unit's ticks (named in the tags), a custom-scalars layout
+    write_attack_curves(tb_root / plan.label / "attack", card)
     return {"card": str(ATTACK_DIR / paths["json"].name), "report": str(ATTACK_DIR / paths["html"].name)}
 
 
@@ -244,6 +236,7 @@ def explain_one(plan: AgentPlan, env: EnvStudy, tb_root: Path) -> dict[str, Any]
             metrics=spec.metrics,
             seed=plan.seed,
             progress=False,
+            activation_max=spec.activation_maximisation,
         )
     finally:
         writer.close()

@@ -100,6 +100,7 @@ class Explanation(_Strict):
     episodes: Episodes = 1
     every: Annotated[int, Field(ge=1)] = 10
     metrics: bool = True
+    activation_maximisation: bool = False  # the input that most raises each action's score: on request only
 
 
 class EnvStudy(_Strict):

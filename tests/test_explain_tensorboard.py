@@ -22,7 +22,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import rllab
 from explain.commands import explain_run
 from explain.report import parse_methods
-from explain.tensorboard import SAMPLES_PER_TAG, grid, heat_map, normalise, overlay
+from explain.tensorboard import SAMPLES_PER_TAG, SCALE_HEIGHT, grid, heat_map, normalise, overlay
 from rllab.cli import main
 from rllab.frames import gif_bytes
 
@@ -122,44 +122,48 @@ def test_drawing_normalises_float_maps_to_uint8():
 
 def test_explanations_round_trip_through_a_live_tensorboard(catch_ppo_path, tmp_path, tensorboard_server):
     run = _copy_run(catch_ppo_path, tmp_path / "catch")
-    result = explain_run(run, "saliency,greydanus", episodes=1, every=1, metrics=True, seed=3, progress=False)
+    result = explain_run(
+        run, "saliency,greydanus", episodes=1, every=1, metrics=True, seed=3, progress=False, activation_max=True
+    )
     assert result["name"] == "explain-action-s3" and result["states"] == CATCH_STEPS
     assert not any(p.name.endswith(".tmp") for p in (run / "tb").iterdir())
     png_dir = Path(result["png_dir"])
 
     base = tensorboard_server(run / "tb")
-    wanted = {"frame/ep0", "activation_maximisation/action0", "activation_maximisation/action2"} | {
-        f"{m}/ep0/{kind}" for m in ("saliency", "greydanus") for kind in ("overlay", "heatmap", "grid", "animation")
+    # the maps under their method's rank (TensorBoard opens the first groups), activation maximisation by name
+    wanted = {"frame/ep0", "activation_maximisation/left", "activation_maximisation/right"} | {
+        f"{m}/ep0/{kind}" for m in ("1_saliency", "2_greydanus") for kind in ("overlay", "heatmap", "grid", "animation")
     }
     tags = _wait_for_tags(base, result["name"], wanted)
-    assert tags["saliency/ep0/overlay"]["samples"] == 1
+    assert tags["1_saliency/ep0/overlay"]["samples"] == 1
+    assert result["action_names"] == ["left", "stay", "right"] and result["activation_maximisation"]
 
-    overlays = _images(base, result["name"], "greydanus/ep0/overlay")
+    overlays = _images(base, result["name"], "2_greydanus/ep0/overlay")
     assert [step for step, _ in overlays] == list(range(CATCH_STEPS))  # every step, none sampled away
     for step, data in overlays:
         img = Image.open(io.BytesIO(data))
-        assert img.format == "PNG" and img.size == (160, 320)  # 5x10 frame enlarged x32
+        assert img.format == "PNG" and img.size == (160, 320 + SCALE_HEIGHT)  # 5x10 frame enlarged x32, its scale
         # what TensorBoard serves is the PNG saved beside it
         on_disk = np.asarray(Image.open(png_dir / f"greydanus__ep0__overlay__t{step:04d}.png"))
         np.testing.assert_array_equal(np.asarray(img.convert("RGB")), on_disk)
 
-    ((_, anim),) = _images(base, result["name"], "greydanus/ep0/animation")
+    ((_, anim),) = _images(base, result["name"], "2_greydanus/ep0/animation")
     gif = Image.open(io.BytesIO(anim))
     assert gif.format == "GIF" and gif.n_frames == CATCH_STEPS
     assert (png_dir / "greydanus__ep0__animation.gif").read_bytes() == anim
 
     text_tags = json.loads(_get(base + "/data/plugin/text/tags"))
-    assert "greydanus/config/text_summary" in text_tags[result["name"]]  # torch's add_text suffix
-    q = urllib.parse.urlencode({"run": result["name"], "tag": "saliency/config/text_summary"})
+    assert "2_greydanus/config/text_summary" in text_tags[result["name"]]  # torch's add_text suffix
+    q = urllib.parse.urlencode({"run": result["name"], "tag": "1_saliency/config/text_summary"})
     text = json.dumps(json.loads(_get(f"{base}/data/plugin/text/text?{q}")))
     assert "saliency" in text and "action" in text
 
     scalar_tags = json.loads(_get(base + "/data/plugin/scalars/tags"))[result["name"]]
-    assert {"greydanus/faithfulness/relevance_mass", "random/faithfulness/pointing_game"} <= set(scalar_tags)
+    assert {"2_greydanus/faithfulness/relevance_mass", "3_random/faithfulness/pointing_game"} <= set(scalar_tags)
 
     # the animation really is in the event file (add_video would have logged nothing with moviepy 2.x)
     acc = EventAccumulator(result["tb_dir"], size_guidance={"images": 0}).Reload()
-    assert acc.Images("saliency/ep0/animation")[0].encoded_image_string[:4] == b"GIF8"
+    assert acc.Images("1_saliency/ep0/animation")[0].encoded_image_string[:4] == b"GIF8"
     metrics = json.loads((png_dir / "metrics.json").read_text())
     assert {r["method"] for r in metrics["metrics"]} == {"saliency", "greydanus", "random"}
 
@@ -174,7 +178,8 @@ def test_cli_explains_a_vector_agent_and_prints_the_metrics_table(cartpole_ppo_p
     assert (png_dir / "ablation__ep0__feature_time__t0000.png").exists()
     assert (png_dir / "integrated_gradients__ep0__feature_bars__t0000.png").exists()
     acc = EventAccumulator(str(run / "tb" / "explain-action-s1"), size_guidance={"images": 0}).Reload()
-    assert "ablation/ep0/feature_time" in acc.Tags()["images"]
+    assert "2_ablation/ep0/feature_time" in acc.Tags()["images"]
+    assert not any(t.startswith("activation_maximisation") for t in acc.Tags()["images"])  # on request only
     # the same seed gives the same numbers; a second run gets its own folder
     assert main(["explain", str(run), "--method", "ig,ablation", "--metrics", "--seed", "1", "--no-progress"]) == 0
     a = json.loads((png_dir / "metrics.json").read_text())["metrics"]
