@@ -93,6 +93,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--out", default="runs/bench-pong")
     parser.add_argument("--timeout", type=float, default=1500, help="seconds per command at most")
+    parser.add_argument(
+        "--only", type=lambda t: t.split(","), help="rerun these commands (e.g. attack) on the trained run"
+    )
     args = parser.parse_args()
     import ale_py
     import stable_baselines3
@@ -101,7 +104,9 @@ def main() -> None:
     from rllab.cli import _cores
 
     run = ROOT / args.out
-    shutil.rmtree(run, ignore_errors=True)
+    previous = json.loads((RESULTS / "atari_pong_cli.json").read_text()) if args.only else None
+    if not args.only:
+        shutil.rmtree(run, ignore_errors=True)
     logs = run.parent / f"{run.name}-logs"
     logs.mkdir(parents=True, exist_ok=True)
     record = {
@@ -139,9 +144,20 @@ def main() -> None:
         ["attack", str(run), "--attack", "quick", "--episodes", "1", "--no-progress"],
         ["explain", str(run), "--no-progress"],
     ]
+    if previous is not None:  # --only: measure these commands again on the trained run, keep the other rows
+        record = previous
+        record.setdefault("reruns", []).append(
+            {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "commands": args.only}
+            | {"load_avg_1min_start": os.getloadavg()[0]}
+        )
     for i, argv in enumerate(commands):
+        if args.only and argv[0] not in args.only:
+            continue
         row = run_measured(RLLAB + argv, logs / f"{i}-{argv[0]}.log", args.timeout)
-        record["rows"].append(row)
+        if previous is not None:
+            record["rows"] = [row if r["command"].split()[1] == argv[0] else r for r in record["rows"]]
+        else:
+            record["rows"].append(row)
         record["host"][f"load_avg_1min_after_{argv[0]}"] = os.getloadavg()[0]
         write(record)
         print(f"{row['command']}: {row['wall_s']:.0f}s, {row['peak_rss_mib']:.0f} MiB, exit {row['exit_code']}")

@@ -226,10 +226,17 @@ def feature_bars_figure(attr: np.ndarray, feature_names: Sequence[str] | None = 
     import matplotlib.pyplot as plt
 
     a = np.abs(np.asarray(attr, dtype=np.float64).reshape(attr.shape[0], -1)).mean(0)
-    fig, ax = plt.subplots(figsize=(max(4, 0.6 * a.size + 2), 3))
+    names = list(feature_names or [f"x[{i}]" for i in range(a.size)])
+    longest = max((len(n) for n in names), default=1)
+    # long names (CartPole's "pole angular velocity") are slanted, and the figure is wide enough not to crowd them
+    fig, ax = plt.subplots(figsize=(max(4, (0.6 if longest <= 6 else 0.9) * a.size + 2), 3 + 0.05 * longest))
     ax.bar(range(a.size), a, color="tab:orange")
     ax.set_xticks(range(a.size))
-    ax.set_xticklabels(feature_names or [f"x[{i}]" for i in range(a.size)])
+    if longest > 6:
+        ax.set_xticklabels(names, rotation=30, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticklabels(names)
     ax.set_ylabel("mean |attribution|")
     ax.set_title(title)
+    fig.tight_layout()
     return fig
