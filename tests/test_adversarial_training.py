@@ -211,7 +211,8 @@ def test_atla_under_observation_normalisation_perturbs_raw_observations(tmp_path
         out=tmp_path / "atla-norm",
         progress=False,
         final_eval_episodes=2,
-        eval_freq=0,
+        eval_freq=1024,  # the evaluation callback syncs VecNormalize statistics along the wrapper chain
+        eval_episodes=1,
         overrides={"normalize": True},
         defense="atla",
         defense_kwargs={"eps": 0.3, "steps": 3, "adv_every": 1, "adv_steps": 128},

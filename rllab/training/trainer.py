@@ -56,7 +56,7 @@ def train_config(config: TrainConfig) -> Agent:
         recipe = run.recipe(obs_space)
         spec = run.new_spec(recipe, obs_space, act_space)
         model = build_model(recipe, run.seed, run.device, config.verbose)
-        venv = model.get_env()  # closed after training (ATLA wraps model.env in its adversary)
+        venv = model.get_env()  # closed after training
         if run.defense is not None:
             install_defense(model, spec, run.defense, run.defense_kwargs, run.seed)
         run_dir.mkdir(parents=True, exist_ok=True)

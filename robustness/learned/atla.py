@@ -14,7 +14,7 @@ import numpy as np
 from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
 from stable_baselines3 import PPO
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnvWrapper, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from envs.wrappers import WRAPPERS, ObservationShift
 from rllab.agent import Agent
@@ -27,29 +27,23 @@ from robustness.learned.env import AttackedEnv
 RANDOM_STD = "random-action obs std"  # the unit ATLA records for vector budgets
 
 
-class _PerturbedVecEnv(VecEnvWrapper):
-    """The training environments, every observation passed through ``owner.perturb``."""
-
-    def __init__(self, venv: Any, owner: AdversarialObservations) -> None:
-        super().__init__(venv)
-        self.owner = owner
-
-    def reset(self):
-        """Reset, perturbed."""
-        return self.owner.perturb(self.venv.reset())
-
-    def step_wait(self):
-        """A step, its observations perturbed."""
-        obs, rewards, dones, infos = self.venv.step_wait()
-        return self.owner.perturb(obs), rewards, dones, infos
-
-
 class AdversarialObservations:
-    """A VecEnv wrapper: the victim's rollouts see observations perturbed by the current adversary."""
+    """The victim's rollouts see observations perturbed by the current adversary: ``venv``'s ``reset`` and
+    ``step_wait`` are hooked on the instance, so the chain of vector-env wrappers stays the run's own (SB3 syncs
+    an evaluation env's VecNormalize statistics by walking both chains in step; an extra wrapper breaks that)."""
 
     def __init__(self, venv: Any, attacked: AttackedEnv, adversary: Any) -> None:
         self.attacked, self.adversary = attacked, adversary
-        self.vec = _PerturbedVecEnv(venv, self)
+        reset, step_wait = venv.reset, venv.step_wait
+
+        def perturbed_reset(*args: Any, **kwargs: Any) -> Any:
+            return self.perturb(reset(*args, **kwargs))
+
+        def perturbed_step_wait() -> Any:
+            obs, rewards, dones, infos = step_wait()
+            return self.perturb(obs), rewards, dones, infos
+
+        venv.reset, venv.step_wait = perturbed_reset, perturbed_step_wait
 
     def perturb(self, obs: np.ndarray) -> np.ndarray:
         """The current adversary's perturbation of a batch of observations (uint8 pixels rounded)."""
@@ -147,11 +141,8 @@ def install_atla(
         device=model.device,
         verbose=0,
     )
-    wrapper = AdversarialObservations(venv, attacked[0], adversary)
-    if norm is not None:  # perturbed raw observations, then the run's normalisation (its statistics see them too)
-        norm.venv = wrapper.vec
-    else:
-        model.env = wrapper.vec
+    # the raw observations perturbed, then (with VecNormalize) the run's normalisation: its statistics see them too
+    AdversarialObservations(venv, attacked[0], adversary)
     train = model.train
     updates = {"n": 0}
 

@@ -1,0 +1,238 @@
+"""SA-PPO's Hopper table (issue 16, must-show 1): vanilla PPO, the lab's SA-PPO (``--defense sa-reg``) and ATLA on
+Hopper-v5 with the shipped MuJoCo defaults (RL Zoo's PPO, observation normalisation in the agent), 3 seeds each,
+attacked at eps 0.075 in observation-std units (SA-PPO's normalised-state budget) by Random (the card's noise row),
+Critic, MAD, Robust Sarsa, RS+MAD and the learned (PA-AD) adversary, 50 episodes per row; the median agent of each
+method (by its strongest-attack return, as SA-PPO's README reports medians) beside the paper's numbers.
+
+Everything is resumable across sessions, one step at a time, in the order train -> attack -> table:
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/hopper_sappo.py --minutes 150   # work for 2.5 h, then stop
+
+- training: ``rllab train ... --out bench/agents/hopper/<method>-s<seed>``; an unfinished one is continued with
+  ``--resume`` (its resume state is in the checkpoint folder, committed with it); at the deadline the running
+  training is sent Ctrl-C, which saves a checkpoint to resume from;
+- attacks: ``rllab attack`` per finished agent into ``runs/bench-hopper/<agent>/results.json`` (rerun only when
+  missing);
+- the table, from whatever is finished: bench/results/hopper_sappo.{md,json}, listing what is missing.
+
+``--steps 4096 --episodes 2 --adv-steps 2048 --agents runs/bench-hopper-smoke`` runs the whole pipeline at
+smoke-test budgets (a few minutes) without touching bench/agents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+RLLAB = [sys.executable, "-m", "rllab.cli"]
+EPS = 0.075
+#: the lab's command line for each method; SA-PPO with the PGD (SGLD-like) solver, ATLA with its learned adversary
+METHODS = {
+    "ppo": [],
+    "sa-ppo": ["--defense", "sa-reg", "--eps", str(EPS)],
+    "atla": ["--defense", "atla", "--eps", str(EPS)],
+}
+#: SA-PPO's README, Hopper, median agents, eps 0.075: (natural return, return under the strongest attack)
+PAPER = {"ppo": (3167.6, 733.0), "sa-ppo (convex)": (3704.1, 1224.2), "sa-ppo (sgld)": (3523.1, 1403.3)}
+
+
+def finished_steps(folder: Path) -> int:
+    """Training steps a checkpoint folder holds (0 when there is none)."""
+    try:
+        return int(json.loads((folder / "agent.json").read_text())["training"]["timesteps"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return 0
+
+
+def run(argv: list[str], deadline: float, log: Path) -> str:
+    """Run one rllab command until it ends or the deadline (then Ctrl-C: a training saves a checkpoint);
+    'done', 'stopped' or 'failed: <last line>'."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        out.write(f"\n$ rllab {' '.join(argv)}\n")
+        out.flush()
+        proc = subprocess.Popen(RLLAB + argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        while proc.poll() is None:
+            if time.time() > deadline:
+                proc.send_signal(signal.SIGINT)
+                proc.wait()
+                return "stopped"
+            time.sleep(2)
+    if proc.returncode == 0:
+        return "done"
+    tail = [ln for ln in log.read_text().splitlines() if ln.strip()][-1:]
+    return f"failed: {tail[0] if tail else proc.returncode}"
+
+
+def train_all(args: argparse.Namespace, agents: Path, deadline: float) -> None:
+    """Train (or continue) every agent that has fewer than ``--steps`` steps."""
+    for method in args.methods:
+        for seed in args.seeds:
+            folder = agents / f"{method}-s{seed}"
+            if finished_steps(folder) >= args.steps or time.time() > deadline:
+                continue
+            resume = ["--resume"] if (folder / "resume").is_dir() else []
+            argv = ["train", "--algo", "ppo", "--env", "Hopper-v5", "--seed", str(seed), "--steps", str(args.steps)]
+            argv += [*METHODS[method], "--out", str(folder), "--no-progress", "--threads", "1", *resume]
+            print(f"[hopper] train {folder.name} ({'resumed' if resume else 'from scratch'})", flush=True)
+            print(f"[hopper]   {run(argv, deadline, args.work / 'logs' / f'train-{folder.name}.log')}", flush=True)
+
+
+def attack_all(args: argparse.Namespace, agents: Path, deadline: float) -> None:
+    """Attack every fully trained agent that has no card yet."""
+    for method in args.methods:
+        for seed in args.seeds:
+            folder = agents / f"{method}-s{seed}"
+            card = args.work / folder.name / "results.json"
+            if finished_steps(folder) < args.steps or card.is_file() or time.time() > deadline:
+                continue
+            argv = ["attack", str(folder), "--attack", "continuous,learned", "--eps", str(EPS)]
+            argv += ["--episodes", str(args.episodes), "--adv-steps", str(args.adv_steps), "--threads", "1"]
+            argv += ["--out", str(card.parent), "--no-progress"]
+            print(f"[hopper] attack {folder.name}", flush=True)
+            print(f"[hopper]   {run(argv, deadline, args.work / 'logs' / f'attack-{folder.name}.log')}", flush=True)
+
+
+def agent_row(card: dict) -> dict:
+    """Clean, every attack's mean return with its CI at EPS, and the strongest attack."""
+    key = next(iter(next(iter(card["results"].values()))))
+    rows = {name: by_eps[key] for name, by_eps in card["results"].items()}
+    strongest = min(rows, key=lambda n: rows[n]["mean_return"])
+    return {
+        "clean": card["clean"]["mean_return"],
+        "clean_ci": card["clean"].get("ci95_return"),
+        "attacks": {n: {"mean": r["mean_return"], "ci95": r.get("ci95_return")} for n, r in rows.items()},
+        "strongest": strongest,
+        "strongest_return": rows[strongest]["mean_return"],
+        "random": rows.get("noise", {}).get("mean_return"),
+    }
+
+
+def ci(value: float, interval: list | None) -> str:
+    """``v [lo, hi]``."""
+    return f"{value:.0f}" + (f" [{interval[0]:.0f}, {interval[1]:.0f}]" if interval else "")
+
+
+def table(args: argparse.Namespace, agents: Path) -> dict:
+    """The figures of whatever is finished, with the missing work listed; written to bench/results."""
+    per: dict[str, dict[int, dict]] = {}
+    missing = []
+    for method in args.methods:
+        for seed in args.seeds:
+            folder = agents / f"{method}-s{seed}"
+            card = args.work / folder.name / "results.json"
+            if card.is_file():
+                per.setdefault(method, {})[seed] = {"steps": finished_steps(folder)} | agent_row(
+                    json.loads(card.read_text())
+                )
+            else:
+                have = finished_steps(folder)
+                missing.append(
+                    f"{folder.name}: "
+                    + (
+                        f"trained {have:,} of {args.steps:,} steps"
+                        if have < args.steps
+                        else "trained, not attacked yet"
+                    )
+                )
+    medians = {}
+    for method, seeds in per.items():
+        order = sorted(seeds, key=lambda s: seeds[s]["strongest_return"])
+        medians[method] = order[(len(order) - 1) // 2]
+    result = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "eps": EPS,
+        "unit": "obs std (SA-PPO's normalised-state budget)",
+        "steps": args.steps,
+        "episodes": args.episodes,
+        "adv_steps": args.adv_steps,
+        "agents": {m: {str(s): r for s, r in seeds.items()} for m, seeds in per.items()},
+        "median_seed": medians,
+        "paper": PAPER,
+        "missing": missing,
+    }
+    lines = [
+        "# Hopper-v5: vanilla PPO, SA-PPO and ATLA under SA-PPO's attacks (eps 0.075, obs std)",
+        "",
+        f"{result['date']}; training {args.steps:,} steps per agent (shipped Hopper-v5 defaults: RL Zoo's PPO with "
+        f"observation normalisation), {args.episodes} episodes per attack row, learned adversary "
+        f"{args.adv_steps:,} PPO steps. Reproduce/resume: `OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python "
+        "bench/hopper_sappo.py --minutes M`; agents in bench/agents/hopper/.",
+        "",
+        "| method | median agent | clean [95% CI] | strongest attack | its return [95% CI] | Random | "
+        "paper: clean / strongest |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    paper = {"ppo": "3167.6 / 733", "sa-ppo": "convex 3704.1 / 1224.2; SGLD 3523.1 / 1403.3", "atla": "-"}
+    for method in args.methods:
+        if method not in medians:
+            lines.append(f"| {method} | not finished | | | | | {paper.get(method, '-')} |")
+            continue
+        s = medians[method]
+        r = per[method][s]
+        worst = r["attacks"][r["strongest"]]
+        lines.append(
+            f"| {method} | s{s} ({len(per[method])} of {len(args.seeds)} seeds done) | {ci(r['clean'], r['clean_ci'])}"
+            f" | {r['strongest']} | {ci(worst['mean'], worst['ci95'])} | "
+            f"{r['random']:.0f} | {paper.get(method, '-')} |"
+        )
+    lines += [
+        "",
+        "## Every agent",
+        "",
+        "| agent | steps | clean | " + "attack: mean [95% CI] |",
+        "| --- | --- | --- | --- |",
+    ]
+    for method, seeds in per.items():
+        for s, r in sorted(seeds.items()):
+            rows = ", ".join(f"{n} {ci(a['mean'], a['ci95'])}" for n, a in r["attacks"].items())
+            lines.append(f"| {method}-s{s} | {r['steps']:,} | {ci(r['clean'], r['clean_ci'])} | {rows} |")
+    if missing:
+        lines += ["", "## Not finished yet", "", *[f"- {m}" for m in missing]]
+    if args.write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "hopper_sappo.json").write_text(json.dumps(result, indent=2) + "\n")
+        (RESULTS / "hopper_sappo.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return result
+
+
+def main() -> None:
+    """Train, attack and tabulate, each step resumable, until done or ``--minutes`` have passed."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=1_000_000, help="training steps per agent")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--methods", default="ppo,sa-ppo,atla")
+    p.add_argument("--episodes", type=int, default=50, help="episodes per attack row")
+    p.add_argument("--adv-steps", type=int, default=200_000, help="PPO steps of the learned adversary")
+    p.add_argument("--minutes", type=float, default=24 * 60, help="stop starting work after this long")
+    p.add_argument("--agents", default="bench/agents/hopper", help="checkpoint folders")
+    p.add_argument("--work", default="runs/bench-hopper", help="attack cards and logs")
+    p.add_argument("--no-write", dest="write", action="store_false", help="print the table, write no results")
+    args = p.parse_args()
+    args.seeds = [int(s) for s in args.seeds.split(",")]
+    args.methods = [m for m in args.methods.split(",") if m]
+    if set(args.methods) - set(METHODS):
+        p.error(f"--methods: choose from {', '.join(METHODS)}")
+    args.work = ROOT / args.work
+    agents = ROOT / args.agents
+    if args.agents != "bench/agents/hopper":
+        args.write = False  # smoke runs never overwrite the committed figures
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    deadline = time.time() + 60 * args.minutes
+    train_all(args, agents, deadline)
+    attack_all(args, agents, deadline)
+    table(args, agents)
+
+
+if __name__ == "__main__":
+    main()
