@@ -10,6 +10,7 @@ from pathlib import Path
 from rllab.cli.options import check_output_folder, episode_count
 from rllab.files import atomic_write
 from rllab.parsing import int_arg, seed_int
+from robustness.tensorboard import SMOOTHING_OFF
 from study.page import render_index, render_summary
 from study.run import run_study
 from study.spec import load_study
@@ -63,5 +64,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
     ran = sum(t["status"] == "ran" for t in results["timings"])
     print(f"[lab] {ran} stages ran, {len(results['timings']) - ran} cached, {results['seconds']:.0f} s")
     print(f"[lab] results: {out / 'index.html'}  {out / 'summary.md'}")
-    print(f"[lab] tensorboard --logdir {out}")
+    print(
+        f"[lab] tensorboard --logdir {out}   (attack curves: the Custom Scalars tab, eps on the x axis; unsmoothed: "
+        f"TensorBoard's address + {SMOOTHING_OFF})"
+    )
     return 0
