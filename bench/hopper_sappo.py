@@ -60,7 +60,9 @@ def run(argv: list[str], deadline: float, log: Path) -> str:
     with log.open("a") as out:
         out.write(f"\n$ rllab {' '.join(argv)}\n")
         out.flush()
-        proc = subprocess.Popen(RLLAB + argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        # Ctrl-C restored in the child: a shell's background job (nohup ... &) starts with SIGINT ignored
+        restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+        proc = subprocess.Popen(RLLAB + argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, preexec_fn=restore)
         while proc.poll() is None:
             if time.time() > deadline:
                 proc.send_signal(signal.SIGINT)

@@ -137,6 +137,7 @@ def test_an_interrupted_sweep_continues_where_it_stopped(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,  # Ctrl-C reaches the sweep and its jobs: the terminal's process group
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # also when pytest runs as a background job
     )
     run = out / "ppo-CartPole-v1" / "s0"
     deadline = time.time() + 120

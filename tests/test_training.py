@@ -178,7 +178,12 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path):
         "--no-progress",
     ]
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # also when pytest runs as a background job
     )
     deadline = time.time() + 120
     while not (run / "agent.json").exists() and time.time() < deadline:
