@@ -74,6 +74,12 @@ def write(record: dict) -> None:
         mins = f"{r['wall_s'] / 60:.1f} min" + (" (timed out)" if r["timed_out"] else "")
         cpu = f"{r['cpu_s'] / 60:.1f} min" if "cpu_s" in r else "-"
         lines.append(f"| `{r['command']}` | {mins} | {cpu} | {r['peak_rss_mib']:.0f} MiB | {r['exit_code']} |")
+    for rerun in record.get("reruns", []):
+        lines += [
+            "",
+            f"Measured again ({', '.join(rerun['commands'])}) on the same trained run at {rerun['date']} (load average "
+            f"{rerun['load_avg_1min_start']:.1f}), with `--only`; the other rows are from the first run.",
+        ]
     lines += [
         "",
         "Goal (issue 16): each under 10 minutes and 2 GB on 2 cores. CPU time: the child's user + sys seconds; "
