@@ -258,6 +258,7 @@ def main() -> int:
     parser.add_argument(
         "--methods", default="consistency,dann", help=f"comma-separated, from {', '.join(METHODS)} (default first)"
     )
+    parser.add_argument("--report-only", action="store_true", help="write the report from the rows done; run nothing")
     args = parser.parse_args()
     methods = args.methods.split(",")
     torch.set_num_threads(1)
@@ -271,6 +272,8 @@ def main() -> int:
     done = {key(r["agent_seed"], r["train_steps"], r["shift"], r["method"]) for r in rows}
     todo = [t for t in tasks if key(*t) not in done]
     write(rows, tasks, started, methods)
+    if args.report_only:
+        todo = []
     with ProcessPoolExecutor(args.jobs) as pool:
         pending = {pool.submit(one, *t) for t in todo}  # in order: the default method first, agent by agent
         while pending:
