@@ -194,10 +194,17 @@ def write(rows: list[dict], tasks: list[tuple], started: float, methods: list[st
         f"stable-baselines3 {result['versions']['stable_baselines3']}.",
         "",
     ]
-    if missing:
+    missing_default = [t for t in missing if t[3] == DEFAULT]
+    if missing_default:
         lines += [
             f"**Incomplete: {len(missing)} of {len(tasks)} rows missing** (listed at the end); the verdicts "
             "below cover the rows done.",
+            "",
+        ]
+    elif missing:
+        lines += [
+            f"Every row of the default method (`{DEFAULT}`) is done; {len(missing)} of the {len(tasks)} rows, all of "
+            "the comparison methods, are not run yet (listed at the end).",
             "",
         ]
     lines += [
