@@ -23,16 +23,12 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import resource
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from study.spec import load_study  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -49,24 +45,15 @@ def run(cmd: list[str], env: dict[str, str]) -> dict[str, float]:
     return {"wall_s": wall, "cpu_s": cpu}
 
 
-def needs(stage: str, trained: set[str]) -> str | None:
-    """The stage a stage waits for: ``make`` of its agent, or for a ``make``, of the vanilla agent it starts from
-    (defended-by-wrapping, compressed and adapted agents; vanilla and adversarially trained ones start fresh)."""
-    what, label = stage.split("/", 1)
-    if what != "make":
-        return f"make/{label}"
-    base, name = re.match(r"^(.*-s\d+)-(.+)$", label).groups()  # ENV-ALGO-sSEED, NAME
-    return None if name == "vanilla" or name in trained else f"make/{base}-vanilla"
-
-
-def idle_schedule(stages: list[dict], jobs: int, trained: set[str]) -> float:
-    """The wall seconds of the lab's schedule on ``jobs`` idle cores, each stage lasting its CPU seconds."""
+def idle_schedule(stages: list[dict], jobs: int) -> float:
+    """The wall seconds of the lab's schedule on ``jobs`` idle cores, each stage lasting its CPU seconds; a stage
+    waits for the stages the study recorded it ``needs`` (those writing its inputs)."""
     waiting = [s for s in stages if s["status"] == "ran"]
     done: dict[str, float] = {}
     free = [0.0] * jobs
     while waiting:
         t = min(free)
-        ready = [s for s in waiting if (n := needs(s["stage"], trained)) is None or done.get(n, 1e18) <= t]
+        ready = [s for s in waiting if all(done.get(n, 1e18) <= t for n in s.get("needs", []))]
         if not ready:  # wait for the next stage to finish
             t = min(v for v in done.values() if v > t)
             free = [max(f, t) for f in free]
@@ -110,9 +97,8 @@ def main() -> None:
         "rerun_cpu_ratio": second["cpu_s"] / first["cpu_s"],
         "stages": stages,
     }
-    trained = {d.name for e in load_study(quick=args.quick).envs.values() for d in e.defenses if d.train}
     result["jobs"] = args.jobs
-    result["idle_schedule_s"] = idle_schedule(stages, args.jobs, trained)
+    result["idle_schedule_s"] = idle_schedule(stages, args.jobs)
     result["stage_cpu_sum_s"] = sum(t.get("cpu_s", 0.0) for t in stages)
     (RESULTS / f"{tag}.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [

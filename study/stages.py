@@ -67,6 +67,7 @@ class StageRunner:
         self.done = 0
         self.started = time.perf_counter()
         self.timings: list[dict[str, Any]] = []
+        self.needs: dict[str, list[str]] = {}  # stage id -> the stages that write its inputs (run_all)
 
     def record_path(self, stage_id: str) -> Path:
         """Where a finished stage's record lives."""
@@ -130,6 +131,7 @@ class StageRunner:
         seconds, cpu = record["seconds"], record["cpu_s"]
         self.log(f"{where} {stage.id}: done in {seconds:.1f} s (CPU {cpu:.1f} s)")
         self.timings.append({"stage": stage.id, "status": "ran", "seconds": seconds, "ran_s": seconds, "cpu_s": cpu})
+        self.timings[-1]["needs"] = self.needs.get(stage.id, [])
 
     def run_all(self, stages: list[Stage], jobs: int = 1) -> dict[str, dict[str, Any]]:
         """Every stage's result, by id. ``jobs=1``: one after the other, in this process. More: up to ``jobs``
@@ -137,10 +139,11 @@ class StageRunner:
         finished, the earliest ready stage of the list first. Each stage is seeded by its own settings, so the
         results are the same either way. A failed stage stops the study with its one-line error; the stages
         running beside it are stopped and, having no record, run again next time."""
-        if jobs <= 1:
-            return {s.id: self.run(s) for s in stages}
         writer = {out: s.id for s in stages for out in s.outputs}
         needs = {s.id: {writer[i] for i in s.inputs if i in writer} for s in stages}
+        self.needs.update({k: sorted(v) for k, v in needs.items()})  # kept in timings: bench/lab_budget.py replays it
+        if jobs <= 1:
+            return {s.id: self.run(s) for s in stages}
         waiting, results = list(stages), {}
         running: dict[Any, tuple[Stage, Any]] = {}
         context = multiprocessing.get_context("fork")  # the stage's closure is not pickled: the child inherits it

@@ -143,6 +143,11 @@ def test_stages_forked_in_parallel_give_the_numbers_of_one_after_the_other(tiny,
     assert main(["lab", str(path), "--out", str(tmp_path / "seq"), "--jobs", "1"]) == 0
     seq, par = _numbers(tmp_path / "seq"), _numbers(parallel)
     assert len(seq["cards"]) == 3 and len(seq["evals"]) == 3 and seq == par
+    # each stage's timing names the stages it waited for (bench/lab_budget.py replays the schedule from them)
+    needs = {t["stage"]: t["needs"] for t in json.loads((parallel / "timings.json").read_text())["timings"]}
+    assert needs["attack/CartPole-v1-ppo-s0-prune"] == ["make/CartPole-v1-ppo-s0-prune"]
+    assert needs["make/CartPole-v1-ppo-s0-prune"] == ["make/CartPole-v1-ppo-s0-vanilla"]
+    assert needs["make/CartPole-v1-ppo-s0-vanilla"] == []
 
 
 def test_a_failed_forked_stage_is_one_line_and_the_study_resumes(tiny, tmp_path, monkeypatch, capsys):
