@@ -57,20 +57,7 @@ def test_third_party_ids_register_on_demand():
 
 
 def test_the_module_is_recorded_and_reimported_from_the_checkpoint():
-    env = make_env("MinAtar/Breakout-v1")
-    spec = spec_skeleton(
-        "ppo",
-        "MinAtar/Breakout-v1",
-        {},
-        [],
-        env.observation_space,
-        env.action_space,
-        "ActorCriticPolicy",
-        {},
-        has_critic=True,
-    )
-    env.close()
-    assert spec["env"]["module"] == "minatar.gym"
+    assert _minatar_spec()["env"]["module"] == "minatar.gym"
     spec2 = spec_skeleton(
         "ppo",
         HWC_ID,
@@ -245,22 +232,20 @@ def test_atari_preset_trains_and_a_new_process_evaluates_it(tmp_path, capsys):
     assert "episodes 1 (seed 0)" in out.stdout
 
 
-def _minatar_agent() -> rllab.Agent:
+def _minatar_spec() -> dict:
+    """A PPO spec for MinAtar Breakout with the extractor rllab picks for its frames."""
     env = make_env("MinAtar/Breakout-v1")
+    kwargs = {"features_extractor": default_extractor(env.observation_space)}
     spec = spec_skeleton(
-        "ppo",
-        "MinAtar/Breakout-v1",
-        {},
-        [],
-        env.observation_space,
-        env.action_space,
-        "ActorCriticPolicy",
-        {"features_extractor": default_extractor(env.observation_space)},
-        has_critic=True,
+        "ppo", "MinAtar/Breakout-v1", {}, [], env.observation_space, env.action_space, "ActorCriticPolicy", kwargs, True
     )
     env.close()
+    return spec
+
+
+def _minatar_agent() -> rllab.Agent:
     th.manual_seed(0)
-    return agent_from_spec(spec)
+    return agent_from_spec(_minatar_spec())
 
 
 def test_minatar_frames_are_read_channels_last_by_a_cnn_sized_for_10x10(tmp_path):
