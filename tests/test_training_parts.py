@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -79,3 +81,52 @@ def test_build_model_from_a_recipe():
     model.get_env().close()
     with pytest.raises(rllab.RllabError, match="unknown ppo hyperparameter"):
         split_hyperparams("ppo", {"no_such_key": 1})
+
+
+def test_normalize_true_scales_training_rewards_with_the_algorithms_gamma_as_rl_zoo_does():
+    """RL Zoo's ``normalize: true`` is SB3's VecNormalize defaults: observations and rewards (Hopper's
+    tuned PPO stood still without the reward scale: 957 at 1M steps)."""
+    space = gym.spaces.Box(-np.inf, np.inf, (4,))
+    lab, algo_kwargs = split_hyperparams("ppo", {"normalize": True, "gamma": 0.98})
+    recipe = model_recipe("ppo", "CartPole-v1", {}, [], 2, lab, algo_kwargs, space)
+    venv = recipe.vec_env(2, seed=0)
+    assert venv.norm_obs and venv.norm_reward and venv.gamma == 0.98
+    venv.reset()
+    rewards = [venv.step(np.array([0, 1]))[1] for _ in range(5)]
+    assert not np.allclose(rewards, 1.0)  # CartPole pays 1 per step: the training envs see it scaled
+    venv.close()
+    evaluation = recipe.vec_env(1, seed=0, training=False)
+    assert evaluation.norm_obs and not evaluation.norm_reward and not evaluation.training
+    evaluation.close()
+    lab, algo_kwargs = split_hyperparams("ppo", {"normalize": {"norm_reward": False}})
+    venv = model_recipe("ppo", "CartPole-v1", {}, [], 1, lab, algo_kwargs, space).vec_env(1, seed=0)
+    assert venv.norm_obs and not venv.norm_reward
+    venv.close()
+    for bad in ("yes", {"norm_obs": 1}, {"clip_obs": 5.0}):
+        lab, algo_kwargs = split_hyperparams("ppo", {"normalize": bad})
+        with pytest.raises(rllab.RllabError, match="normalize must be true, false or"):
+            model_recipe("ppo", "CartPole-v1", {}, [], 1, lab, algo_kwargs, space)
+
+
+def test_a_resumed_run_continues_the_reward_scale_where_it_stopped(tmp_path, monkeypatch):
+    from rllab.training import trainer
+
+    run = tmp_path / "run"
+    small = {"normalize": True, "n_envs": 2, "n_steps": 128, "batch_size": 128, "n_epochs": 1}
+    common = {"progress": False, "final_eval_episodes": 1, "eval_freq": 0}
+    rllab.train("ppo", "CartPole-v1", steps=256, out=run, overrides=small, **common)
+    (state,) = (run / "resume").glob("state.*.json")
+    saved = json.loads(state.read_text())["ret_rms"]
+    assert saved["count"] > 200 and saved["var"] > 1.0  # returns of CartPole's 1-per-step rewards
+    restored = {}
+
+    def spy(model, run_dir, spec):
+        step = real(model, run_dir, spec)
+        rms = model.get_env().ret_rms
+        restored.update(mean=float(rms.mean), var=float(rms.var), count=float(rms.count))
+        return step
+
+    real = trainer.restore_run
+    monkeypatch.setattr(trainer, "restore_run", spy)
+    rllab.train("ppo", "CartPole-v1", steps=512, out=run, resume=True, **common)
+    assert restored == pytest.approx({k: saved[k] for k in ("mean", "var", "count")})

@@ -99,6 +99,7 @@ class ModelRecipe:
     policy_kwargs: dict[str, Any]  # the JSON architecture (names, not classes)
     transpose: bool = False  # channels-last images are transposed for SB3's CNNs
     normalize: bool = False  # observations normalised by a running mean/std (VecNormalize)
+    normalize_reward: bool = False  # training rewards scaled by the running std of the discounted return
     train_wrapper_kwargs: dict[str, dict[str, Any]] | None = None  # per wrapper name, training envs only
 
     @property
@@ -120,10 +121,11 @@ class ModelRecipe:
         venv: VecEnv = make_vec_env(self.env_id, n_envs, seed, self.env_kwargs, wrappers)
         if self.transpose:
             venv = VecTransposeImage(venv)
-        if self.normalize and training:
+        if (self.normalize or self.normalize_reward) and training:
+            # RL Zoo's ``normalize: true``: the return's running std uses the algorithm's own gamma
             gamma = float(self.algo_kwargs.get("gamma", 0.99))
-            venv = VecNormalize(venv, norm_obs=True, norm_reward=False, gamma=gamma)
-        elif self.normalize:
+            venv = VecNormalize(venv, norm_obs=self.normalize, norm_reward=self.normalize_reward, gamma=gamma)
+        elif self.normalize:  # evaluation: raw rewards, the observations as the policy sees them
             venv = VecNormalize(venv, norm_obs=True, norm_reward=False, training=False)
         return venv
 
@@ -147,7 +149,7 @@ def model_recipe(
     image = is_image_space(obs_space, check_channels=False)
     if default_extractor(obs_space) != "flatten":  # images, and bounded non-pixel frames (MinAtar)
         policy_kwargs.setdefault("features_extractor", default_extractor(obs_space))
-    normalize = bool(lab.get("normalize", False))
+    normalize, normalize_reward = normalize_flags(lab.get("normalize", False))
     if normalize and image:
         raise RllabError("normalize: true is for vector observations; image observations are scaled by 1/255 already")
     policy_class = "DQNPolicy" if algo == "dqn" else "ActorCriticPolicy"
@@ -165,8 +167,24 @@ def model_recipe(
         policy_kwargs,
         transpose,
         normalize,
+        normalize_reward,
         train_kwargs,
     )
+
+
+def normalize_flags(value: Any) -> tuple[bool, bool]:
+    """(observations, rewards) normalised, from the hyperparameter ``normalize`` as RL Zoo reads it.
+
+    ``true`` normalises both (SB3's ``VecNormalize`` defaults, which RL Zoo's tuned MuJoCo and Acrobot
+    values were found with); a mapping ``{norm_obs: .., norm_reward: ..}`` picks (each defaults to true).
+    """
+    if isinstance(value, bool):
+        return value, value
+    if isinstance(value, dict) and set(value) <= {"norm_obs", "norm_reward"}:
+        flags = (value.get("norm_obs", True), value.get("norm_reward", True))
+        if all(isinstance(f, bool) for f in flags):
+            return flags[0], flags[1]
+    raise RllabError(f"normalize must be true, false or {{norm_obs: BOOL, norm_reward: BOOL}}, got {value!r}")
 
 
 def _check_extractor(policy_kwargs: dict[str, Any], obs_space: spaces.Space, transpose: bool) -> None:

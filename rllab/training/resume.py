@@ -97,7 +97,7 @@ def agent_from_model(model: BaseAlgorithm, spec: dict[str, Any]) -> Agent:
     """An ``Agent`` sharing nothing with ``model`` (weights copied, CPU-independent)."""
     spec = copy.deepcopy(spec)
     env = model.get_env()
-    if isinstance(env, VecNormalize):
+    if isinstance(env, VecNormalize) and env.norm_obs:
         rms = env.obs_rms
         spec["preprocessing"]["obs_normalization"] = {
             "mean": np.asarray(rms.mean).reshape(-1).tolist(),
@@ -176,6 +176,10 @@ def restore_run(model: BaseAlgorithm, run_dir: Path, spec: dict[str, Any]) -> in
         env.obs_rms.var = np.asarray(norm["var"]).reshape(env.obs_rms.var.shape)
         if "ret_rms" in meta:
             env.obs_rms.count = meta["ret_rms"]["obs_count"]
+    if isinstance(env, VecNormalize) and meta.get("ret_rms"):  # the reward scale continues where it stopped
+        env.ret_rms.mean = np.float64(meta["ret_rms"]["mean"])
+        env.ret_rms.var = np.float64(meta["ret_rms"]["var"])
+        env.ret_rms.count = meta["ret_rms"]["count"]
     model.num_timesteps = int(meta["num_timesteps"])
     if hasattr(model, "_n_updates"):
         model._n_updates = int(meta.get("n_updates", 0))
