@@ -1,10 +1,11 @@
 """SA-PPO's Hopper table (issue 16, must-show 1): vanilla PPO, the lab's SA-PPO (``--defense sa-reg``) and ATLA on
-Hopper-v5 with the shipped MuJoCo defaults (RL Zoo's PPO, observation normalisation in the agent), 3 seeds each,
+Hopper-v5 with the shipped MuJoCo defaults (RL Zoo's PPO, observation and reward normalisation), 3 seeds each,
 attacked at eps 0.075 in observation-std units (SA-PPO's normalised-state budget) by Random (the card's noise row),
 Critic, MAD, Robust Sarsa, RS+MAD and the learned (PA-AD) adversary, 50 episodes per row; the median agent of each
 method (by its strongest-attack return, as SA-PPO's README reports medians) beside the paper's numbers.
 
-Everything is resumable across sessions, one step at a time, in the order train -> attack -> table:
+Everything is resumable across sessions, one step at a time: each agent is trained, then attacked (its row
+is in before the next agent trains), then the table is written:
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/hopper_sappo.py --minutes 150   # work for 2.5 h, then stop
 
@@ -75,33 +76,27 @@ def run(argv: list[str], deadline: float, log: Path) -> str:
     return f"failed: {tail[0] if tail else proc.returncode}"
 
 
-def train_all(args: argparse.Namespace, agents: Path, deadline: float) -> None:
-    """Train (or continue) every agent that has fewer than ``--steps`` steps."""
-    for method in args.methods:
-        for seed in args.seeds:
-            folder = agents / f"{method}-s{seed}"
-            if finished_steps(folder) >= args.steps or time.time() > deadline:
-                continue
-            resume = ["--resume"] if (folder / "resume").is_dir() else []
-            argv = ["train", "--algo", "ppo", "--env", "Hopper-v5", "--seed", str(seed), "--steps", str(args.steps)]
-            argv += [*METHODS[method], "--out", str(folder), "--no-progress", "--threads", "1", *resume]
-            print(f"[hopper] train {folder.name} ({'resumed' if resume else 'from scratch'})", flush=True)
-            print(f"[hopper]   {run(argv, deadline, args.work / 'logs' / f'train-{folder.name}.log')}", flush=True)
+def train_one(args: argparse.Namespace, folder: Path, method: str, seed: int, deadline: float) -> None:
+    """Train (or continue) one agent that has fewer than ``--steps`` steps."""
+    if finished_steps(folder) >= args.steps or time.time() > deadline:
+        return
+    resume = ["--resume"] if (folder / "resume").is_dir() else []
+    argv = ["train", "--algo", "ppo", "--env", "Hopper-v5", "--seed", str(seed), "--steps", str(args.steps)]
+    argv += [*METHODS[method], "--out", str(folder), "--no-progress", "--threads", "1", *resume]
+    print(f"[hopper] train {folder.name} ({'resumed' if resume else 'from scratch'})", flush=True)
+    print(f"[hopper]   {run(argv, deadline, args.work / 'logs' / f'train-{folder.name}.log')}", flush=True)
 
 
-def attack_all(args: argparse.Namespace, agents: Path, deadline: float) -> None:
-    """Attack every fully trained agent that has no card yet."""
-    for method in args.methods:
-        for seed in args.seeds:
-            folder = agents / f"{method}-s{seed}"
-            card = args.work / folder.name / "results.json"
-            if finished_steps(folder) < args.steps or card.is_file() or time.time() > deadline:
-                continue
-            argv = ["attack", str(folder), "--attack", "continuous,learned", "--eps", str(EPS)]
-            argv += ["--episodes", str(args.episodes), "--adv-steps", str(args.adv_steps), "--threads", "1"]
-            argv += ["--out", str(card.parent), "--no-progress"]
-            print(f"[hopper] attack {folder.name}", flush=True)
-            print(f"[hopper]   {run(argv, deadline, args.work / 'logs' / f'attack-{folder.name}.log')}", flush=True)
+def attack_one(args: argparse.Namespace, folder: Path, deadline: float) -> None:
+    """Attack one fully trained agent that has no card yet."""
+    card = args.work / folder.name / "results.json"
+    if finished_steps(folder) < args.steps or card.is_file() or time.time() > deadline:
+        return
+    argv = ["attack", str(folder), "--attack", "continuous,learned", "--eps", str(EPS)]
+    argv += ["--episodes", str(args.episodes), "--adv-steps", str(args.adv_steps), "--threads", "1"]
+    argv += ["--out", str(card.parent), "--no-progress"]
+    print(f"[hopper] attack {folder.name}", flush=True)
+    print(f"[hopper]   {run(argv, deadline, args.work / 'logs' / f'attack-{folder.name}.log')}", flush=True)
 
 
 def agent_row(card: dict) -> dict:
@@ -166,7 +161,7 @@ def table(args: argparse.Namespace, agents: Path) -> dict:
         "# Hopper-v5: vanilla PPO, SA-PPO and ATLA under SA-PPO's attacks (eps 0.075, obs std)",
         "",
         f"{result['date']}; training {args.steps:,} steps per agent (shipped Hopper-v5 defaults: RL Zoo's PPO with "
-        f"observation normalisation), {args.episodes} episodes per attack row, learned adversary "
+        f"observation and reward normalisation), {args.episodes} episodes per attack row, learned adversary "
         f"{args.adv_steps:,} PPO steps. Reproduce/resume: `OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python "
         "bench/hopper_sappo.py --minutes M`; agents in bench/agents/hopper/.",
         "",
@@ -231,8 +226,11 @@ def main() -> None:
         args.write = False  # smoke runs never overwrite the committed figures
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     deadline = time.time() + 60 * args.minutes
-    train_all(args, agents, deadline)
-    attack_all(args, agents, deadline)
+    for method in args.methods:  # each agent attacked as soon as it is trained: its row comes first
+        for seed in args.seeds:
+            folder = agents / f"{method}-s{seed}"
+            train_one(args, folder, method, seed, deadline)
+            attack_one(args, folder, deadline)
     table(args, agents)
 
 
