@@ -84,8 +84,8 @@ def test_build_model_from_a_recipe():
 
 
 def test_normalize_true_scales_training_rewards_with_the_algorithms_gamma_as_rl_zoo_does():
-    """RL Zoo's ``normalize: true`` is SB3's VecNormalize defaults: observations and rewards (Hopper's
-    tuned PPO stood still without the reward scale: 957 at 1M steps)."""
+    """RL Zoo's ``normalize: true`` is SB3's VecNormalize defaults: observations and rewards, the return's
+    std with the algorithm's gamma (the lab normalised observations only)."""
     space = gym.spaces.Box(-np.inf, np.inf, (4,))
     lab, algo_kwargs = split_hyperparams("ppo", {"normalize": True, "gamma": 0.98})
     recipe = model_recipe("ppo", "CartPole-v1", {}, [], 2, lab, algo_kwargs, space)
