@@ -334,7 +334,6 @@ def test_surrogate_counts_and_bounds_every_victim_query(cartpole_ppo, monkeypatc
     assert attack.queries == 50 and attack.settings()["queries_used"] == 50
 
 
-
 def test_surrogate_of_atari_sized_frames_is_small_and_keeps_frames_as_uint8():
     """84x84x4 stacks: strided convolutions (not a 14M-weight first layer) and queries kept in their own dtype."""
     from robustness.attacks.surrogate import SurrogatePolicy
