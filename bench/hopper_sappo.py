@@ -1,7 +1,7 @@
 """SA-PPO's Hopper table (issue 16, must-show 1): vanilla PPO, the lab's SA-PPO (``--defense sa-reg``) and ATLA on
-Hopper-v5 with the shipped MuJoCo defaults (RL Zoo's PPO, observation and reward normalisation), 3 seeds each,
-attacked at eps 0.075 in observation-std units (SA-PPO's normalised-state budget) by Random (the card's noise row),
-Critic, MAD, Robust Sarsa, RS+MAD and the learned (PA-AD) adversary, 50 episodes per row; the median agent of each
+Hopper-v5 with the shipped defaults (the PPO paper's MuJoCo settings, observation and reward normalisation), 3 seeds
+each, attacked at eps 0.075 in observation-std units (SA-PPO's normalised-state budget) by Random (the card's noise
+row), Critic, MAD, Robust Sarsa, RS+MAD and the learned (PA-AD) adversary, 50 episodes per row; the median agent of each
 method (by its strongest-attack return, as SA-PPO's README reports medians) beside the paper's numbers.
 
 Everything is resumable across sessions, one step at a time: each agent is trained, then attacked (its row
@@ -42,6 +42,7 @@ METHODS = {
     "sa-ppo": ["--defense", "sa-reg", "--eps", str(EPS)],
     "atla": ["--defense", "atla", "--eps", str(EPS)],
 }
+DEFAULT_SEEDS = (0, 1, 2)
 #: SA-PPO's README, Hopper, median agents, eps 0.075: (natural return, return under the strongest attack)
 PAPER = {"ppo": (3167.6, 733.0), "sa-ppo (convex)": (3704.1, 1224.2), "sa-ppo (sgld)": (3523.1, 1403.3)}
 
@@ -119,12 +120,51 @@ def ci(value: float, interval: list | None) -> str:
     return f"{value:.0f}" + (f" [{interval[0]:.0f}, {interval[1]:.0f}]" if interval else "")
 
 
+def goal_checks(per: dict[str, dict[int, dict]], medians: dict[str, int]) -> list[dict]:
+    """The issue's goals on the median agents, for the methods that have one."""
+    checks = []
+    if "ppo" in medians:
+        v = per["ppo"][medians["ppo"]]
+        worst = v["strongest_return"]
+        checks += [
+            {"goal": "vanilla PPO clean >= 2000", "measured": f"{v['clean']:.0f}", "passed": v["clean"] >= 2000},
+            {
+                "goal": "vanilla strongest attack <= 35% of clean",
+                "measured": f"{v['strongest']} {worst:.0f} ({worst / v['clean']:.0%})",
+                "passed": worst <= 0.35 * v["clean"],
+            },
+            {
+                "goal": "vanilla Random >= 80% of clean",
+                "measured": f"{v['random']:.0f} ({v['random'] / v['clean']:.0%})",
+                "passed": v["random"] >= 0.8 * v["clean"],
+            },
+        ]
+        if "sa-ppo" in medians:
+            sa = per["sa-ppo"][medians["sa-ppo"]]
+            checks += [
+                {
+                    "goal": "SA-PPO strongest attack >= 1.5x vanilla's",
+                    "measured": f"{sa['strongest_return']:.0f} vs {worst:.0f} ({sa['strongest_return'] / worst:.2f}x)",
+                    "passed": sa["strongest_return"] >= 1.5 * worst,
+                },
+                {
+                    "goal": "SA-PPO clean >= 80% of vanilla's",
+                    "measured": f"{sa['clean']:.0f} vs {v['clean']:.0f} ({sa['clean'] / v['clean']:.0%})",
+                    "passed": sa["clean"] >= 0.8 * v["clean"],
+                },
+            ]
+    return checks
+
+
 def table(args: argparse.Namespace, agents: Path) -> dict:
     """The figures of whatever is finished, with the missing work listed; written to bench/results."""
     per: dict[str, dict[int, dict]] = {}
     missing = []
-    for method in args.methods:
-        for seed in args.seeds:
+    # every method and seed, whichever this instance worked on: instances side by side write one table
+    methods = list(METHODS)
+    seeds_all = sorted(set(args.seeds) | set(DEFAULT_SEEDS))
+    for method in methods:
+        for seed in seeds_all:
             folder = agents / f"{method}-s{seed}"
             card = args.work / folder.name / "results.json"
             if card.is_file():
@@ -160,17 +200,17 @@ def table(args: argparse.Namespace, agents: Path) -> dict:
     lines = [
         "# Hopper-v5: vanilla PPO, SA-PPO and ATLA under SA-PPO's attacks (eps 0.075, obs std)",
         "",
-        f"{result['date']}; training {args.steps:,} steps per agent (shipped Hopper-v5 defaults: RL Zoo's PPO with "
-        f"observation and reward normalisation), {args.episodes} episodes per attack row, learned adversary "
-        f"{args.adv_steps:,} PPO steps. Reproduce/resume: `OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python "
-        "bench/hopper_sappo.py --minutes M`; agents in bench/agents/hopper/.",
+        f"{result['date']}; training {args.steps:,} steps per agent (shipped Hopper-v5 defaults: the PPO paper's "
+        f"MuJoCo settings with RL Zoo's observation and reward normalisation), {args.episodes} episodes per attack "
+        f"row, learned adversary {args.adv_steps:,} PPO steps. Reproduce/resume: `OMP_NUM_THREADS=1 nice -n 10 "
+        ".venv/bin/python bench/hopper_sappo.py --minutes M`; agents in bench/agents/hopper/.",
         "",
         "| method | median agent | clean [95% CI] | strongest attack | its return [95% CI] | Random | "
         "paper: clean / strongest |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     paper = {"ppo": "3167.6 / 733", "sa-ppo": "convex 3704.1 / 1224.2; SGLD 3523.1 / 1403.3", "atla": "-"}
-    for method in args.methods:
+    for method in methods:
         if method not in medians:
             lines.append(f"| {method} | not finished | | | | | {paper.get(method, '-')} |")
             continue
@@ -178,10 +218,15 @@ def table(args: argparse.Namespace, agents: Path) -> dict:
         r = per[method][s]
         worst = r["attacks"][r["strongest"]]
         lines.append(
-            f"| {method} | s{s} ({len(per[method])} of {len(args.seeds)} seeds done) | {ci(r['clean'], r['clean_ci'])}"
-            f" | {r['strongest']} | {ci(worst['mean'], worst['ci95'])} | "
-            f"{r['random']:.0f} | {paper.get(method, '-')} |"
+            f"| {method} | s{s} ({len(per[method])} of {len(seeds_all)} seeds done) | {ci(r['clean'], r['clean_ci'])}"
+            f" | {r['strongest']} | {ci(worst['mean'], worst['ci95'])} ({worst['mean'] / r['clean']:.0%}) | "
+            f"{r['random']:.0f} ({r['random'] / r['clean']:.0%}) | {paper.get(method, '-')} |"
         )
+    checks = goal_checks(per, medians)
+    result["checks"] = checks
+    if checks:
+        lines += ["", "| goal (median agents) | measured | passed |", "| --- | --- | --- |"]
+        lines += [f"| {c['goal']} | {c['measured']} | {'yes' if c['passed'] else 'NO'} |" for c in checks]
     lines += [
         "",
         "## Every agent",
@@ -207,7 +252,7 @@ def main() -> None:
     """Train, attack and tabulate, each step resumable, until done or ``--minutes`` have passed."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=1_000_000, help="training steps per agent")
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)))
     p.add_argument("--methods", default="ppo,sa-ppo,atla")
     p.add_argument("--episodes", type=int, default=50, help="episodes per attack row")
     p.add_argument("--adv-steps", type=int, default=200_000, help="PPO steps of the learned adversary")
