@@ -99,8 +99,9 @@ def install_atla(
     """
     if not hasattr(model, "rollout_buffer"):
         raise RllabError("--defense atla needs an on-policy algorithm (reinforce, a2c, ppo)")
-    norm = model.get_env() if isinstance(model.get_env(), VecNormalize) else None
-    venv = norm.venv if norm is not None else model.get_env()  # the raw observations: the adversary perturbs these
+    env = model.get_env()
+    norm = env if isinstance(env, VecNormalize) and env.norm_obs else None  # rewards-only: observations are raw
+    venv = env.venv if isinstance(env, VecNormalize) else env  # the raw observations: the adversary perturbs these
     if type(venv).__name__ == "VecTransposeImage":
         raise RllabError("--defense atla supports environments without transposed image observations")
     env_id, env_kwargs, wrappers = env_spec_of(venv)
