@@ -12,8 +12,8 @@ is in before the next agent trains), then the table is written:
 - training: ``rllab train ... --out bench/agents/hopper/<method>-s<seed>``; an unfinished one is continued with
   ``--resume`` (its resume state is in the checkpoint folder, committed with it); at the deadline the running
   training is sent Ctrl-C, which saves a checkpoint to resume from;
-- attacks: ``rllab attack`` per finished agent into ``runs/bench-hopper/<agent>/results.json`` (rerun only when
-  missing);
+- attacks: ``rllab attack`` per finished agent into ``runs/bench-hopper/<agent>/`` (report and card), the card
+  copied to ``bench/agents/hopper/<agent>/attack-card.json`` and committed (rerun only when missing);
 - the table, from whatever is finished: bench/results/hopper_sappo.{md,json}, listing what is missing.
 
 ``--steps 4096 --episodes 2 --adv-steps 2048 --agents runs/bench-hopper-smoke`` runs the whole pipeline at
@@ -26,6 +26,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,6 +44,7 @@ METHODS = {
     "atla": ["--defense", "atla", "--eps", str(EPS)],
 }
 DEFAULT_SEEDS = (0, 1, 2)
+CARD = "attack-card.json"  # the attack card, committed beside each checkpoint
 #: SA-PPO's README, Hopper, median agents, eps 0.075: (natural return, return under the strongest attack)
 PAPER = {"ppo": (3167.6, 733.0), "sa-ppo (convex)": (3704.1, 1224.2), "sa-ppo (sgld)": (3523.1, 1403.3)}
 
@@ -88,16 +90,26 @@ def train_one(args: argparse.Namespace, folder: Path, method: str, seed: int, de
     print(f"[hopper]   {run(argv, deadline, args.work / 'logs' / f'train-{folder.name}.log')}", flush=True)
 
 
+def card_of(args: argparse.Namespace, folder: Path) -> Path:
+    """The agent's attack card: the committed copy beside its checkpoint, else the one in --work."""
+    kept = folder / CARD
+    return kept if kept.is_file() else args.work / folder.name / "results.json"
+
+
 def attack_one(args: argparse.Namespace, folder: Path, deadline: float) -> None:
-    """Attack one fully trained agent that has no card yet."""
+    """Attack one fully trained agent that has no card yet; the card is kept beside the checkpoint."""
     card = args.work / folder.name / "results.json"
-    if finished_steps(folder) < args.steps or card.is_file() or time.time() > deadline:
+    if card_of(args, folder).is_file():
+        return
+    if finished_steps(folder) < args.steps or time.time() > deadline:
         return
     argv = ["attack", str(folder), "--attack", "continuous,learned", "--eps", str(EPS)]
     argv += ["--episodes", str(args.episodes), "--adv-steps", str(args.adv_steps), "--threads", "1"]
     argv += ["--out", str(card.parent), "--no-progress"]
     print(f"[hopper] attack {folder.name}", flush=True)
     print(f"[hopper]   {run(argv, deadline, args.work / 'logs' / f'attack-{folder.name}.log')}", flush=True)
+    if card.is_file() and args.write:  # committed with the agent: the table survives a fresh clone
+        shutil.copyfile(card, folder / CARD)
 
 
 def agent_row(card: dict) -> dict:
@@ -166,7 +178,7 @@ def table(args: argparse.Namespace, agents: Path) -> dict:
     for method in methods:
         for seed in seeds_all:
             folder = agents / f"{method}-s{seed}"
-            card = args.work / folder.name / "results.json"
+            card = card_of(args, folder)
             if card.is_file():
                 per.setdefault(method, {})[seed] = {"steps": finished_steps(folder)} | agent_row(
                     json.loads(card.read_text())
