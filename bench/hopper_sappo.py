@@ -45,6 +45,13 @@ METHODS = {
 }
 DEFAULT_SEEDS = (0, 1, 2)
 CARD = "attack-card.json"  # the attack card, committed beside each checkpoint
+LEARNED = "attack-learned.json"  # the learned adversary rerun, for cards whose adversary did not normalise
+SCAN = "attack-rs-scan.json"  # the Robust Sarsa scan: its screening and the best setting's 50-episode rows
+#: SA-PPO's scan_attacks.sh runs RS over sarsa-eps {0.02, 0.05, 0.1, 0.15, 0.2, 0.3} x sarsa-reg {0.1, 0.3, 1, 3, 10}
+#: and reports the lowest return; here a 3 x 3 subset of that grid, screened on other episodes (SCREEN_SEED, 10
+#: each), and only the best setting is run on the table's 50 episodes (no minimum over rows of the same episodes)
+RS_GRID = [(e, r) for e in (0.02, 0.1, 0.3) for r in (0.1, 1.0, 10.0)]
+SCREEN_SEED, SCREEN_EPISODES = 1000, 10
 #: SA-PPO's README, Hopper, median agents, eps 0.075: (natural return, return under the strongest attack)
 PAPER = {"ppo": (3167.6, 733.0), "sa-ppo (convex)": (3704.1, 1224.2), "sa-ppo (sgld)": (3523.1, 1403.3)}
 
@@ -112,10 +119,96 @@ def attack_one(args: argparse.Namespace, folder: Path, deadline: float) -> None:
         shutil.copyfile(card, folder / CARD)
 
 
-def agent_row(card: dict) -> dict:
-    """Clean, every attack's mean return with its CI at EPS, and the strongest attack."""
+def normalised_adversary(card: dict) -> bool:
+    """Whether a card's learned adversary normalised its observations and rewards (the lab's default since
+    its adversaries follow the victim's normalisation; older ones, trained on raw states, are named without -norm)."""
+    trained = card.get("attacks", {}).get("learned", {}).get("trained_adversaries") or {}
+    return bool(trained) and all(str(p).endswith("-norm") for p in trained.values())
+
+
+def learned_one(args: argparse.Namespace, folder: Path, deadline: float) -> None:
+    """An agent whose card's learned adversary trained on raw states gets the learned row again, with the
+    normalised adversary (the older row is kept in the table, labelled)."""
+    kept = folder / LEARNED
+    if kept.is_file() or not card_of(args, folder).is_file() or time.time() > deadline:
+        return
+    if normalised_adversary(json.loads(card_of(args, folder).read_text())):
+        return
+    out = args.work / folder.name / "learned"
+    if not (out / "results.json").is_file():
+        argv = ["attack", str(folder), "--attack", "learned", "--eps", str(EPS), "--adv-steps", str(args.adv_steps)]
+        argv += ["--episodes", str(args.episodes), "--threads", "1", "--no-progress", "--out", str(out)]
+        print(f"[hopper] learned adversary (normalised) {folder.name}", flush=True)
+        status = run(argv, deadline, args.work / "logs" / f"learned-{folder.name}.log")
+        print(f"[hopper]   {status}", flush=True)
+        if status != "done":
+            return
+    if args.write:
+        shutil.copyfile(out / "results.json", kept)
+
+
+def scan_one(args: argparse.Namespace, folder: Path, deadline: float) -> None:
+    """The RS scan of one attacked agent (resumable setting by setting): screen every RS_GRID setting on
+    SCREEN_EPISODES episodes of other seeds, then RS and RS+MAD with the best one on the table's episodes."""
+    kept = folder / SCAN
+    if kept.is_file() or not card_of(args, folder).is_file():
+        return
+    work = args.work / folder.name / "rs-scan"
+    common = ["--eps", str(EPS), "--rs-seed", "0", "--threads", "1", "--no-progress"]
+    screen = {}
+    for e, r in RS_GRID:
+        out = work / f"eps{e:g}-reg{r:g}"
+        if not (out / "results.json").is_file():
+            if time.time() > deadline:
+                return
+            argv = ["attack", str(folder), "--attack", "rs", "--rs-eps", str(e), "--rs-reg", str(r), *common]
+            argv += ["--episodes", str(min(SCREEN_EPISODES, args.episodes)), "--seed", str(SCREEN_SEED)]
+            print(f"[hopper] rs scan {folder.name} eps {e:g} reg {r:g}", flush=True)
+            status = run([*argv, "--out", str(out)], deadline, args.work / "logs" / f"scan-{folder.name}.log")
+            if status != "done":
+                print(f"[hopper]   {status}", flush=True)
+                return
+        screen[f"{e:g},{r:g}"] = json.loads((out / "results.json").read_text())["results"]["rs"][f"{EPS:g}"][
+            "mean_return"
+        ]
+    best = min(screen, key=screen.get)
+    e, r = best.split(",")
+    out = work / "best"
+    if not (out / "results.json").is_file():
+        if time.time() > deadline:
+            return
+        argv = ["attack", str(folder), "--attack", "rs,rs+mad", "--rs-eps", e, "--rs-reg", r, *common]
+        argv += ["--episodes", str(args.episodes), "--seed", "0", "--out", str(out)]
+        print(f"[hopper] rs scan {folder.name}: best eps {e} reg {r}, on the table's episodes", flush=True)
+        status = run(argv, deadline, args.work / "logs" / f"scan-{folder.name}.log")
+        print(f"[hopper]   {status}", flush=True)
+        if status != "done":
+            return
+    card = json.loads((out / "results.json").read_text())
+    result = {
+        "grid": [list(g) for g in RS_GRID],
+        "screen": {"seed": SCREEN_SEED, "episodes": min(SCREEN_EPISODES, args.episodes), "mean_return": screen},
+        "best": {"rs_eps": float(e), "rs_reg": float(r)},
+        "card": card,
+    }
+    if args.write:
+        kept.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def agent_row(card: dict, scan: dict | None = None, learned: dict | None = None) -> dict:
+    """Clean, every attack's mean return with its CI at EPS (the RS scan's rows and the rerun learned adversary
+    added), and the strongest attack."""
     key = next(iter(next(iter(card["results"].values()))))
     rows = {name: by_eps[key] for name, by_eps in card["results"].items()}
+    if "learned" in rows and not normalised_adversary(card):
+        rows["learned (adversary on raw states)"] = rows.pop("learned")
+    if learned is not None:
+        rows["learned"] = learned["results"]["learned"][key]
+    if scan is not None:
+        best = scan["best"]
+        tag = f"scan best: rs-eps {best['rs_eps']:g}, rs-reg {best['rs_reg']:g}"
+        for name in ("rs", "rs+mad"):
+            rows[f"{name} ({tag})"] = scan["card"]["results"][name][key]
     strongest = min(rows, key=lambda n: rows[n]["mean_return"])
     return {
         "clean": card["clean"]["mean_return"],
@@ -180,9 +273,14 @@ def table(args: argparse.Namespace, agents: Path) -> dict:
             folder = agents / f"{method}-s{seed}"
             card = card_of(args, folder)
             if card.is_file():
-                per.setdefault(method, {})[seed] = {"steps": finished_steps(folder)} | agent_row(
-                    json.loads(card.read_text())
-                )
+                scan = json.loads((folder / SCAN).read_text()) if (folder / SCAN).is_file() else None
+                learned = json.loads((folder / LEARNED).read_text()) if (folder / LEARNED).is_file() else None
+                base = json.loads(card.read_text())
+                if scan is None:
+                    missing.append(f"{folder.name}: attacked, the Robust Sarsa scan not done yet")
+                if learned is None and not normalised_adversary(base):
+                    missing.append(f"{folder.name}: the learned adversary with normalisation not run yet")
+                per.setdefault(method, {})[seed] = {"steps": finished_steps(folder)} | agent_row(base, scan, learned)
             else:
                 have = finished_steps(folder)
                 missing.append(
@@ -271,6 +369,10 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=24 * 60, help="stop starting work after this long")
     p.add_argument("--agents", default="bench/agents/hopper", help="checkpoint folders")
     p.add_argument("--work", default="runs/bench-hopper", help="attack cards and logs")
+    p.add_argument("--no-scan", dest="scan", action="store_false", help="skip the Robust Sarsa scan")
+    p.add_argument(
+        "--no-learned", dest="learned", action="store_false", help="skip rerunning raw-state learned adversaries"
+    )
     p.add_argument("--no-write", dest="write", action="store_false", help="print the table, write no results")
     args = p.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -288,6 +390,10 @@ def main() -> None:
             folder = agents / f"{method}-s{seed}"
             train_one(args, folder, method, seed, deadline)
             attack_one(args, folder, deadline)
+            if args.scan:
+                scan_one(args, folder, deadline)
+            if args.learned:
+                learned_one(args, folder, deadline)
     table(args, agents)
 
 

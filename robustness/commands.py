@@ -76,6 +76,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--rs-reg", type=nonneg_float, default=0.1, help="rs, rs+mad: weight of Q's robustness term")
     p.add_argument(
+        "--rs-seed",
+        type=seed_int,
+        default=None,
+        help="rs, rs+mad: seed of the robust Q's rollouts and training (default: --seed); a scan that screens "
+        "settings on other episodes (another --seed) keeps the same Q with this",
+    )
+    p.add_argument(
         "--rs-ratio",
         type=float_arg(0.0, 1.0, name="ratio"),
         default=RS_MAD_RATIO,
@@ -160,7 +167,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
                 library=n == "all",
             )
         elif n == "continuous":
-            attacks += continuous_suite(agent, steps=args.steps, restarts=args.restarts, rs=rs, rs_ratio=args.rs_ratio)
+            attacks += continuous_suite(
+                agent, steps=args.steps, restarts=args.restarts, rs=rs, rs_ratio=args.rs_ratio, rs_seed=args.rs_seed
+            )
         else:
             attacks.append(
                 build_attack(
@@ -178,6 +187,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                     target=args.target_action,
                     rs=rs,
                     rs_ratio=args.rs_ratio,
+                    rs_seed=args.rs_seed,
                 )
             )
     unique = {a.label: a for a in attacks}  # a name given twice (or in a group and alone) is one row

@@ -75,6 +75,7 @@ def build_attack(
     target: int | None = None,
     rs: SarsaSettings | None = None,
     rs_ratio: float = RS_MAD_RATIO,
+    rs_seed: int | None = None,
 ) -> Attack:
     """An attack by its CLI name (``random``, ``critic``, ``mad``, ``rs``, ``rs+mad``: SA-PPO's names)."""
     if target is not None and name not in ("fgsm", "pgd", "timed"):
@@ -87,7 +88,7 @@ def build_attack(
         return MAD(steps=steps, restarts=restarts, alpha=alpha)
     if name in ("rs", "rs+mad"):
         ratio = rs_ratio if name == "rs+mad" else 0.0
-        return RobustSarsa(steps=steps, restarts=restarts, alpha=alpha, ratio=ratio, rs=rs)
+        return RobustSarsa(steps=steps, restarts=restarts, alpha=alpha, ratio=ratio, rs=rs, seed=rs_seed)
     if name == "fgsm":
         return FGSM(objective, bpda=bpda, eot=eot, target=target)
     if name == "pgd":
@@ -116,19 +117,21 @@ def continuous_suite(
     restarts: int = 1,
     rs: SarsaSettings | None = None,
     rs_ratio: float = RS_MAD_RATIO,
+    rs_seed: int | None = None,
 ) -> list[Attack]:
     """``--attack continuous``: SA-PPO's attacks on a Gaussian policy (Random is the card's noise row).
 
     Critic (where the agent has one), MAD, Robust Sarsa and RS+MAD; RS and RS+MAD share one learned
-    robust Q-function (trained once per victim and settings, ``robustness.attacks.sarsa``).
+    robust Q-function (trained once per victim, settings and ``rs_seed``, ``robustness.attacks.sarsa``;
+    ``rs_seed`` None: the evaluation's seed).
     """
     if agent.is_discrete:
         raise RllabError("--attack continuous is the continuous-control suite; use quick or all for discrete agents")
     suite: list[Attack] = [Critic(steps=steps, restarts=restarts)] if agent.has_critic else []
     suite.append(MAD(steps=steps, restarts=restarts))
-    suite.append(RobustSarsa(steps=steps, restarts=restarts, rs=rs))
+    suite.append(RobustSarsa(steps=steps, restarts=restarts, rs=rs, seed=rs_seed))
     if rs_ratio > 0:
-        suite.append(RobustSarsa(steps=steps, restarts=restarts, ratio=rs_ratio, rs=rs))
+        suite.append(RobustSarsa(steps=steps, restarts=restarts, ratio=rs_ratio, rs=rs, seed=rs_seed))
     return suite
 
 

@@ -143,7 +143,20 @@ def test_attack_command_continuous_group(reach_path, tmp_path, capsys):
     assert list(card["results"]) == ["noise", "critic", "mad", "rs", "rs+mad"]
     assert card["attacks"]["rs+mad"]["mad_ratio"] == 0.5
     assert card["attacks"]["rs"]["robust_sarsa"]["steps"] == 600
+    assert card["attacks"]["rs"]["robust_sarsa"]["seed"] == 0  # the evaluation's seed by default
     assert "rs+mad" in capsys.readouterr().out
+    # a scan screens on other episodes (--seed 7) with the Q-function it then reports (--rs-seed 0): the same one
+    screen = tmp_path / "screen"
+    screen_argv = [*argv[:-2], "--attack", "rs", "--seed", "7", "--out", str(screen), "--no-progress"]
+    assert main([*screen_argv, "--rs-seed", "0"]) == 0
+    rs = json.loads((screen / "results.json").read_text())["attacks"]["rs"]["robust_sarsa"]
+    assert (
+        rs["seed"] == 0
+        and rs.get("loaded_from", rs.get("saved_to")) == card["attacks"]["rs"]["robust_sarsa"]["saved_to"]
+    )
+    assert main(screen_argv) == 0  # without it, the Q-function of seed 7: another one
+    rs = json.loads((screen / "results.json").read_text())["attacks"]["rs"]["robust_sarsa"]
+    assert rs["seed"] == 7 and rs["saved_to"] != card["attacks"]["rs"]["robust_sarsa"]["saved_to"]
     with pytest.raises(SystemExit) as exc:  # refused by the option's parser, before the checkpoint loads
         main(["attack", str(reach_path), "--attack", "rs", "--rs-eps", "-1"])
     assert exc.value.code == 2 and "argument --rs-eps: must be >= 0" in capsys.readouterr().err

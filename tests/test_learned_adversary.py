@@ -51,6 +51,10 @@ def test_learned_adversary_is_a_checkpoint_and_attacks_within_budget(cartpole_pp
         "action_space": {"type": "Discrete", "n": 2},
     }
     again = rllab.load(tmp_path / "adv")  # loads like any agent
+    # its PPO normalises observations and rewards as the victim's training did: CartPole's did not
+    assert not again.normalize_obs
+    normed = train_adversary(cartpole_ppo_path, 0.5, steps=256, out=tmp_path / "adv-n", progress=False, normalize=True)
+    assert normed.normalize_obs and rllab.load(tmp_path / "adv-n").normalize_obs
     attack = LearnedAttack(again)
     victim = rllab.load(cartpole_ppo_path)
     obs = np.zeros((8, 4), dtype=np.float32)
@@ -100,6 +104,37 @@ def test_atla_uses_the_runs_env_kwargs_and_wrappers(tmp_path):
     assert [w["name"] for w in cfg["env"]["wrappers"]] == ["FrameStackObservation"]
     assert cfg["env"]["wrappers"][0]["kwargs"]["stack_size"] == 2
     assert cfg["unit"] == "random-action obs std"
+    assert cfg["adversary_normalized"] is False  # the run does not normalise: neither does its adversary
+
+
+def test_atla_adversary_normalises_where_the_run_does(tmp_path):
+    agent = rllab.train(
+        "ppo",
+        "CartPole-v1",
+        seed=0,
+        steps=256,
+        out=tmp_path / "atla",
+        progress=False,
+        overrides={"n_envs": 2, "n_steps": 128, "batch_size": 128, "n_epochs": 1, "normalize": True},
+        final_eval_episodes=1,
+        eval_freq=0,
+        defense="atla",
+        defense_kwargs={"eps": 0.3, "steps": 2, "adv_every": 1, "adv_steps": 128},
+    )
+    assert agent.spec["training"]["config"]["defense"]["adversary_normalized"] is True
+    from types import SimpleNamespace
+
+    from robustness.learned.atla import AdversarialObservations
+
+    seen = []  # the adversary acts on its own normalisation of the raw states
+    fake = SimpleNamespace(
+        attacked=SimpleNamespace(eps=1.0, perturb=lambda o, a: o),
+        adversary=SimpleNamespace(predict=lambda o, deterministic: (seen.append(o), None)),
+        adversary_norm=SimpleNamespace(normalize_obs=lambda o: (o - 1.0) / 2.0),
+    )
+    out = AdversarialObservations.perturb(fake, np.full((1, 4), 5.0, np.float32))
+    np.testing.assert_array_equal(seen[0], np.full((1, 4), 2.0))
+    np.testing.assert_array_equal(out, np.full((1, 4), 5.0))  # the perturbation is of the raw state
 
 
 def test_atla_rounds_perturbed_uint8_pixels():
@@ -111,6 +146,7 @@ def test_atla_rounds_perturbed_uint8_pixels():
     fake = SimpleNamespace(
         attacked=SimpleNamespace(eps=1.0, perturb=lambda o, a: o + np.array([0.7, -0.6, -3.0, 4.0], np.float32)),
         adversary=SimpleNamespace(predict=lambda o, deterministic: (None, None)),
+        adversary_norm=None,
     )
     out = AdversarialObservations.perturb(fake, obs)
     assert out.dtype == np.uint8

@@ -32,8 +32,9 @@ class AdversarialObservations:
     ``step_wait`` are hooked on the instance, so the chain of vector-env wrappers stays the run's own (SB3 syncs
     an evaluation env's VecNormalize statistics by walking both chains in step; an extra wrapper breaks that)."""
 
-    def __init__(self, venv: Any, attacked: AttackedEnv, adversary: Any) -> None:
+    def __init__(self, venv: Any, attacked: AttackedEnv, adversary: Any, adversary_norm: Any = None) -> None:
         self.attacked, self.adversary = attacked, adversary
+        self.adversary_norm = adversary_norm  # the adversary's own VecNormalize: it sees states as it trains on them
         reset, step_wait = venv.reset, venv.step_wait
 
         def perturbed_reset(*args: Any, **kwargs: Any) -> Any:
@@ -49,7 +50,10 @@ class AdversarialObservations:
         """The current adversary's perturbation of a batch of observations (uint8 pixels rounded)."""
         if self.attacked.eps == 0:
             return obs
-        action, _ = self.adversary.predict(obs.astype(np.float32), deterministic=False)
+        seen = obs.astype(np.float32)
+        if self.adversary_norm is not None:
+            seen = self.adversary_norm.normalize_obs(seen).astype(np.float32)
+        action, _ = self.adversary.predict(seen, deterministic=False)
         out = self.attacked.perturb(obs.astype(np.float32), action)
         if np.issubdtype(obs.dtype, np.integer):  # uint8 pixels: nearest grey level, not truncation
             info = np.iinfo(obs.dtype)
@@ -130,9 +134,13 @@ def install_atla(
     # vector budgets in the std of the random-action rollouts (the checkpoint's obs_stats come after training)
     unit = ThreatUnit.pixel(shape) if victim.is_image else ThreatUnit.std(victim.obs_std, shape, name=RANDOM_STD)
     attacked = [AttackedEnv(victim, eps, pgd_steps=steps, unit=unit) for _ in range(4)]
+    adversary_env: Any = DummyVecEnv([lambda a=a: a for a in attacked])
+    # the adversary's PPO normalises its states and rewards where the run normalises (train_adversary's rule):
+    # on raw MuJoCo states and returns in the thousands it learns little
+    adversary_norm = VecNormalize(adversary_env, gamma=0.99) if norm is not None else None
     adversary = PPO(
         "MlpPolicy",
-        DummyVecEnv([lambda a=a: a for a in attacked]),
+        adversary_norm if adversary_norm is not None else adversary_env,
         n_steps=128,
         batch_size=256,
         n_epochs=10,
@@ -143,7 +151,7 @@ def install_atla(
         verbose=0,
     )
     # the raw observations perturbed, then (with VecNormalize) the run's normalisation: its statistics see them too
-    AdversarialObservations(venv, attacked[0], adversary)
+    AdversarialObservations(venv, attacked[0], adversary, adversary_norm)
     train = model.train
     updates = {"n": 0}
 
@@ -167,4 +175,5 @@ def install_atla(
         "adv_every": adv_every,
         "adv_steps": adv_steps,
         "adversary": "PA-AD (PPO director)",
+        "adversary_normalized": adversary_norm is not None,
     }

@@ -56,6 +56,7 @@ class LearnedAttack(Attack):
         self._by_eps: dict[float, Agent] = {}  # adversaries trained at first use, per eps
         self._checked: list[tuple[Agent, Agent]] = []  # (adversary, victim) pairs already checked
         self._victim_path: Path | None = None
+        self._normalized = False
         self._seed = 0
         self.trained: dict[str, str] = {}
         self.trained_for: dict[str, Any] | None = None
@@ -88,6 +89,7 @@ class LearnedAttack(Attack):
     def prepare(self, agent: Agent, seed: int) -> None:
         self._seed = seed
         self._victim_path = agent.path
+        self._normalized = bool(agent.normalize_obs)  # the adversary's PPO normalises as its victim did
 
     def adversary_for(self, eps: float) -> Agent:
         """The adversary used at budget ``eps``: the given one, or one trained for ``eps`` (at first use)."""
@@ -97,7 +99,7 @@ class LearnedAttack(Attack):
             if self._victim_path is None:
                 raise RllabError("training a learned adversary needs the victim loaded from a checkpoint folder")
             # the training budget is part of the name: a longer-trained adversary is a different attack
-            name = f"learned-eps{eps:g}-s{self._seed}-{self.adv_steps}steps"
+            name = f"learned-eps{eps:g}-s{self._seed}-{self.adv_steps}steps" + ("-norm" if self._normalized else "")
             out = Path(self._victim_path) / "adversaries" / name
             if not (out / "agent.json").exists():
                 train_adversary(self._victim_path, eps, steps=self.adv_steps, seed=self._seed, out=out, progress=False)
