@@ -195,6 +195,17 @@ def scan_one(args: argparse.Namespace, folder: Path, deadline: float) -> None:
         kept.write_text(json.dumps(result, indent=2) + "\n")
 
 
+def training_note(folder: Path) -> str:
+    """What sets an agent's training apart from the method's current recipe (ATLA before its adversary normalised)."""
+    try:
+        defense = json.loads((folder / "agent.json").read_text())["training"]["config"].get("defense") or {}
+    except (OSError, KeyError, ValueError, TypeError):
+        return ""
+    if defense.get("name") == "atla" and not defense.get("adversary_normalized"):
+        return "ATLA's adversary trained on raw states: before it normalised"
+    return ""
+
+
 def agent_row(card: dict, scan: dict | None = None, learned: dict | None = None) -> dict:
     """Clean, every attack's mean return with its CI at EPS (the RS scan's rows and the rerun learned adversary
     added), and the strongest attack."""
@@ -280,7 +291,8 @@ def table(args: argparse.Namespace, agents: Path) -> dict:
                     missing.append(f"{folder.name}: attacked, the Robust Sarsa scan not done yet")
                 if learned is None and not normalised_adversary(base):
                     missing.append(f"{folder.name}: the learned adversary with normalisation not run yet")
-                per.setdefault(method, {})[seed] = {"steps": finished_steps(folder)} | agent_row(base, scan, learned)
+                row = {"steps": finished_steps(folder), "note": training_note(folder)}
+                per.setdefault(method, {})[seed] = row | agent_row(base, scan, learned)
             else:
                 have = finished_steps(folder)
                 missing.append(
@@ -312,8 +324,17 @@ def table(args: argparse.Namespace, agents: Path) -> dict:
         "",
         f"{result['date']}; training {args.steps:,} steps per agent (shipped Hopper-v5 defaults: the PPO paper's "
         f"MuJoCo settings with RL Zoo's observation and reward normalisation), {args.episodes} episodes per attack "
-        f"row, learned adversary {args.adv_steps:,} PPO steps. Reproduce/resume: `OMP_NUM_THREADS=1 nice -n 10 "
-        ".venv/bin/python bench/hopper_sappo.py --minutes M`; agents in bench/agents/hopper/.",
+        f"row. Reproduce/resume: `OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python bench/hopper_sappo.py --minutes M`; "
+        "agents in bench/agents/hopper/.",
+        "",
+        f"The attacks, every one PGD-10 unless said: Random (`noise`), Critic, MAD; Robust Sarsa (`rs`) and RS+MAD "
+        f"with SA-PPO's default Q setting, and again with the best of a scan over rs-eps x rs-reg "
+        f"{sorted({e for e, _ in RS_GRID})} x {sorted({r for _, r in RS_GRID})} (a 3 x 3 subset of SA-PPO's "
+        f"scan_attacks.sh grid), chosen on {SCREEN_EPISODES} screening episodes of other seeds ({SCREEN_SEED}+) and "
+        f"reported on the table's {args.episodes}; `learned`: the PA-AD adversary, PPO {args.adv_steps:,} steps "
+        "normalising its states and rewards as the victims' training did (rows labelled 'adversary on raw states' "
+        "are the earlier, unnormalised adversary of the same budget, kept). The strongest attack is the lowest "
+        "of these rows.",
         "",
         "| method | median agent | clean [95% CI] | strongest attack | its return [95% CI] | Random | "
         "paper: clean / strongest |",
@@ -347,7 +368,8 @@ def table(args: argparse.Namespace, agents: Path) -> dict:
     for method, seeds in per.items():
         for s, r in sorted(seeds.items()):
             rows = ", ".join(f"{n} {ci(a['mean'], a['ci95'])}" for n, a in r["attacks"].items())
-            lines.append(f"| {method}-s{s} | {r['steps']:,} | {ci(r['clean'], r['clean_ci'])} | {rows} |")
+            name = f"{method}-s{s}" + (f" ({r['note']})" if r.get("note") else "")
+            lines.append(f"| {name} | {r['steps']:,} | {ci(r['clean'], r['clean_ci'])} | {rows} |")
     if missing:
         lines += ["", "## Not finished yet", "", *[f"- {m}" for m in missing]]
     if args.write:
