@@ -14,6 +14,9 @@ is in before the next agent trains), then the table is written:
   training is sent Ctrl-C, which saves a checkpoint to resume from;
 - attacks: ``rllab attack`` per finished agent into ``runs/bench-hopper/<agent>/`` (report and card), the card
   copied to ``bench/agents/hopper/<agent>/attack-card.json`` and committed (rerun only when missing);
+- the Robust Sarsa scan (``attack-rs-scan.json``): RS_GRID's settings screened on other episodes, the best one's
+  RS and RS+MAD rows on the table's; and, for a card whose learned adversary trained on raw states (before
+  adversaries normalised), the learned row again (``attack-learned.json``); both committed beside the agent;
 - the table, from whatever is finished: bench/results/hopper_sappo.{md,json}, listing what is missing.
 
 ``--steps 4096 --episodes 2 --adv-steps 2048 --agents runs/bench-hopper-smoke`` runs the whole pipeline at
