@@ -11,7 +11,7 @@ fi
 .venv/bin/python -m pip install -q "torch==2.13.0"
 # the lab and every extra: dev tools (with playwright), ray, optuna (rllab tune), and the third-party environments (atari, minatar, mujoco);
 # about 1-2 minutes the first time on a 2-core host, seconds when everything is there already
-.venv/bin/python -m pip install -q -e ".[dev,ray,atari,minatar,mujoco,tune]"
+.venv/bin/python -m pip install -q -c scripts/constraints.txt -e ".[dev,ray,atari,minatar,mujoco,tune]"
 # torchattacks 3.5.1 declares requests~=2.25.1 and torchvision, neither of which it
 # imports; torchvision does not even import beside the CPU torch. So: no deps.
 .venv/bin/python -m pip install -q --no-deps "torchattacks==3.5.1"
