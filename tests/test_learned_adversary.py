@@ -82,23 +82,19 @@ def test_missing_adversary_checkpoint_fails_before_any_episode(tmp_path):
     assert LearnedAttack(adv_steps=1000).adv_steps == 1000  # training on first use needs no path
 
 
+def _atla_cartpole(out, adv_every=100, normalize=False, **kwargs):
+    """A 256-step ATLA run on CartPole (tiny adversary), for what the run records."""
+    overrides = {"n_envs": 2, "n_steps": 128, "batch_size": 128, "n_epochs": 1, "normalize": normalize}
+    defense_kwargs = {"eps": 0.3, "steps": 2, "adv_every": adv_every, "adv_steps": 128}
+    return rllab.train(
+        "ppo", "CartPole-v1", seed=0, steps=256, out=out, progress=False, overrides=overrides,
+        final_eval_episodes=1, eval_freq=0, defense="atla", defense_kwargs=defense_kwargs, **kwargs,
+    )  # fmt: skip
+
+
 def test_atla_uses_the_runs_env_kwargs_and_wrappers(tmp_path):
     wrappers = [{"name": "FrameStackObservation", "kwargs": {"stack_size": 2}}]
-    agent = rllab.train(
-        "ppo",
-        "CartPole-v1",
-        seed=0,
-        steps=256,
-        out=tmp_path / "atla",
-        progress=False,
-        env_kwargs={"sutton_barto_reward": True},
-        wrappers=wrappers,
-        overrides={"n_envs": 2, "n_steps": 128, "batch_size": 128, "n_epochs": 1},
-        final_eval_episodes=1,
-        eval_freq=0,
-        defense="atla",
-        defense_kwargs={"eps": 0.3, "steps": 2, "adv_every": 100, "adv_steps": 128},
-    )
+    agent = _atla_cartpole(tmp_path / "atla", env_kwargs={"sutton_barto_reward": True}, wrappers=wrappers)
     cfg = agent.spec["training"]["config"]["defense"]
     assert cfg["env"]["kwargs"] == {"sutton_barto_reward": True}
     assert [w["name"] for w in cfg["env"]["wrappers"]] == ["FrameStackObservation"]
@@ -108,19 +104,7 @@ def test_atla_uses_the_runs_env_kwargs_and_wrappers(tmp_path):
 
 
 def test_atla_adversary_normalises_where_the_run_does(tmp_path):
-    agent = rllab.train(
-        "ppo",
-        "CartPole-v1",
-        seed=0,
-        steps=256,
-        out=tmp_path / "atla",
-        progress=False,
-        overrides={"n_envs": 2, "n_steps": 128, "batch_size": 128, "n_epochs": 1, "normalize": True},
-        final_eval_episodes=1,
-        eval_freq=0,
-        defense="atla",
-        defense_kwargs={"eps": 0.3, "steps": 2, "adv_every": 1, "adv_steps": 128},
-    )
+    agent = _atla_cartpole(tmp_path / "atla", adv_every=1, normalize=True)  # the adversary trains, normalised
     assert agent.spec["training"]["config"]["defense"]["adversary_normalized"] is True
     from types import SimpleNamespace
 
