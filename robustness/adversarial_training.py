@@ -262,12 +262,19 @@ def install(
     }
 
 
+def _no_adversary_settings(mode: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    extra = [k for k in ("adv_every", "adv_steps") if k in kwargs]
+    if extra:
+        raise RllabError(f"{', '.join(extra)} set the cadence of atla's learned adversary; {mode} has none")
+    return kwargs
+
+
 def _sa_reg(model: BaseAlgorithm, **kwargs: Any) -> dict[str, Any]:
-    return install(model, "sa-reg", **kwargs)
+    return install(model, "sa-reg", **_no_adversary_settings("sa-reg", kwargs))
 
 
 def _adv_obs(model: BaseAlgorithm, **kwargs: Any) -> dict[str, Any]:
-    return install(model, "adv-obs", **kwargs)
+    return install(model, "adv-obs", **_no_adversary_settings("adv-obs", kwargs))
 
 
 def _atla(model: BaseAlgorithm, **kwargs: Any) -> dict[str, Any]:

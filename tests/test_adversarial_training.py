@@ -84,7 +84,7 @@ def test_ibp_solver_trains_and_is_recorded(tmp_path, capsys):
     assert cfg["solver"] == "ibp" and cfg["pgd_steps"] == 0
     args = ["train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "256", "--defense", "adv-obs"]
     assert main([*args, "--defense-solver", "ibp", "--out", str(tmp_path / "x")]) == 2
-    assert "sa-reg takes pgd or ibp" in capsys.readouterr().err
+    assert "--defense-solver does not apply to --defense adv-obs" in capsys.readouterr().err
     assert not (tmp_path / "x" / "agent.json").exists()
 
 
@@ -181,6 +181,24 @@ def test_atla_alternates_victim_and_adversary(tmp_path):
     assert cfg["name"] == "atla" and cfg["adv_every"] == 2
     assert max(seen) > 0  # the victim's rollouts really saw perturbed observations
     assert agent.spec["lineage"][0]["transform"] == "adversarial-training:atla"
+
+
+def test_train_cli_takes_atla_cadence_and_refuses_settings_a_defense_does_not_use(tmp_path, capsys):
+    base = ["train", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "256", "--no-progress", "--set", "n_steps=64"]
+    for extra, message in [
+        (["--defense", "sa-reg", "--defense-adv-every", "1"], "--defense-adv-every does not apply to --defense sa-reg"),
+        (["--defense", "atla", "--defense-coef", "1", "--defense-ramp", "0"], "--defense-coef, --defense-ramp do not"),
+        (["--defense-adv-steps", "64"], "--defense-adv-steps only applies with --defense"),
+    ]:
+        assert main([*base, *extra, "--out", str(tmp_path / "x")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+        assert not (tmp_path / "x").exists()
+    atla = ["--defense", "atla", "--eps", "0.2", "--defense-steps", "2", "--defense-adv-every", "1"]
+    assert main([*base, *atla, "--defense-adv-steps", "64", "--out", str(tmp_path / "a"), "--eval-episodes", "1"]) == 0
+    cfg = rllab.load(tmp_path / "a").spec["training"]["config"]["defense"]
+    assert (cfg["adv_every"], cfg["adv_steps"], cfg["pgd_steps"], cfg["eps"]) == (1, 64, 2, 0.2)
+    assert "coef" not in cfg and "ramp" not in cfg  # atla uses neither: nothing recorded that did not act
 
 
 def test_atla_under_observation_normalisation_perturbs_raw_observations(tmp_path, monkeypatch):

@@ -82,12 +82,12 @@ def test_missing_adversary_checkpoint_fails_before_any_episode(tmp_path):
     assert LearnedAttack(adv_steps=1000).adv_steps == 1000  # training on first use needs no path
 
 
-def _atla_cartpole(out, adv_every=100, normalize=False, **kwargs):
+def _atla_cartpole(out, adv_every=100, normalize=False, steps=256, **kwargs):
     """A 256-step ATLA run on CartPole (tiny adversary), for what the run records."""
     overrides = {"n_envs": 2, "n_steps": 128, "batch_size": 128, "n_epochs": 1, "normalize": normalize}
     defense_kwargs = {"eps": 0.3, "steps": 2, "adv_every": adv_every, "adv_steps": 128}
     return rllab.train(
-        "ppo", "CartPole-v1", seed=0, steps=256, out=out, progress=False, overrides=overrides,
+        "ppo", "CartPole-v1", seed=0, steps=steps, out=out, progress=False, overrides=overrides,
         final_eval_episodes=1, eval_freq=0, defense="atla", defense_kwargs=defense_kwargs, **kwargs,
     )  # fmt: skip
 
@@ -119,6 +119,79 @@ def test_atla_adversary_normalises_where_the_run_does(tmp_path):
     out = AdversarialObservations.perturb(fake, np.full((1, 4), 5.0, np.float32))
     np.testing.assert_array_equal(seen[0], np.full((1, 4), 2.0))
     np.testing.assert_array_equal(out, np.full((1, 4), 5.0))  # the perturbation is of the raw state
+
+
+def _resume_meta(run):
+    import json
+
+    (state,) = (run / "resume").glob("state.*.json")
+    return json.loads(state.read_text())
+
+
+def test_atla_resume_continues_the_adversary_and_its_cadence(tmp_path, capsys):
+    run = tmp_path / "atla"
+    _atla_cartpole(run, adv_every=1, normalize=True)  # 1 victim update, then 1 adversary rollout (4 x 128)
+    first = _resume_meta(run)["defense"]
+    assert (first["num_timesteps"], first["victim_updates"]) == (512, 1)
+    assert len(first["obs_rms"]["mean"]) == 4 and first["ret_rms"]["count"] > 1
+    assert (run / "resume" / "defense.256.safetensors").is_file()
+    agent = _atla_cartpole(run, adv_every=1, normalize=True, resume=True, steps=512)
+    assert agent.spec["training"]["config"]["defense"]["adv_every"] == 1  # the recorded cadence, kept
+    second = _resume_meta(run)["defense"]
+    # the adversary went on from 512 steps (a fresh one would stand at 512 again); the old files are gone
+    assert (second["num_timesteps"], second["victim_updates"]) == (1024, 2)
+    assert sorted(p.name for p in (run / "resume").iterdir()) == [
+        "defense.512.safetensors", "optimizer.512.safetensors", "state.512.json"
+    ]  # fmt: skip
+    assert "starts afresh" not in capsys.readouterr().err
+    saved = (run / "resume" / "defense.512.safetensors").read_bytes()
+    (run / "resume" / "defense.512.safetensors").write_bytes(saved[:100])  # truncated: one line, the run kept
+    with pytest.raises(RllabError, match="defense.512.safetensors unreadable"):
+        _atla_cartpole(run, adv_every=1, normalize=True, resume=True, steps=768)
+    assert (run / "agent.json").is_file() and (run / "resume" / "state.512.json").is_file()
+    (run / "resume" / "defense.512.safetensors").unlink()  # as a run saved by an older rllab
+    _atla_cartpole(run, adv_every=1, normalize=True, resume=True, steps=768)
+    assert "holds no state of the defense's own model at step 512" in capsys.readouterr().err
+    assert _resume_meta(run)["defense"]["num_timesteps"] == 512  # a fresh adversary, one rollout in
+
+
+def test_atla_adversary_state_round_trips_and_refuses_what_does_not_fit(tmp_path):
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from robustness.learned.atla import AdversaryState
+
+    def state(seed, norm=True):
+        venv = make_vec_env("CartPole-v1", n_envs=2, seed=seed)
+        env = VecNormalize(venv) if norm else venv
+        ppo = PPO("MlpPolicy", env, n_steps=64, batch_size=64, n_epochs=1, seed=seed, device="cpu")
+        return AdversaryState(ppo, env if norm else None, {"n": 0})
+
+    trained = state(0)
+    trained.adversary.learn(128)
+    trained.updates["n"] = 3
+    tensors, meta = trained.state()
+    fresh = state(1)
+    fresh.load_state(tensors, meta)
+    for a, b in zip(trained.adversary.policy.state_dict().values(), fresh.adversary.policy.state_dict().values()):
+        assert torch.equal(a, b)
+    obs = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    np.testing.assert_array_equal(*(s.adversary.predict(obs, deterministic=True)[0] for s in (fresh, trained)))
+    np.testing.assert_array_equal(fresh.norm.obs_rms.mean, trained.norm.obs_rms.mean)
+    assert fresh.norm.ret_rms.count == trained.norm.ret_rms.count
+    assert (fresh.adversary.num_timesteps, fresh.updates["n"]) == (128, 3)
+    opt = fresh.adversary.policy.optimizer.state_dict()["state"]
+    assert opt and all(torch.isfinite(v["exp_avg"]).all() for v in opt.values())  # Adam's moments came along
+    with pytest.raises(RllabError, match="victim_updates"):
+        fresh.load_state(tensors, {**meta, "victim_updates": -1})
+    with pytest.raises(RllabError, match="other normalisation"):
+        state(2, norm=False).load_state(tensors, meta)
+    bad = {**tensors, "policy.action_net.weight": torch.full_like(tensors["policy.action_net.weight"], float("nan"))}
+    with pytest.raises(RllabError, match="not finite"):
+        fresh.load_state(bad, meta)
+    with pytest.raises(RllabError, match="does not fit"):
+        fresh.load_state({k: v for k, v in tensors.items() if k != "policy.action_net.bias"}, meta)
 
 
 def test_atla_rounds_perturbed_uint8_pixels():

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from rllab.cli.options import check_output_folder, episode_count, fraction, step_count, thread_count
 from rllab.environment import check_env_id
@@ -12,6 +14,20 @@ from rllab.parsing import budget, format_ci, nonneg_float, plural, positive_int,
 from rllab.training import default_run_dir, train
 
 DEFENSE_DEFAULTS = {"eps": 0.1, "defense_coef": 0.1, "defense_steps": 10, "defense_ramp": 0.5}
+DEFENSE_OPTIONS = {  # option (argparse dest) -> the installer's keyword
+    "eps": "eps",
+    "defense_coef": "coef",
+    "defense_steps": "steps",
+    "defense_ramp": "ramp",
+    "defense_solver": "solver",
+    "defense_adv_every": "adv_every",
+    "defense_adv_steps": "adv_steps",
+}
+DEFENSE_TAKES = {  # the options each training defense uses; another one given is refused, not ignored
+    "sa-reg": ("eps", "defense_coef", "defense_steps", "defense_ramp", "defense_solver"),
+    "adv-obs": ("eps", "defense_steps", "defense_ramp"),
+    "atla": ("eps", "defense_steps", "defense_adv_every", "defense_adv_steps"),
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +87,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["pgd", "ibp"],
         help="sa-reg: inner maximisation by PGD (default) or the IBP upper bound of the KL (SA-PPO convex variant)",
     )
+    p.add_argument(
+        "--defense-adv-every",
+        type=positive_int,
+        help="atla: victim updates between two trainings of the adversary (default 8; ATLA's alternation: 1)",
+    )
+    p.add_argument(
+        "--defense-adv-steps",
+        type=positive_int,
+        help="atla: PPO steps the adversary trains each time (default 2048; at least one adversary rollout)",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("-v", "--verbose", action="count", default=0)
     p.set_defaults(func=cmd_train)
@@ -79,13 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     """Train one agent and print where its checkpoint and TensorBoard logs are."""
     check_env_id(args.env)  # an unknown id or bad kwargs fail before the "training ..." line
-    given = [f"--{k.replace('_', '-')}" for k in (*DEFENSE_DEFAULTS, "defense_solver") if getattr(args, k) is not None]
-    if given and not args.defense:
-        verb = "applies" if len(given) == 1 else "apply"
-        raise RllabError(f"{', '.join(given)} only {verb} with --defense (sa-reg, adv-obs or atla)")
-    for key, default in DEFENSE_DEFAULTS.items():
-        if getattr(args, key) is None:
-            setattr(args, key, default)
+    defense_kwargs = _defense_kwargs(args)
     env_kwargs = yaml_arg(args.env_kwargs, "--env-kwargs") or {}
     wrappers = yaml_arg(args.wrappers, "--wrappers", list) if args.wrappers is not None else None
     out = Path(args.out) if args.out else default_run_dir(args.algo, args.env, args.seed)
@@ -109,15 +129,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         save_freq=args.save_freq,
         progress=False if args.no_progress else None,
         defense=args.defense,
-        defense_kwargs={
-            "eps": args.eps,
-            "coef": args.defense_coef,
-            "steps": args.defense_steps,
-            "ramp": args.defense_ramp,
-            **({"solver": args.defense_solver} if args.defense_solver else {}),
-        }
-        if args.defense
-        else None,
+        defense_kwargs=defense_kwargs,
         verbose=args.verbose,
         threads=args.threads,
     )
@@ -130,3 +142,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(f"checkpoint: {out}   tensorboard: tensorboard --logdir {out / 'tb'}")
     return 0
+
+
+def _flags(dests: Iterable[str]) -> str:
+    return ", ".join(f"--{d.replace('_', '-')}" for d in dests)
+
+
+def _defense_kwargs(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The chosen defense's settings: those given, the defaults for the rest; one it does not use is refused."""
+    given = [d for d in DEFENSE_OPTIONS if getattr(args, d) is not None]
+    if not args.defense:
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise RllabError(f"{_flags(given)} only {verb} with --defense (sa-reg, adv-obs or atla)")
+        return None
+    takes = DEFENSE_TAKES.get(args.defense, tuple(DEFENSE_OPTIONS))  # an unknown name: the installer says so
+    unused = [d for d in given if d not in takes]
+    if unused:
+        verb = "does" if len(unused) == 1 else "do"
+        raise RllabError(f"{_flags(unused)} {verb} not apply to --defense {args.defense} (it takes {_flags(takes)})")
+    values = {d: getattr(args, d) if getattr(args, d) is not None else DEFENSE_DEFAULTS.get(d) for d in takes}
+    return {DEFENSE_OPTIONS[d]: v for d, v in values.items() if v is not None}

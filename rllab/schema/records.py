@@ -36,6 +36,7 @@ class ResumeState(_Model):
     num_timesteps: Annotated[int, Field(ge=0)]
     n_updates: Annotated[int, Field(ge=0)] = 0
     ret_rms: ReturnStats | None = None
+    defense: dict[str, Any] | None = None  # a defense's own metadata (its installer checks it on load)
 
 
 class StoredDefense(_Model):

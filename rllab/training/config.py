@@ -26,7 +26,8 @@ from rllab.schema import RunConfig, validate
 from rllab.spec import now, spec_skeleton
 from rllab.training.build import ModelRecipe, model_recipe, split_hyperparams
 
-DEFENSE_SETTINGS = ("eps", "coef", "steps", "ramp", "solver")  # the user's settings a resumed defense keeps
+# the user's settings a resumed defense keeps
+DEFENSE_SETTINGS = ("eps", "coef", "steps", "ramp", "solver", "adv_every", "adv_steps")
 
 
 def default_run_dir(algo: str, env_id: str, seed: int) -> Path:

@@ -2,15 +2,18 @@
 
 A provider module (``robustness.adversarial_training``) registers ``name -> installer(model, seed, **settings)``
 in ``TRAINING_DEFENSES`` when imported; the installer changes the model's update and returns the settings
-it used, which the checkpoint records in its training config and lineage.
+it used, which the checkpoint records in its training config and lineage. A defense that trains something
+of its own (ATLA's adversary) sets ``model.rllab_defense_state`` to a ``DefenseState``, which ``--resume``
+saves beside the optimizer and restores.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
+import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.preprocessing import is_image_space
@@ -20,6 +23,19 @@ from rllab.spec import append_lineage, now
 from rllab.units import check_budget
 
 TRAINING_DEFENSES: dict[str, Callable[..., dict[str, Any]]] = {}
+DEFENSE_STATE_ATTR = "rllab_defense_state"  # set on the model by a defense with trained state of its own
+
+
+class DefenseState(Protocol):
+    """A training defense's own state (weights, optimizer, counters) that a resumed run continues from."""
+
+    def state(self) -> tuple[dict[str, th.Tensor], dict[str, Any]]:
+        """Tensors (saved as safetensors) and JSON-able metadata."""
+
+    def load_state(self, tensors: dict[str, th.Tensor], meta: dict[str, Any]) -> None:
+        """Restore what ``state`` returned; one ``RllabError`` line when it does not fit."""
+
+
 DEFENSE_PROVIDERS = ["robustness.adversarial_training"]
 
 

@@ -2,8 +2,9 @@
 
 The run folder is the checkpoint; ``resume/`` beside it holds, per saved step N, the optimizer state
 (``optimizer.N.safetensors``) and the step and update counters with the return-normalisation statistics
-(``state.N.json``). Restored weights, optimizer and counters make a resumed run's weights bit-identical
-to an uninterrupted one's.
+(``state.N.json``); a defense that trains a model of its own (ATLA's adversary) adds ``defense.N.safetensors``
+and its metadata in ``state.N.json``. Restored weights, optimizer and counters make a resumed run's weights
+bit-identical to an uninterrupted one's (for the defenses without a model of their own).
 
 Crash consistency: a save writes the resume state of step N, then the checkpoint, and only then removes
 the resume state of earlier steps. A run killed (or out of disk) at any point therefore still holds the
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from rllab.errors import RllabError
 from rllab.files import read_regular_file
 from rllab.schema import ResumeState
 from rllab.spec import now
+from rllab.training.defenses import DEFENSE_STATE_ATTR, DefenseState
 
 RESUME_DIR = "resume"
 MAX_OPTIMIZER_BYTES = 1 << 32  # Adam keeps two moments per parameter: 4 GiB is a 500M-parameter float32 policy
@@ -44,7 +47,11 @@ def _optimizer_file(resume: Path, step: int) -> Path:
     return resume / f"optimizer.{step}.safetensors"
 
 
-def _optimizer_to_files(optimizer: th.optim.Optimizer) -> tuple[dict[str, th.Tensor], dict[str, Any]]:
+def _defense_file(resume: Path, step: int) -> Path:
+    return resume / f"defense.{step}.safetensors"
+
+
+def optimizer_to_files(optimizer: th.optim.Optimizer) -> tuple[dict[str, th.Tensor], dict[str, Any]]:
     state = optimizer.state_dict()
     tensors: dict[str, th.Tensor] = {}
     meta: dict[str, Any] = {"param_groups": state["param_groups"], "scalars": {}}
@@ -77,7 +84,7 @@ def _check_optimizer_tensor(name: str, value: th.Tensor, param: th.Tensor) -> No
         raise RllabError(f"resume state's optimizer entry {name!r} is not finite")
 
 
-def _optimizer_from_files(optimizer: th.optim.Optimizer, tensors: dict[str, th.Tensor], meta: dict[str, Any]) -> None:
+def optimizer_from_files(optimizer: th.optim.Optimizer, tensors: dict[str, th.Tensor], meta: dict[str, Any]) -> None:
     params = [p for group in optimizer.param_groups for p in group["params"]]
     state: dict[int, dict[str, Any]] = {}
     for name, value in list(tensors.items()) + list(meta["scalars"].items()):
@@ -122,7 +129,7 @@ def save_run(model: BaseAlgorithm, spec: dict[str, Any], run_dir: Path, complete
     }
     resume = run_dir / RESUME_DIR
     resume.mkdir(parents=True, exist_ok=True)
-    tensors, meta = _optimizer_to_files(model.policy.optimizer)
+    tensors, meta = optimizer_to_files(model.policy.optimizer)
     meta["num_timesteps"] = int(model.num_timesteps)
     meta["n_updates"] = int(getattr(model, "_n_updates", 0))
     env = model.get_env()
@@ -136,13 +143,38 @@ def save_run(model: BaseAlgorithm, spec: dict[str, Any], run_dir: Path, complete
     # The resume state of this step is written before the checkpoint, and older steps' state removed
     # only after it: whatever the moment a run dies, its checkpoint's step has a resume state.
     step = int(model.num_timesteps)
-    atomic_write(_optimizer_file(resume, step), lambda tmp: save_file(tensors, str(tmp)))
-    write_json(_state_file(resume, step), meta)
+    keep = [_state_file(resume, step), _optimizer_file(resume, step)]
+    defense: DefenseState | None = getattr(model, DEFENSE_STATE_ATTR, None)
+    if defense is not None:
+        defense_tensors, meta["defense"] = defense.state()
+        keep.append(_defense_file(resume, step))
+        atomic_write(keep[-1], lambda tmp: save_file(defense_tensors, str(tmp)))
+    atomic_write(keep[1], lambda tmp: save_file(tensors, str(tmp)))
+    write_json(keep[0], meta)
     agent.save(run_dir)
     for old in resume.iterdir():
-        if old.name not in (_state_file(resume, step).name, _optimizer_file(resume, step).name):
+        if old.name not in {f.name for f in keep}:
             old.unlink(missing_ok=True)
     return agent
+
+
+def _restore_defense(defense: DefenseState | None, resume: Path, step: int, meta: dict[str, Any]) -> None:
+    """The defense's own state at ``step``; a run saved before defenses kept one goes on with a fresh one."""
+    if defense is None:
+        return
+    path = _defense_file(resume, step)
+    if meta.get("defense") is None or not path.is_file():
+        print(
+            f"warning: {resume} holds no state of the defense's own model at step {step} (saved by an older "
+            "rllab); it starts afresh",
+            file=sys.stderr,
+        )
+        return
+    try:
+        tensors = load_safetensors(read_regular_file(path, MAX_OPTIMIZER_BYTES, "defense state file"))
+    except (OSError, SafetensorError) as exc:
+        raise RllabError(f"cannot resume: {path} unreadable ({exc})") from None
+    defense.load_state(tensors, meta["defense"])
 
 
 def restore_run(model: BaseAlgorithm, run_dir: Path, spec: dict[str, Any]) -> int:
@@ -168,7 +200,8 @@ def restore_run(model: BaseAlgorithm, run_dir: Path, spec: dict[str, Any]) -> in
             f"cannot resume {run_dir}: its checkpoint is at step {ckpt_steps} but the resume state at step "
             f"{meta.get('num_timesteps')}; start a new run"
         )
-    _optimizer_from_files(model.policy.optimizer, tensors, meta)
+    optimizer_from_files(model.policy.optimizer, tensors, meta)
+    _restore_defense(getattr(model, DEFENSE_STATE_ATTR, None), resume, ckpt_steps, meta)
     norm = spec["preprocessing"].get("obs_normalization")
     env = model.get_env()
     if norm and isinstance(env, VecNormalize):

@@ -7,11 +7,13 @@ current victim.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import gymnasium as gym
 import numpy as np
+import torch as th
 from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
+from pydantic import Field
 from stable_baselines3 import PPO
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
@@ -20,7 +22,11 @@ from envs.wrappers import WRAPPERS, ObservationShift
 from rllab.agent import Agent
 from rllab.errors import RllabError
 from rllab.nn.policies import default_extractor
+from rllab.schema.base import Finite, _Model, validate
+from rllab.schema.records import ParamGroup, ReturnStats
 from rllab.spec import spec_skeleton
+from rllab.training.defenses import DEFENSE_STATE_ATTR
+from rllab.training.resume import optimizer_from_files, optimizer_to_files
 from rllab.units import ThreatUnit
 from robustness.learned.env import AttackedEnv
 
@@ -91,18 +97,107 @@ def env_spec_of(venv: Any) -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
     return spec.id, dict(spec.kwargs), wrappers[::-1]
 
 
+class _Moments(_Model):
+    mean: Annotated[list[Finite], Field(max_length=1 << 20)]
+    var: Annotated[list[Annotated[float, Field(ge=0, allow_inf_nan=False)]], Field(max_length=1 << 20)]
+
+
+class _OptimizerMeta(_Model):
+    param_groups: Annotated[list[ParamGroup], Field(min_length=1, max_length=1000)]
+    scalars: dict[Annotated[str, Field(pattern=r"^\d+\.\w+$")], bool | int | float | None]
+
+
+class AdversaryResume(_Model):
+    """``defense`` in an ATLA run's ``resume/state.N.json``: the adversary's counters and normalisation."""
+
+    optimizer: _OptimizerMeta
+    num_timesteps: Annotated[int, Field(ge=0)]
+    n_updates: Annotated[int, Field(ge=0)]
+    victim_updates: Annotated[int, Field(ge=0)]
+    obs_rms: _Moments | None = None
+    ret_rms: ReturnStats | None = None
+
+
+class AdversaryState:
+    """ATLA's adversary as ``--resume`` continues it: weights, optimizer, step counters, normalisation
+    statistics and where the victim is in the alternation (a ``rllab.training.defenses.DefenseState``)."""
+
+    def __init__(self, adversary: PPO, norm: VecNormalize | None, updates: dict[str, int]) -> None:
+        self.adversary, self.norm, self.updates = adversary, norm, updates
+
+    def state(self) -> tuple[dict[str, th.Tensor], dict[str, Any]]:
+        policy = self.adversary.policy
+        tensors = {f"policy.{k}": v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+        opt_tensors, opt_meta = optimizer_to_files(policy.optimizer)
+        tensors.update({f"optimizer.{k}": v for k, v in opt_tensors.items()})
+        meta: dict[str, Any] = {
+            "optimizer": opt_meta,
+            "num_timesteps": int(self.adversary.num_timesteps),
+            "n_updates": int(self.adversary._n_updates),
+            "victim_updates": int(self.updates["n"]),
+        }
+        if self.norm is not None:
+            obs, ret = self.norm.obs_rms, self.norm.ret_rms
+            meta["obs_rms"] = {
+                "mean": np.asarray(obs.mean).reshape(-1).tolist(),
+                "var": np.asarray(obs.var).reshape(-1).tolist(),
+            }
+            meta["ret_rms"] = {
+                "mean": float(np.asarray(ret.mean)),
+                "var": float(np.asarray(ret.var)),
+                "count": float(ret.count),
+                "obs_count": float(obs.count),
+            }
+        return tensors, meta
+
+    def load_state(self, tensors: dict[str, th.Tensor], meta: dict[str, Any]) -> None:
+        validate(meta, AdversaryResume, "resume state's ATLA adversary")
+        policy = self.adversary.policy
+        weights = {k.removeprefix("policy."): v for k, v in tensors.items() if k.startswith("policy.")}
+        if not all(bool(th.isfinite(v).all()) for v in weights.values() if v.is_floating_point()):
+            raise RllabError("resume state's ATLA adversary has weights that are not finite")
+        try:
+            policy.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise RllabError(
+                f"resume state's ATLA adversary does not fit this run: {str(exc).splitlines()[0]}"
+            ) from None
+        opt = {k.removeprefix("optimizer."): v for k, v in tensors.items() if k.startswith("optimizer.")}
+        optimizer_from_files(policy.optimizer, opt, meta["optimizer"])
+        self.adversary.num_timesteps = meta["num_timesteps"]
+        self.adversary._n_updates = meta["n_updates"]
+        self.updates["n"] = meta["victim_updates"]
+        if (self.norm is None) != (meta.get("ret_rms") is None) or (self.norm is None) != (meta.get("obs_rms") is None):
+            raise RllabError("resume state's ATLA adversary was saved with other normalisation than this run's")
+        if self.norm is not None:
+            obs = self.norm.obs_rms
+            if len(meta["obs_rms"]["mean"]) != obs.mean.size or len(meta["obs_rms"]["var"]) != obs.var.size:
+                raise RllabError("resume state's ATLA adversary normalises another observation size")
+            obs.mean = np.asarray(meta["obs_rms"]["mean"], dtype=np.float64).reshape(obs.mean.shape)
+            obs.var = np.asarray(meta["obs_rms"]["var"], dtype=np.float64).reshape(obs.var.shape)
+            obs.count = meta["ret_rms"]["obs_count"]
+            ret = self.norm.ret_rms
+            ret.mean, ret.var = np.float64(meta["ret_rms"]["mean"]), np.float64(meta["ret_rms"]["var"])
+            ret.count = meta["ret_rms"]["count"]
+
+
 def install_atla(
     model: Any, eps: float, seed: int = 0, steps: int = 10, adv_every: int = 8, adv_steps: int = 2048, **_: Any
 ) -> dict[str, Any]:
     """ATLA (Zhang et al. 2021): alternate victim and adversary training.
 
     The victim's rollouts see observations perturbed by a PA-AD adversary; every ``adv_every``
-    victim updates the adversary trains ``adv_steps`` PPO steps against the current victim.
+    victim updates the adversary trains ``adv_steps`` PPO steps against the current victim (ATLA's
+    alternation is ``adv_every=1`` with ``adv_steps`` the victim's rollout size). The adversary is saved
+    with the run's resume state, so ``--resume`` continues it.
     The adversary's environments are the run's own (id, kwargs and wrappers). Vector budgets
     use the std of observations in 2000 steps of random-action rollouts of that environment.
     """
     if not hasattr(model, "rollout_buffer"):
         raise RllabError("--defense atla needs an on-policy algorithm (reinforce, a2c, ppo)")
+    for name, value in (("adv_every", adv_every), ("adv_steps", adv_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RllabError(f"atla's {name} must be a positive integer, got {value!r}")
     env = model.get_env()
     norm = env if isinstance(env, VecNormalize) and env.norm_obs else None  # rewards-only: observations are raw
     venv = env.venv if isinstance(env, VecNormalize) else env  # the raw observations: the adversary perturbs these
@@ -166,6 +261,7 @@ def install_atla(
             model.logger.record("train/atla_adversary_steps", adversary.num_timesteps)
 
     model.train = train_then_adversary
+    setattr(model, DEFENSE_STATE_ATTR, AdversaryState(adversary, adversary_norm, updates))  # --resume keeps it
     return {
         "name": "atla",
         "eps": eps,
