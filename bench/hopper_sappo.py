@@ -56,7 +56,13 @@ SCAN = "attack-rs-scan.json"  # the Robust Sarsa scan: its screening and the bes
 RS_GRID = [(e, r) for e in (0.02, 0.1, 0.3) for r in (0.1, 1.0, 10.0)]
 SCREEN_SEED, SCREEN_EPISODES = 1000, 10
 #: SA-PPO's README, Hopper, median agents, eps 0.075: (natural return, return under the strongest attack)
-PAPER = {"ppo": (3167.6, 733.0), "sa-ppo (convex)": (3704.1, 1224.2), "sa-ppo (sgld)": (3523.1, 1403.3)}
+#: and ATLA_robust_RL's README, Hopper-v2: its strongest ATLA (LSTM policy + SA-Reg); the lab's is the MLP ATLA
+PAPER = {
+    "ppo": (3167.6, 733.0),
+    "sa-ppo (convex)": (3704.1, 1224.2),
+    "sa-ppo (sgld)": (3523.1, 1403.3),
+    "atla-ppo (lstm + sa-reg)": (3291.2, 1771.9),
+}
 
 
 def finished_steps(folder: Path) -> int:
@@ -306,10 +312,12 @@ def table(args: argparse.Namespace, agents: Path) -> dict:
                         else "trained, not attacked yet"
                     )
                 )
-    medians = {}
+    medians, pools = {}, {}
     for method, seeds in per.items():
-        order = sorted(seeds, key=lambda s: seeds[s]["strongest_return"])
-        medians[method] = order[(len(order) - 1) // 2]
+        # the median of the agents trained with the method's current recipe, where there are any
+        pool = [s for s in seeds if not seeds[s]["note"]] or list(seeds)
+        order = sorted(pool, key=lambda s: seeds[s]["strongest_return"])
+        medians[method], pools[method] = order[(len(order) - 1) // 2], order
     result = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "eps": EPS,
@@ -319,6 +327,7 @@ def table(args: argparse.Namespace, agents: Path) -> dict:
         "adv_steps": args.adv_steps,
         "agents": {m: {str(s): r for s, r in seeds.items()} for m, seeds in per.items()},
         "median_seed": medians,
+        "median_of": pools,
         "paper": PAPER,
         "missing": missing,
     }
@@ -337,13 +346,19 @@ def table(args: argparse.Namespace, agents: Path) -> dict:
         f"reported on the table's {args.episodes}; `learned`: the PA-AD adversary, PPO {args.adv_steps:,} steps "
         "normalising its states and rewards as the victims' training did (rows labelled 'adversary on raw states' "
         "are the earlier, unnormalised adversary of the same budget, kept). The strongest attack is the lowest "
-        "of these rows.",
+        "of these rows. The median agent (by strongest-attack return; the lower of two) is taken over the agents "
+        "trained with the method's current recipe where there are any; an agent trained otherwise says how in "
+        "the table of every agent.",
         "",
         "| method | median agent | clean [95% CI] | strongest attack | its return [95% CI] | Random | "
         "paper: clean / strongest |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    paper = {"ppo": "3167.6 / 733", "sa-ppo": "convex 3704.1 / 1224.2; SGLD 3523.1 / 1403.3", "atla": "-"}
+    paper = {
+        "ppo": "3167.6 / 733",
+        "sa-ppo": "convex 3704.1 / 1224.2; SGLD 3523.1 / 1403.3",
+        "atla": "ATLA-PPO with LSTM + SA-Reg (ATLA's README): 3291.2 / 1771.9",
+    }
     for method in methods:
         if method not in medians:
             lines.append(f"| {method} | not finished | | | | | {paper.get(method, '-')} |")
@@ -351,8 +366,10 @@ def table(args: argparse.Namespace, agents: Path) -> dict:
         s = medians[method]
         r = per[method][s]
         worst = r["attacks"][r["strongest"]]
+        of = "" if len(pools[method]) == len(per[method]) else f"; median of the {len(pools[method])} of today's recipe"
         lines.append(
-            f"| {method} | s{s} ({len(per[method])} of {len(seeds_all)} seeds done) | {ci(r['clean'], r['clean_ci'])}"
+            f"| {method} | s{s} ({len(per[method])} of {len(seeds_all)} seeds done{of}) | "
+            f"{ci(r['clean'], r['clean_ci'])}"
             f" | {r['strongest']} | {ci(worst['mean'], worst['ci95'])} ({worst['mean'] / r['clean']:.0%}) | "
             f"{r['random']:.0f} ({r['random'] / r['clean']:.0%}) | {paper.get(method, '-')} |"
         )

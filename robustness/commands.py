@@ -66,7 +66,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-fraction", type=float, default=0.25, help="timed: cap on the fraction of attacked steps")
     p.add_argument("--adversary", help="learned: a trained adversary checkpoint")
-    p.add_argument("--adv-steps", type=int, default=30_000, help="learned: PPO steps to train one adversary per eps")
+    p.add_argument(
+        "--adv-steps", type=positive_int, default=30_000, help="learned: PPO steps to train one adversary per eps"
+    )
+    p.add_argument(
+        "--adv-seeds",
+        type=positive_int,
+        default=1,
+        help="learned: train this many adversaries per eps (training seeds SEED..SEED+N-1) and attack with the "
+        "strongest by their own closing evaluation (ATLA keeps the strongest of several)",
+    )
     p.add_argument(
         "--rs-steps", type=positive_int, default=30_000, help="rs, rs+mad: rollout steps to learn the robust Q (cached)"
     )
@@ -182,6 +191,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                     eot=args.eot,
                     adversary=args.adversary,
                     adv_steps=args.adv_steps,
+                    adv_seeds=args.adv_seeds,
                     threshold=args.threshold,
                     max_fraction=args.max_fraction,
                     target=args.target_action,

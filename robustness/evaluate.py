@@ -70,6 +70,7 @@ def build_attack(
     eot: int = 1,
     adversary: str | None = None,
     adv_steps: int = 30_000,
+    adv_seeds: int = 1,
     threshold: float = 0.5,
     max_fraction: float = 0.25,
     target: int | None = None,
@@ -107,7 +108,7 @@ def build_attack(
     if name == "plan":
         return PlanningAttack(steps=steps)
     if name == "learned":
-        return LearnedAttack(adversary=adversary, adv_steps=adv_steps)
+        return LearnedAttack(adversary=adversary, adv_steps=adv_steps, adv_seeds=adv_seeds)
     raise RllabError(f"unknown attack {name!r}; choose from {', '.join(ATTACK_NAMES)} or a group: {', '.join(GROUPS)}")
 
 

@@ -38,6 +38,9 @@ def _usage_error(argv: list[str], capsys) -> str:
         (["sweep", "--algo", "ppo", "--env", "CartPole-v1", "--steps", "inf"], "--steps: must be finite"),
         (["sweep", "--algo", "ppo", "--env", "CartPole-v1", "--jobs", "1e9"], "--jobs: must be <="),
         ([*TRAIN, "--threads", "1e9"], "--threads: must be <="),
+        ([*TRAIN, "--defense", "atla", "--defense-adv-every", "0"], "--defense-adv-every: must be >= 1"),
+        (["attack", "run", "--adv-seeds", "0"], "--adv-seeds: must be >= 1"),
+        (["attack", "run", "--adv-steps", "-5"], "--adv-steps: must be >= 1"),
     ],
 )
 def test_numbers_out_of_range_are_one_line(argv, expected, capsys):

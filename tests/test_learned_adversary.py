@@ -267,3 +267,35 @@ def test_an_adversary_used_at_another_eps_or_on_another_agent_warns(cartpole_ppo
     )
     settings = card["attacks"]["learned"]
     assert settings["adversary_trained_for"]["eps"] == 0.5 and len(settings["warnings"]) == 2
+
+
+def test_adv_seeds_attacks_with_the_strongest_adversary_by_its_own_evaluation(cartpole_ppo_path, tmp_path, capsys):
+    import json
+
+    from rllab.cli import main
+    from robustness.evaluate import build_attack, evaluate
+
+    victim = copy_run(cartpole_ppo_path, tmp_path / "victim")
+    # three cached adversaries of training seeds 0, 1, 2 (as the attack names them); their closing evaluations
+    # left the victim 120, 35 and 80: seed 1 is the strongest
+    for seed, victim_return in [(0, 120.0), (1, 35.0), (2, 80.0)]:
+        adv = _fake_adversary(victim, victim / "adversaries" / f"learned-eps0.3-s{seed}-64steps", eps=0.3)
+        spec = json.loads((adv / "agent.json").read_text())
+        spec["training"]["final_eval"]["mean_return"] = -victim_return  # the adversary's return: minus the victim's
+        (adv / "agent.json").write_text(json.dumps(spec))
+    attack = build_attack("learned", adv_steps=64, adv_seeds=3)
+    card = evaluate(rllab.load(victim), attacks=[attack], eps=[0.3], episodes=1, n_envs=1, progress=False)
+    settings = card["attacks"]["learned"]
+    picked = str(victim / "adversaries" / "learned-eps0.3-s1-64steps")
+    assert settings["trained_adversaries"] == {"0.3": picked} and settings["adv_seeds"] == 3
+    assert settings["adversary_selection"]["0.3"]["picked"] == picked
+    assert sorted(settings["adversary_selection"]["0.3"]["victim_return"].values()) == [35.0, 80.0, 120.0]
+    one = build_attack("learned", adv_steps=64)  # one seed: the adversary of the evaluation's seed, no selection
+    card = evaluate(rllab.load(victim), attacks=[one], eps=[0.3], episodes=1, n_envs=1, progress=False)
+    assert card["attacks"]["learned"]["trained_adversaries"]["0.3"].endswith("learned-eps0.3-s0-64steps")
+    assert "adversary_selection" not in card["attacks"]["learned"]
+    argv = ["attack", str(victim), "--attack", "learned", "--eps", "0.3", "--episodes", "1", "--no-progress"]
+    assert main([*argv, "--adv-seeds", "2", "--adversary", picked, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # (out-of-range values: tests/test_cli_values.py)
+    assert len(err) == 1 and "--adv-seeds applies to adversaries the attack trains itself" in err[0]
+    assert not (tmp_path / "x").exists()

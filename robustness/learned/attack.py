@@ -2,7 +2,9 @@
 
 A trained adversary checkpoint (``robustness.learned.train``) is used at every budget (the card
 notes the eps it was trained for); without one, an adversary is trained for each eps at first use
-and saved beside the victim (``VICTIM/adversaries/``).
+and saved beside the victim (``VICTIM/adversaries/``). With ``adv_seeds`` N > 1, N adversaries (training
+seeds seed..seed+N-1) are trained per eps and the strongest by their own closing evaluation is used, as
+the ATLA paper keeps the strongest of several adversaries.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from robustness.attacks.base import Attack
 from robustness.learned.env import ENV_ID, check_adversary, pa_ad_actor, register, trained_for
 from robustness.learned.train import train_adversary
 from robustness.threat import ThreatModel
+
+MAX_ADV_SEEDS = 32  # each is a PPO training of --adv-steps
 
 
 def load_adversary(adversary: Agent | str | Path) -> Agent:
@@ -48,11 +52,21 @@ class LearnedAttack(Attack):
     name = "learned"
     kind = "learned adversary (PA-AD director, white-box PGD actor)"
 
-    def __init__(self, adversary: Agent | str | Path | None = None, adv_steps: int = 30_000) -> None:
+    def __init__(
+        self, adversary: Agent | str | Path | None = None, adv_steps: int = 30_000, adv_seeds: int = 1
+    ) -> None:
         super().__init__()
+        if isinstance(adv_steps, bool) or not isinstance(adv_steps, int) or adv_steps < 1:
+            raise RllabError(f"--adv-steps must be a positive integer, got {adv_steps!r}")
+        if isinstance(adv_seeds, bool) or not isinstance(adv_seeds, int) or not 1 <= adv_seeds <= MAX_ADV_SEEDS:
+            raise RllabError(f"--adv-seeds must be an integer from 1 to {MAX_ADV_SEEDS}, got {adv_seeds!r}")
+        if adversary is not None and adv_seeds > 1:
+            raise RllabError("--adv-seeds applies to adversaries the attack trains itself, not to a given --adversary")
         self.adversary = load_adversary(adversary) if adversary is not None else None  # before any episode runs
         self.adversary_path = self.adversary.path if isinstance(adversary, Agent) else adversary
         self.adv_steps = adv_steps
+        self.adv_seeds = adv_seeds
+        self.selection: dict[str, dict[str, Any]] = {}  # per eps, with adv_seeds > 1: the candidates and the pick
         self._by_eps: dict[float, Agent] = {}  # adversaries trained at first use, per eps
         self._checked: list[tuple[Agent, Agent]] = []  # (adversary, victim) pairs already checked
         self._victim_path: Path | None = None
@@ -69,6 +83,9 @@ class LearnedAttack(Attack):
             "adv_steps": self.adv_steps if self.adversary_path is None else None,
             "trained_adversaries": self.trained,
         }
+        if self.adv_seeds > 1:
+            out["adv_seeds"] = self.adv_seeds
+            out["adversary_selection"] = self.selection
         if self.trained_for is not None:
             out["adversary_trained_for"] = self.trained_for
         if self.warnings:
@@ -98,14 +115,31 @@ class LearnedAttack(Attack):
         if eps not in self._by_eps:
             if self._victim_path is None:
                 raise RllabError("training a learned adversary needs the victim loaded from a checkpoint folder")
-            # the training budget is part of the name: a longer-trained adversary is a different attack
-            name = f"learned-eps{eps:g}-s{self._seed}-{self.adv_steps}steps" + ("-norm" if self._normalized else "")
-            out = Path(self._victim_path) / "adversaries" / name
-            if not (out / "agent.json").exists():
-                train_adversary(self._victim_path, eps, steps=self.adv_steps, seed=self._seed, out=out, progress=False)
-            self.trained[f"{eps:g}"] = str(out)
-            self._by_eps[eps] = load_adversary(out)
+            candidates = [self._trained(eps, self._seed + k) for k in range(self.adv_seeds)]
+            path, picked = candidates[0]
+            if self.adv_seeds > 1:
+                # the strongest by each adversary's own closing evaluation (its return is minus the victim's),
+                # on episodes of its own seeds (20000+), never on the episodes this evaluation reports
+                victim_return = {p: _closing_victim_return(p, adv) for p, adv in candidates}
+                path, picked = min(candidates, key=lambda c: victim_return[c[0]])
+                self.selection[f"{eps:g}"] = {
+                    "picked": path,
+                    "by": "lowest victim return in the adversary's own closing evaluation (seeds 20000 + its seed)",
+                    "victim_return": victim_return,
+                }
+            self.trained[f"{eps:g}"] = path
+            self._by_eps[eps] = picked
         return self._by_eps[eps]
+
+    def _trained(self, eps: float, seed: int) -> tuple[str, Agent]:
+        """The adversary of training seed ``seed`` at ``eps``, trained at first use and saved beside the victim."""
+        assert self._victim_path is not None
+        # the training budget is part of the name: a longer-trained adversary is a different attack
+        name = f"learned-eps{eps:g}-s{seed}-{self.adv_steps}steps" + ("-norm" if self._normalized else "")
+        out = Path(self._victim_path) / "adversaries" / name
+        if not (out / "agent.json").exists():
+            train_adversary(self._victim_path, eps, steps=self.adv_steps, seed=seed, out=out, progress=False)
+        return str(out), load_adversary(out)
 
     def __call__(self, agent: Agent, obs: th.Tensor, threat: ThreatModel) -> th.Tensor:
         """The adversary's action on each observation, turned into a perturbation within ``threat``'s ball."""
@@ -125,3 +159,11 @@ class LearnedAttack(Attack):
             steps = int(adversary.spec["env"]["kwargs"].get("pgd_steps", 10))
             perturbed = pa_ad_actor(agent, x, a, radius, low, high, steps)
         return threat.project(th.as_tensor(perturbed, device=obs.device), obs)
+
+
+def _closing_victim_return(path: str, adversary: Agent) -> float:
+    """The victim's mean return in the adversary's closing evaluation (minus the adversary's own)."""
+    final = (adversary.spec.get("training") or {}).get("final_eval") or {}
+    if isinstance(final.get("mean_return"), bool) or not isinstance(final.get("mean_return"), (int, float)):
+        raise RllabError(f"{path} records no closing evaluation to compare it with the other adversaries by")
+    return -float(final["mean_return"])
