@@ -216,9 +216,14 @@ def training_note(folder: Path) -> str:
         defense = json.loads((folder / "agent.json").read_text())["training"]["config"].get("defense") or {}
     except (OSError, KeyError, ValueError, TypeError):
         return ""
-    if defense.get("name") == "atla" and not defense.get("adversary_normalized"):
-        return "ATLA's adversary trained on raw states: before it normalised"
-    return ""
+    if defense.get("name") != "atla":
+        return ""
+    notes = []
+    if not defense.get("adversary_normalized"):
+        notes.append("ATLA's adversary trained on raw states: before it normalised")
+    if defense.get("unit") == "random-action obs std":
+        notes.append("budget in random-action obs std, 0.5-7x smaller per feature than the attacks' unit")
+    return "; ".join(notes)
 
 
 def agent_row(card: dict, scan: dict | None = None, learned: dict | None = None) -> dict:

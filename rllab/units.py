@@ -26,6 +26,7 @@ from rllab.spaces import is_unit_box
 
 PIXEL = "pixel/255"
 STD = "obs std"
+RUNNING_STD = "running obs std"  # adversarial training's vector unit: the std of the observations seen in training
 MAX_STD_BUDGET = 1e6  # a budget or noise scale of a million standard deviations is no longer a perturbation
 ABSOLUTE = "absolute [0, 1]"
 

@@ -40,11 +40,9 @@ from torch.distributions import kl_divergence
 
 from rllab.errors import RllabError
 from rllab.training import TRAINING_DEFENSES
-from rllab.units import ThreatUnit
+from rllab.units import RUNNING_STD, ThreatUnit
 from robustness.certify import actor_layers, propagate
 from robustness.learned.atla import install_atla
-
-RUNNING_STD = "running obs std"  # the unit of vector budgets: the std of the observations seen so far in training
 
 
 def _dist(policy, obs: th.Tensor):

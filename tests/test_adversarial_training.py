@@ -210,13 +210,16 @@ def test_atla_under_observation_normalisation_perturbs_raw_observations(tmp_path
     attacked_env = atla.AttackedEnv
     original = atla.AdversarialObservations.perturb
 
+    envs = []
+
     def capture(victim, *args, **kwargs):
         victims.append(victim)
-        return attacked_env(victim, *args, **kwargs)
+        envs.append(attacked_env(victim, *args, **kwargs))
+        return envs[-1]
 
     def spy(self, obs):
         out = original(self, obs)
-        seen.append((obs.copy(), out, self.attacked))
+        seen.append((obs.copy(), out, self.attacked.unit.scale.copy()))  # the unit of that moment
         return out
 
     monkeypatch.setattr(atla, "AttackedEnv", capture)
@@ -236,10 +239,17 @@ def test_atla_under_observation_normalisation_perturbs_raw_observations(tmp_path
         defense_kwargs={"eps": 0.3, "steps": 3, "adv_every": 1, "adv_steps": 128},
     )
     assert agent.normalize_obs and victims and victims[0].normalize_obs
-    # raw observations in, perturbed within eps x the raw-observation std unit
-    obs, out, attacked = seen[-1]
-    scale = np.asarray(attacked.unit.scale)
-    assert float(np.max(np.abs(out - obs) / scale)) <= 0.3 + 1e-4 and float(np.max(np.abs(out - obs))) > 0
+    # raw observations in, perturbed within eps x the run's running std (SA-PPO's normalised-state unit), which
+    # followed the statistics as they moved: at the end it is the saved agent's normalisation std
+    assert agent.spec["training"]["config"]["defense"]["unit"] == "running obs std"
+    for obs, out, scale in seen:
+        assert float(np.max(np.abs(out - obs) / scale)) <= 0.3 + 1e-4
+    obs, out, scale = seen[-1]
+    assert float(np.max(np.abs(out - obs) / scale)) > 0.2  # the budget is used, in that unit
+    assert not np.allclose(seen[0][2], scale)  # the unit moved with the statistics ...
+    final = victims[0].norm_var.numpy().reshape(-1)  # ... and at the end is the saved agent's normalisation std
+    np.testing.assert_allclose(np.sqrt(final), np.sqrt(agent.norm_var.numpy()).reshape(-1), rtol=1e-5)
+    np.testing.assert_allclose(envs[0].scale, np.sqrt(final), rtol=1e-5)
     # the last adversary phase came after the last update: the victim normalised exactly as the saved agent does
     assert torch.allclose(victims[0].norm_mean, agent.norm_mean) and torch.allclose(victims[0].norm_var, agent.norm_var)
 

@@ -24,10 +24,11 @@ from rllab.errors import RllabError
 from rllab.nn.policies import default_extractor
 from rllab.schema.base import Finite, _Model, validate
 from rllab.schema.records import ParamGroup, ReturnStats
+from rllab.spaces import is_unit_box
 from rllab.spec import spec_skeleton
 from rllab.training.defenses import DEFENSE_STATE_ATTR
 from rllab.training.resume import optimizer_from_files, optimizer_to_files
-from rllab.units import ThreatUnit
+from rllab.units import RUNNING_STD, ThreatUnit
 from robustness.learned.env import AttackedEnv
 
 RANDOM_STD = "random-action obs std"  # the unit ATLA records for vector budgets
@@ -190,8 +191,10 @@ def install_atla(
     victim updates the adversary trains ``adv_steps`` PPO steps against the current victim (ATLA's
     alternation is ``adv_every=1`` with ``adv_steps`` the victim's rollout size). The adversary is saved
     with the run's resume state, so ``--resume`` continues it.
-    The adversary's environments are the run's own (id, kwargs and wrappers). Vector budgets
-    use the std of observations in 2000 steps of random-action rollouts of that environment.
+    The adversary's environments are the run's own (id, kwargs and wrappers). Vector budgets are in
+    the run's running observation std where it normalises observations (SA-PPO's and ATLA's
+    normalised-state units, close to the std unit the attacks use on the trained agent), else in the
+    std of observations in 2000 steps of random-action rollouts of that environment.
     """
     if not hasattr(model, "rollout_buffer"):
         raise RllabError("--defense atla needs an on-policy algorithm (reinforce, a2c, ppo)")
@@ -226,8 +229,15 @@ def install_atla(
     spec["obs_stats"] = {"mean": x.mean(0).reshape(-1).tolist(), "std": x.std(0).reshape(-1).tolist()}
     victim = Agent(spec, model.policy)  # a live view: it shares the policy being trained
     shape = tuple(obs_space.shape)
-    # vector budgets in the std of the random-action rollouts (the checkpoint's obs_stats come after training)
-    unit = ThreatUnit.pixel(shape) if victim.is_image else ThreatUnit.std(victim.obs_std, shape, name=RANDOM_STD)
+    if victim.is_image or is_unit_box(obs_space):
+        unit = ThreatUnit.for_agent(victim)  # pixels, or [0, 1] absolute (MinAtar): the units the attacks use
+    elif norm is not None:
+        # SA-PPO's and ATLA's budgets are in normalised-state units: the std of the run's running statistics,
+        # which the attacks' unit (the trained agent's obs_stats) is close to; synced as they move (below)
+        unit = ThreatUnit.std(np.sqrt(np.asarray(norm.obs_rms.var, dtype=np.float64)), shape, name=RUNNING_STD)
+    else:
+        # the std of random-action rollouts (the checkpoint's obs_stats come after training)
+        unit = ThreatUnit.std(victim.obs_std, shape, name=RANDOM_STD)
     attacked = [AttackedEnv(victim, eps, pgd_steps=steps, unit=unit) for _ in range(4)]
     adversary_env: Any = DummyVecEnv([lambda a=a: a for a in attacked])
     # the adversary's PPO normalises its states and rewards where the run normalises (train_adversary's rule):
@@ -247,19 +257,31 @@ def install_atla(
     )
     # the raw observations perturbed, then (with VecNormalize) the run's normalisation: its statistics see them too
     AdversarialObservations(venv, attacked[0], adversary, adversary_norm)
-    train = model.train
+    train, collect = model.train, model.collect_rollouts
     updates = {"n": 0}
+
+    def sync() -> None:
+        """The victim normalises as the run does now, and running-std budgets scale with its statistics."""
+        if norm is None:
+            return
+        victim.norm_mean.copy_(victim.norm_mean.new_tensor(norm.obs_rms.mean).reshape(shape))
+        victim.norm_var.copy_(victim.norm_var.new_tensor(norm.obs_rms.var).reshape(shape))
+        if unit.name == RUNNING_STD:  # every attacked env shares this array
+            unit.scale[...] = ThreatUnit.std(np.sqrt(np.asarray(norm.obs_rms.var)), shape, name=RUNNING_STD).scale
+
+    def collect_synced(*args: Any, **kwargs: Any) -> Any:
+        sync()  # the victim's rollouts (a resumed run's first too, after its statistics were restored)
+        return collect(*args, **kwargs)
 
     def train_then_adversary() -> None:
         train()
         updates["n"] += 1
         if updates["n"] % adv_every == 0:
-            if norm is not None:  # the adversary attacks the victim as it now normalises
-                victim.norm_mean.copy_(victim.norm_mean.new_tensor(norm.obs_rms.mean).reshape(shape))
-                victim.norm_var.copy_(victim.norm_var.new_tensor(norm.obs_rms.var).reshape(shape))
+            sync()  # the adversary attacks the victim as it now normalises
             adversary.learn(adv_steps, reset_num_timesteps=False)
             model.logger.record("train/atla_adversary_steps", adversary.num_timesteps)
 
+    model.collect_rollouts = collect_synced
     model.train = train_then_adversary
     setattr(model, DEFENSE_STATE_ATTR, AdversaryState(adversary, adversary_norm, updates))  # --resume keeps it
     return {
