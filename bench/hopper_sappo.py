@@ -222,7 +222,7 @@ def training_note(folder: Path) -> str:
     if not defense.get("adversary_normalized"):
         notes.append("ATLA's adversary trained on raw states: before it normalised")
     if defense.get("unit") == "random-action obs std":
-        notes.append("budget in random-action obs std, 0.5-7x smaller per feature than the attacks' unit")
+        notes.append("budget in random-action obs std: 0.15-1.9x the attacks' unit per feature")
     return "; ".join(notes)
 
 
