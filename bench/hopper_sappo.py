@@ -162,6 +162,27 @@ def learned_one(args: argparse.Namespace, folder: Path, deadline: float) -> None
         shutil.copyfile(out / "results.json", kept)
 
 
+def best_of_one(args: argparse.Namespace, folder: Path, deadline: float) -> None:
+    """The learned row again with the strongest of ``--learned-seeds`` adversaries (``rllab attack --adv-seeds``:
+    picked on each adversary's own closing evaluation, reported on the table's episodes); the seed-0 adversary
+    is the cached one of the base card."""
+    kept = folder / f"attack-learned-best{args.learned_seeds}.json"
+    if args.learned_seeds < 2 or kept.is_file() or not card_of(args, folder).is_file() or time.time() > deadline:
+        return
+    out = args.work / folder.name / f"learned-best{args.learned_seeds}"
+    if not (out / "results.json").is_file():
+        argv = ["attack", str(folder), "--attack", "learned", "--eps", str(EPS), "--adv-steps", str(args.adv_steps)]
+        argv += ["--adv-seeds", str(args.learned_seeds), "--episodes", str(args.episodes), "--threads", "1"]
+        argv += ["--no-progress", "--out", str(out)]
+        print(f"[hopper] learned adversary, best of {args.learned_seeds} seeds, {folder.name}", flush=True)
+        status = run(argv, deadline, args.work / "logs" / f"learned-best-{folder.name}.log")
+        print(f"[hopper]   {status}", flush=True)
+        if status != "done":
+            return
+    if args.write:
+        shutil.copyfile(out / "results.json", kept)
+
+
 def scan_one(args: argparse.Namespace, folder: Path, deadline: float) -> None:
     """The RS scan of one attacked agent (resumable setting by setting): screen every RS_GRID setting on
     SCREEN_EPISODES episodes of other seeds, then RS and RS+MAD with the best one on the table's episodes."""
@@ -226,9 +247,9 @@ def training_note(folder: Path) -> str:
     return "; ".join(notes)
 
 
-def agent_row(card: dict, scan: dict | None = None, learned: dict | None = None) -> dict:
-    """Clean, every attack's mean return with its CI at EPS (the RS scan's rows and the rerun learned adversary
-    added), and the strongest attack."""
+def agent_row(card: dict, scan: dict | None = None, learned: dict | None = None, best_of: dict | None = None) -> dict:
+    """Clean, every attack's mean return with its CI at EPS (the RS scan's rows, the rerun learned adversary and
+    the best-of-N learned adversaries added), and the strongest attack."""
     key = next(iter(next(iter(card["results"].values()))))
     rows = {name: by_eps[key] for name, by_eps in card["results"].items()}
     if "learned" in rows and not normalised_adversary(card):
@@ -240,6 +261,8 @@ def agent_row(card: dict, scan: dict | None = None, learned: dict | None = None)
         tag = f"scan best: rs-eps {best['rs_eps']:g}, rs-reg {best['rs_reg']:g}"
         for name in ("rs", "rs+mad"):
             rows[f"{name} ({tag})"] = scan["card"]["results"][name][key]
+    for n, other in sorted((best_of or {}).items()):
+        rows[f"learned (best of {n} adversaries)"] = other["results"]["learned"][key]
     strongest = min(rows, key=lambda n: rows[n]["mean_return"])
     return {
         "clean": card["clean"]["mean_return"],
@@ -312,7 +335,11 @@ def table(args: argparse.Namespace, agents: Path) -> dict:
                 if learned is None and not normalised_adversary(base):
                     missing.append(f"{folder.name}: the learned adversary with normalisation not run yet")
                 row = {"steps": finished_steps(folder), "note": training_note(folder)}
-                per.setdefault(method, {})[seed] = row | agent_row(base, scan, learned)
+                best = {
+                    int(f.stem.removeprefix("attack-learned-best")): json.loads(f.read_text())
+                    for f in folder.glob("attack-learned-best*.json")
+                }
+                per.setdefault(method, {})[seed] = row | agent_row(base, scan, learned, best)
             else:
                 have = finished_steps(folder)
                 missing.append(
@@ -427,6 +454,12 @@ def main() -> None:
     p.add_argument(
         "--no-learned", dest="learned", action="store_false", help="skip rerunning raw-state learned adversaries"
     )
+    p.add_argument(
+        "--learned-seeds",
+        type=int,
+        default=1,
+        help="N > 1: also the learned row with the strongest of N adversaries (rllab attack --adv-seeds N)",
+    )
     p.add_argument("--no-write", dest="write", action="store_false", help="print the table, write no results")
     args = p.parse_args()
     args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -448,6 +481,7 @@ def main() -> None:
                 scan_one(args, folder, deadline)
             if args.learned:
                 learned_one(args, folder, deadline)
+            best_of_one(args, folder, deadline)
     table(args, agents)
 
 
