@@ -40,6 +40,9 @@ ENV_PROVIDERS: dict[str, Provider] = {
     "ALE/": Provider("ale_py", None, "atari"),
     "MinAtar/": Provider("minatar.gym", "register_envs", "minatar"),
 }
+# Vector-env classes for ids whose copies step faster together (a DummyVecEnv subclass; the provider module
+# registers it): the attacked MDP runs its victim's PGD once for all copies.
+VEC_ENV_CLASSES: dict[str, type] = {}
 # Gymnasium registers these itself, but making one imports optional packages (entry-point prefix -> needs).
 ENTRY_POINT_NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "gymnasium.envs.mujoco": (("mujoco", "imageio"), "mujoco"),

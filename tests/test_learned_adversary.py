@@ -26,6 +26,62 @@ def test_attacked_env_negates_reward_and_keeps_the_budget(cartpole_ppo_path):
         AttackedEnv(str(cartpole_ppo_path), eps=-1)
 
 
+@pytest.mark.parametrize("mode", ["pa-ad", "direct"])
+def test_attacked_vec_env_steps_as_the_copies_would_one_by_one_with_one_victim_call(cartpole_ppo_path, mode):
+    """AttackedVecEnv batches the PGD actor and the victim across copies: the same trajectories as a DummyVecEnv
+    of the same copies (within float tolerance), with one victim call per step instead of one per copy."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from robustness.learned.env import AttackedVecEnv, load_victim
+
+    victim = load_victim(str(cartpole_ppo_path))
+    calls = []
+    act = victim.act
+
+    def counting_act(obs, *args, **kwargs):
+        calls.append(len(obs))
+        return act(obs, *args, **kwargs)
+
+    runs = {}
+    for cls in (DummyVecEnv, AttackedVecEnv):
+        venv = cls([lambda: AttackedEnv(str(cartpole_ppo_path), eps=0.5, mode=mode, pgd_steps=3) for _ in range(4)])
+        venv.seed(7)
+        rng = np.random.default_rng(0)
+        obs, trace = venv.reset(), []
+        calls.clear()
+        victim.act = counting_act
+        try:
+            for _ in range(60):
+                actions = rng.integers(0, 2, 4) if mode == "pa-ad" else rng.uniform(-1, 1, (4, 4)).astype(np.float32)
+                obs, rewards, dones, _ = venv.step(actions)
+                trace.append((obs.copy(), rewards.copy(), dones.copy()))
+        finally:
+            victim.act = act
+        runs[cls.__name__] = (trace, list(calls))
+    (plain, plain_calls), (batched, batched_calls) = runs["DummyVecEnv"], runs["AttackedVecEnv"]
+    assert plain_calls == [1] * 240 and batched_calls == [4] * 60
+    if mode == "pa-ad":  # the actor's targets topple the pole: episodes end (and reset) along the way
+        assert sum(d.sum() for _, _, d in plain) > 0
+    for (o1, r1, d1), (o2, r2, d2) in zip(plain, batched, strict=True):
+        np.testing.assert_allclose(o1, o2, atol=1e-5)
+        np.testing.assert_array_equal(r1, r2)
+        np.testing.assert_array_equal(d1, d2)
+
+
+def test_attacked_env_ignores_a_batch_result_for_another_action(cartpole_ppo_path):
+    env = AttackedEnv(str(cartpole_ppo_path), eps=0.5)
+    env.reset(seed=0)
+    env._pending = (np.asarray(1), np.asarray(0))  # prepared for adversary action 1 ...
+    calls = []
+    act = env.victim.act
+    env.victim.act = lambda obs, *a, **k: (calls.append(len(obs)), act(obs, *a, **k))[1]
+    try:
+        env.step(np.asarray(0))  # ... but the copy is stepped with action 0: it computes its own
+    finally:
+        env.victim.act = act
+    assert calls == [1] and env._pending is None
+
+
 def test_pa_ad_actor_pushes_the_victim_towards_the_target(cartpole_ppo):
     from robustness.certify import visited_states
 

@@ -21,7 +21,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecNormalize, 
 
 from rllab import hyperparams as hp_lib
 from rllab.algos import ALGOS
-from rllab.environment import env_factory, make_env
+from rllab.environment import VEC_ENV_CLASSES, env_factory, make_env
 from rllab.errors import RllabError
 from rllab.nn.policies import POLICY_CLASSES, default_extractor, needs_transpose, policy_kwargs_to_sb3
 
@@ -31,10 +31,10 @@ SET_BY_LAB = {"self", "policy", "env", "_init_setup_model", "seed", "device", "v
 def make_vec_env(
     env_id: str, n_envs: int, seed: int, env_kwargs: dict[str, Any], wrappers: list[dict[str, Any]]
 ) -> DummyVecEnv:
-    """``n_envs`` copies of the environment in a ``DummyVecEnv``, seeded ``seed``, ``seed + 1``, ..."""
-    return sb3_make_vec_env(
-        env_factory(env_id, env_kwargs, wrappers), n_envs=n_envs, seed=seed, vec_env_cls=DummyVecEnv
-    )
+    """``n_envs`` copies of the environment in a ``DummyVecEnv`` (or the id's registered subclass,
+    ``rllab.environment.VEC_ENV_CLASSES``), seeded ``seed``, ``seed + 1``, ..."""
+    cls = VEC_ENV_CLASSES.get(env_id, DummyVecEnv)
+    return sb3_make_vec_env(env_factory(env_id, env_kwargs, wrappers), n_envs=n_envs, seed=seed, vec_env_cls=cls)
 
 
 def split_hyperparams(algo: str, hp: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

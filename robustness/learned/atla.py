@@ -16,7 +16,7 @@ from gymnasium.wrappers import OrderEnforcing, PassiveEnvChecker, TimeLimit
 from pydantic import Field
 from stable_baselines3 import PPO
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from stable_baselines3.common.vec_env import VecNormalize
 
 from envs.wrappers import WRAPPERS, ObservationShift
 from rllab.agent import Agent
@@ -29,7 +29,7 @@ from rllab.spec import spec_skeleton
 from rllab.training.defenses import DEFENSE_STATE_ATTR
 from rllab.training.resume import optimizer_from_files, optimizer_to_files
 from rllab.units import RUNNING_STD, ThreatUnit
-from robustness.learned.env import AttackedEnv
+from robustness.learned.env import AttackedEnv, AttackedVecEnv
 
 RANDOM_STD = "random-action obs std"  # the unit ATLA records for vector budgets
 
@@ -239,7 +239,7 @@ def install_atla(
         # the std of random-action rollouts (the checkpoint's obs_stats come after training)
         unit = ThreatUnit.std(victim.obs_std, shape, name=RANDOM_STD)
     attacked = [AttackedEnv(victim, eps, pgd_steps=steps, unit=unit) for _ in range(4)]
-    adversary_env: Any = DummyVecEnv([lambda a=a: a for a in attacked])
+    adversary_env: Any = AttackedVecEnv([lambda a=a: a for a in attacked])  # one PGD batch for the 4 copies
     # the adversary's PPO normalises its states and rewards where the run normalises (train_adversary's rule):
     # on raw MuJoCo states and returns in the thousands it learns little
     adversary_norm = VecNormalize(adversary_env, gamma=0.99) if norm is not None else None

@@ -31,8 +31,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch as th
+from stable_baselines3.common.vec_env import DummyVecEnv
 
 from rllab.agent import Agent, load
+from rllab.environment import VEC_ENV_CLASSES
 from rllab.errors import RllabError
 from rllab.units import ThreatUnit
 
@@ -195,6 +197,7 @@ class AttackedEnv(gym.Env):
         else:
             self.action_space = gym.spaces.Box(-1.0, 1.0, shape=self.victim.action_space.shape, dtype=np.float32)
         self._obs: np.ndarray | None = None
+        self._pending: tuple[np.ndarray, np.ndarray] | None = None  # (adversary action, victim action) of a batch
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """The victim's environment, reset."""
@@ -212,8 +215,12 @@ class AttackedEnv(gym.Env):
 
     def step(self, action: np.ndarray):
         """The victim acts on the perturbed observation; the adversary gets minus its reward."""
-        seen = self.perturb(self._obs[None], np.asarray(action)[None])[0]
-        victim_action = self.victim.act(seen[None])[0]
+        pending, self._pending = self._pending, None
+        if pending is not None and np.array_equal(pending[0], np.asarray(action)):
+            victim_action = pending[1]  # computed with the other copies' (AttackedVecEnv)
+        else:
+            seen = self.perturb(self._obs[None], np.asarray(action)[None])[0]
+            victim_action = self.victim.act(seen[None])[0]
         obs, reward, terminated, truncated, info = self.env.step(victim_action)
         self._obs = np.asarray(obs, dtype=np.float32)
         return self._obs, -float(reward), terminated, truncated, info
@@ -221,6 +228,38 @@ class AttackedEnv(gym.Env):
     def close(self) -> None:
         """Closes the victim's environment."""
         self.env.close()
+
+
+class AttackedVecEnv(DummyVecEnv):
+    """Copies of the attacked MDP that share one victim and budget, stepped together: the PA-AD actor's PGD and
+    the victim's action run once on the batch of all copies (one small-network call instead of one per copy:
+    on CPU the per-call overhead dominates), then each copy steps its own environment through its wrappers.
+    Copies that do not share a victim and budget step one by one, as in a ``DummyVecEnv``."""
+
+    def step_wait(self):
+        attacked = [env.unwrapped for env in self.envs]
+        first = attacked[0]
+        if all(_batchable(first, a) for a in attacked):
+            actions = np.stack([np.asarray(self.actions[i]) for i in range(self.num_envs)])
+            seen = first.perturb(np.stack([a._obs for a in attacked]), actions)
+            victim_actions = first.victim.act(seen)
+            for a, action, victim_action in zip(attacked, actions, victim_actions, strict=True):
+                a._pending = (action, victim_action)
+        return super().step_wait()
+
+
+def _batchable(first: Any, other: Any) -> bool:
+    """Whether ``other`` perturbs and acts exactly as ``first`` does (same victim object, budget and actor)."""
+    return (
+        isinstance(other, AttackedEnv)
+        and isinstance(first, AttackedEnv)
+        and other._obs is not None
+        and other.victim is first.victim
+        and (other.eps, other.mode, other.pgd_steps) == (first.eps, first.mode, first.pgd_steps)
+        and np.array_equal(other.scale, first.scale)
+        and np.array_equal(other.low, first.low)
+        and np.array_equal(other.high, first.high)
+    )
 
 
 def pa_ad_actor(
@@ -257,3 +296,4 @@ def register() -> None:
     """Registers ``rllab/Attacked-v0`` with Gymnasium (``rllab.environment.ENV_PROVIDERS`` calls it by module name)."""
     if ENV_ID not in gym.registry:
         gym.register(ENV_ID, entry_point="robustness.learned.env:AttackedEnv")
+    VEC_ENV_CLASSES.setdefault(ENV_ID, AttackedVecEnv)  # rllab.train steps the copies' victim in one batch
