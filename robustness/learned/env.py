@@ -203,7 +203,7 @@ class AttackedEnv(gym.Env):
         """The victim's environment, reset."""
         super().reset(seed=seed)
         obs, info = self.env.reset(seed=seed, options=options)
-        self._obs = np.asarray(obs, dtype=np.float32)
+        self._obs, self._pending = np.asarray(obs, dtype=np.float32), None
         return self._obs, info
 
     def perturb(self, obs: np.ndarray, action: np.ndarray) -> np.ndarray:
