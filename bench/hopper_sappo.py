@@ -18,6 +18,8 @@ is in before the next agent trains), then the table is written:
 - the Robust Sarsa scan (``attack-rs-scan.json``): RS_GRID's settings screened on other episodes, the best one's
   RS and RS+MAD rows on the table's; and, for a card whose learned adversary trained on raw states (before
   adversaries normalised), the learned row again (``attack-learned.json``); both committed beside the agent;
+- with ``--learned-seeds N``: the learned row again with the strongest of N adversaries (``rllab attack
+  --adv-seeds N``, picked on the adversaries' own evaluations), ``attack-learned-bestN.json`` beside the agent;
 - the table, from whatever is finished: bench/results/hopper_sappo.{md,json}, listing what is missing.
 
 ``--steps 4096 --episodes 2 --adv-steps 2048 --agents runs/bench-hopper-smoke`` runs the whole pipeline at
@@ -321,9 +323,14 @@ def table(args: argparse.Namespace, agents: Path) -> dict:
     missing = []
     # every method and seed, whichever this instance worked on: instances side by side write one table
     methods = list(METHODS)
-    seeds_all = sorted(set(args.seeds) | set(DEFAULT_SEEDS))
+
+    def seeds_of(method: str) -> list[int]:
+        """The default seeds, this run's, and any other with a checkpoint folder (finished or not)."""
+        found = {p.name.removeprefix(f"{method}-s") for p in agents.glob(f"{method}-s*")}
+        return sorted(set(args.seeds) | set(DEFAULT_SEEDS) | {int(s) for s in found if s.isdigit()})
+
     for method in methods:
-        for seed in seeds_all:
+        for seed in seeds_of(method):
             folder = agents / f"{method}-s{seed}"
             card = card_of(args, folder)
             if card.is_file():
@@ -407,7 +414,7 @@ def table(args: argparse.Namespace, agents: Path) -> dict:
         worst = r["attacks"][r["strongest"]]
         of = "" if len(pools[method]) == len(per[method]) else f"; median of the {len(pools[method])} of today's recipe"
         lines.append(
-            f"| {method} | s{s} ({len(per[method])} of {len(seeds_all)} seeds done{of}) | "
+            f"| {method} | s{s} ({len(per[method])} of {len(seeds_of(method))} seeds done{of}) | "
             f"{ci(r['clean'], r['clean_ci'])}"
             f" | {r['strongest']} | {ci(worst['mean'], worst['ci95'])} ({worst['mean'] / r['clean']:.0%}) | "
             f"{r['random']:.0f} ({r['random'] / r['clean']:.0%}) | {paper.get(method, '-')} |"
