@@ -448,7 +448,7 @@ def table(args: argparse.Namespace, agents: Path) -> dict:
 
 def main() -> None:
     """Train, attack and tabulate, each step resumable, until done or ``--minutes`` have passed."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--steps", type=int, default=1_000_000, help="training steps per agent")
     p.add_argument("--seeds", default=",".join(map(str, DEFAULT_SEEDS)))
     p.add_argument("--methods", default=",".join(METHODS))
