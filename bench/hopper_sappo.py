@@ -151,12 +151,20 @@ def learned_one(args: argparse.Namespace, folder: Path, deadline: float) -> None
         return
     if normalised_adversary(json.loads(card_of(args, folder).read_text())):
         return
-    out = args.work / folder.name / "learned"
+    learned_rows(args, folder, deadline, kept, "learned", [], "learned adversary (normalised)")
+
+
+def learned_rows(
+    args: argparse.Namespace, folder: Path, deadline: float, kept: Path, name: str, extra: list[str], what: str
+) -> None:
+    """``rllab attack --attack learned`` (and ``extra``) on the table's episodes into ``--work/<agent>/<name>``
+    (reused when there), its card copied to ``kept``."""
+    out = args.work / folder.name / name
     if not (out / "results.json").is_file():
         argv = ["attack", str(folder), "--attack", "learned", "--eps", str(EPS), "--adv-steps", str(args.adv_steps)]
-        argv += ["--episodes", str(args.episodes), "--threads", "1", "--no-progress", "--out", str(out)]
-        print(f"[hopper] learned adversary (normalised) {folder.name}", flush=True)
-        status = run(argv, deadline, args.work / "logs" / f"learned-{folder.name}.log")
+        argv += [*extra, "--episodes", str(args.episodes), "--threads", "1", "--no-progress", "--out", str(out)]
+        print(f"[hopper] {what} {folder.name}", flush=True)
+        status = run(argv, deadline, args.work / "logs" / f"{name}-{folder.name}.log")
         print(f"[hopper]   {status}", flush=True)
         if status != "done":
             return
@@ -171,18 +179,8 @@ def best_of_one(args: argparse.Namespace, folder: Path, deadline: float) -> None
     kept = folder / f"attack-learned-best{args.learned_seeds}.json"
     if args.learned_seeds < 2 or kept.is_file() or not card_of(args, folder).is_file() or time.time() > deadline:
         return
-    out = args.work / folder.name / f"learned-best{args.learned_seeds}"
-    if not (out / "results.json").is_file():
-        argv = ["attack", str(folder), "--attack", "learned", "--eps", str(EPS), "--adv-steps", str(args.adv_steps)]
-        argv += ["--adv-seeds", str(args.learned_seeds), "--episodes", str(args.episodes), "--threads", "1"]
-        argv += ["--no-progress", "--out", str(out)]
-        print(f"[hopper] learned adversary, best of {args.learned_seeds} seeds, {folder.name}", flush=True)
-        status = run(argv, deadline, args.work / "logs" / f"learned-best-{folder.name}.log")
-        print(f"[hopper]   {status}", flush=True)
-        if status != "done":
-            return
-    if args.write:
-        shutil.copyfile(out / "results.json", kept)
+    n = args.learned_seeds
+    learned_rows(args, folder, deadline, kept, f"learned-best{n}", ["--adv-seeds", str(n)], f"learned, best of {n}:")
 
 
 def scan_one(args: argparse.Namespace, folder: Path, deadline: float) -> None:
