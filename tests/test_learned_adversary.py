@@ -230,7 +230,9 @@ def test_atla_adversary_state_round_trips_and_refuses_what_does_not_fit(tmp_path
     tensors, meta = trained.state()
     fresh = state(1)
     fresh.load_state(tensors, meta)
-    for a, b in zip(trained.adversary.policy.state_dict().values(), fresh.adversary.policy.state_dict().values()):
+    for a, b in zip(
+        trained.adversary.policy.state_dict().values(), fresh.adversary.policy.state_dict().values(), strict=True
+    ):
         assert torch.equal(a, b)
     obs = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
     np.testing.assert_array_equal(*(s.adversary.predict(obs, deterministic=True)[0] for s in (fresh, trained)))
